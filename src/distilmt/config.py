@@ -1,0 +1,289 @@
+"""Typed configuration: one dataclass per concern, validated on construction.
+
+A preset (``presets/*.yaml``) is a serialised :class:`RunConfig`. Every field has a help text
+(``field(metadata={"help": ...})``) and every user mistake is reported as one :class:`ConfigError`
+sentence naming the field and what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+PRESET_DIR = Path(__file__).parent / "presets"
+PRESETS = ("quick", "conservative", "balanced", "aggressive", "quality")
+
+
+class ConfigError(ValueError):
+    """A configuration value a user has to change; the message names the field."""
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+def _check(ok: bool, where: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: {message}")
+
+
+@dataclass
+class DataConfig:
+    corpus: str = _help("'bible' for the built-in en-hu corpus, or a path: a .tsv file, a .jsonl file, "
+                        "or the prefix of two aligned files PREFIX.SRC / PREFIX.TGT", "bible")
+    source_lang: str = _help("source language code (for the built-in corpus: en or hu)", "en")
+    target_lang: str = _help("target language code", "hu")
+    format: str = _help("corpus format: auto, tsv, plain, jsonl", "auto")
+    src_field: str = _help("JSONL field holding the source sentence (default: source_lang)", "")
+    tgt_field: str = _help("JSONL field holding the target sentence (default: target_lang)", "")
+    dev_file: str = _help("optional dev corpus (same format); default: held out from the corpus", "")
+    test_file: str = _help("optional test corpus (same format); default: held out from the corpus", "")
+    dev_size: int = _help("sentences held out for dev when no dev_file is given (user corpora)", 500)
+    test_size: int = _help("sentences held out for test when no test_file is given (user corpora)", 1000)
+    skip_bad_lines: bool = _help("skip malformed lines (counted and reported) instead of stopping", False)
+    vocab_size: int = _help("joint subword vocabulary size of a tokenizer trained here", 4000)
+    max_tokens: int = _help("drop training pairs longer than this many subword tokens on either side", 64)
+    max_train_pairs: int = _help("use at most this many training pairs (0 = all)", 0)
+    max_eval_sentences: int = _help("dev sentences used for BLEU during training (0 = all)", 300)
+    max_test_sentences: int = _help("test sentences used in the final evaluation (0 = all)", 0)
+
+    def __post_init__(self):
+        _check(self.format in ("auto", "tsv", "plain", "jsonl"), "data.format",
+               f"'{self.format}' is not one of auto, tsv, plain, jsonl")
+        _check(self.source_lang != self.target_lang, "data.source_lang",
+               f"source and target are both '{self.source_lang}'; set data.target_lang to the other language")
+        if self.corpus == "bible":
+            _check({self.source_lang, self.target_lang} == {"en", "hu"}, "data.source_lang",
+                   "the built-in corpus is English-Hungarian: use en/hu or hu/en, or point data.corpus at your files")
+        _check(self.vocab_size >= 100, "data.vocab_size", f"{self.vocab_size} is too small; use at least 100")
+        _check(self.max_tokens >= 4, "data.max_tokens", "must be at least 4")
+        for name in ("dev_size", "test_size", "max_train_pairs", "max_eval_sentences", "max_test_sentences"):
+            _check(getattr(self, name) >= 0, f"data.{name}", "must not be negative")
+
+    @property
+    def direction(self) -> str:
+        return f"{self.source_lang}-{self.target_lang}"
+
+
+@dataclass
+class TeacherConfig:
+    path: str = _help("a local Hugging Face seq2seq model directory to use as the teacher; empty = train one here", "")
+    arch: str = _help("architecture of a teacher trained here: 'prenorm' (M2M100-style pre-LayerNorm) or "
+                      "'marian' (MarianMT, post-LayerNorm)", "prenorm")
+    d_model: int = _help("hidden width", 256)
+    encoder_layers: int = _help("encoder depth", 3)
+    decoder_layers: int = _help("decoder depth", 3)
+    ffn_dim: int = _help("feed-forward width", 1024)
+    heads: int = _help("attention heads", 4)
+    dropout: float = _help("dropout", 0.1)
+
+    def __post_init__(self):
+        _check(self.arch in ("prenorm", "marian"), "teacher.arch", f"'{self.arch}' is not prenorm or marian")
+        _check(self.d_model > 0 and self.d_model % max(self.heads, 1) == 0, "teacher.d_model",
+               f"{self.d_model} must be a positive multiple of teacher.heads ({self.heads})")
+        for name in ("encoder_layers", "decoder_layers", "ffn_dim", "heads"):
+            _check(getattr(self, name) >= 1, f"teacher.{name}", "must be at least 1")
+        _check(0 <= self.dropout < 1, "teacher.dropout", "must be in [0, 1)")
+
+
+@dataclass
+class StudentConfig:
+    depth_ratio: float = _help("student layers = round(teacher layers x ratio), at least 1", 0.67)
+    width_ratio: float = _help("student d_model and ffn = teacher's x ratio (rounded to a multiple of heads)", 1.0)
+    heads_ratio: float = _help("student heads = teacher heads x ratio, at least 1", 1.0)
+    decoder_depth_ratio: float = _help("decoder depth ratio (default: depth_ratio); a shallow decoder is fastest", 0.0)
+    init_from_teacher: bool = _help("when widths match, copy embeddings and a spread-out subset of teacher "
+                                    "layers into the student (shrink and fine-tune)", True)
+
+    def __post_init__(self):
+        for name in ("depth_ratio", "width_ratio", "heads_ratio"):
+            _check(0 < getattr(self, name) <= 1, f"student.{name}", f"{getattr(self, name)} must be in (0, 1]")
+        _check(0 <= self.decoder_depth_ratio <= 1, "student.decoder_depth_ratio", "must be in [0, 1] (0 = same as depth_ratio)")
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = _help("peak AdamW learning rate", 1e-3)
+    warmup_steps: int = _help("linear warm-up steps before cosine decay", 300)
+    epochs: float = _help("training epochs (ignored when max_steps > 0)", 5.0)
+    max_steps: int = _help("total optimizer updates (0 = use epochs)", 0)
+    batch_tokens: int = _help("tokens per batch per device (padded source+target lengths x rows)", 3000)
+    grad_accum: int = _help("gradient accumulation steps", 1)
+    weight_decay: float = _help("AdamW weight decay", 0.01)
+    max_grad_norm: float = _help("gradient clipping norm", 1.0)
+    label_smoothing: float = _help("label smoothing of the reference cross-entropy", 0.1)
+    bf16: bool = _help("bf16 autocast (CPU with AMX or a recent GPU); losses stay fp32", True)
+    eval_every_epoch: bool = _help("generate on dev and compute BLEU at each epoch end", True)
+    early_stopping_patience: int = _help("stop after this many evaluations without dev-BLEU gain (0 = off)", 0)
+    seed: int = _help("random seed", 1)
+    eval_beams: int = _help("beam size for dev BLEU during training", 1)
+
+    def __post_init__(self):
+        _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
+        _check(self.epochs > 0 or self.max_steps > 0, "train.epochs", "set epochs > 0 or max_steps > 0")
+        _check(self.max_steps >= 0 and self.warmup_steps >= 0, "train.max_steps", "steps must not be negative")
+        _check(self.batch_tokens >= 64, "train.batch_tokens", f"{self.batch_tokens} is too small; use at least 64")
+        _check(self.grad_accum >= 1, "train.grad_accum", "must be at least 1")
+        _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
+        _check(self.eval_beams >= 1, "train.eval_beams", "must be at least 1")
+
+
+@dataclass
+class DistillConfig:
+    alpha: float = _help("weight of the KD term  alpha * T^2 * KL(p_teacher^T || p_student^T)", 0.5)
+    beta: float = _help("weight of the label-smoothed cross-entropy on the reference", 0.5)
+    temperature: float = _help("softmax temperature T applied to teacher and student logits", 2.0)
+
+    def __post_init__(self):
+        _check(self.alpha is not None and self.alpha >= 0, "distill.alpha", "must be a number >= 0")
+        _check(self.beta is not None and self.beta >= 0, "distill.beta", "must be a number >= 0")
+        _check(self.alpha + self.beta > 0, "distill.alpha", "alpha and beta are both 0: nothing to learn from")
+        _check(self.temperature is not None and self.temperature > 0, "distill.temperature", "must be > 0")
+
+
+@dataclass
+class EvalConfig:
+    num_beams: int = _help("beam size for test translations", 4)
+    batch_size: int = _help("sentences per generation batch", 64)
+    max_new_tokens: int = _help("longest translation generated, in tokens", 128)
+    samples_in_report: int = _help("sample translations shown in report.md", 8)
+    export_ct2: bool = _help("export the KD student to CTranslate2 int8 and evaluate it too", True)
+
+    def __post_init__(self):
+        _check(self.num_beams >= 1, "eval.num_beams", "must be at least 1")
+        _check(self.batch_size >= 1, "eval.batch_size", "must be at least 1")
+
+
+@dataclass
+class MonitorConfig:
+    enabled: bool = _help("show what teacher and student translate while the student learns", True)
+    sample_frequency: int = _help("show the panel every this many optimizer steps", 50)
+    num_samples: int = _help("fixed dev samples shown in each panel", 2)
+    language: str = _help("language of the monitor's comments: en or zh", "en")
+    show_diff: bool = _help("show a word-level diff between student and teacher output", False)
+    max_text_length: int = _help("truncate shown texts to this many characters", 160)
+    topics: dict = _help("extra topics: {topic: [keyword, ...]} added to the built-in lists", factory=dict)
+    quiet: bool = _help("plain log lines only, even on a terminal", False)
+
+    def __post_init__(self):
+        _check(self.sample_frequency >= 1, "monitor.sample_frequency", "must be at least 1")
+        _check(self.num_samples >= 1, "monitor.num_samples", "must be at least 1")
+        _check(self.language in ("en", "zh"), "monitor.language", f"'{self.language}' is not en or zh")
+        _check(self.max_text_length >= 10, "monitor.max_text_length", "must be at least 10")
+        _check(isinstance(self.topics, dict) and all(isinstance(v, list) for v in self.topics.values()),
+               "monitor.topics", "must map each topic name to a list of keywords")
+
+
+@dataclass
+class RunConfig:
+    name: str = _help("preset or run name", "custom")
+    description: str = _help("one line on what this configuration is for", "")
+    data: DataConfig = _help("corpus and tokenizer", factory=DataConfig)
+    teacher: TeacherConfig = _help("the teacher: a directory to load, or an architecture to train", factory=TeacherConfig)
+    student: StudentConfig = _help("how the student is derived from the teacher", factory=StudentConfig)
+    teacher_train: TrainConfig = _help("training recipe of a teacher trained here", factory=TrainConfig)
+    student_train: TrainConfig = _help("training recipe of both students (baseline and KD)", factory=TrainConfig)
+    distill: DistillConfig = _help("token-level KD", factory=DistillConfig)
+    eval: EvalConfig = _help("final evaluation", factory=EvalConfig)
+    monitor: MonitorConfig = _help("the visual distillation monitor", factory=MonitorConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def from_dict(cls, values: dict | None, where: str = ""):
+    """Build a (nested) config dataclass from a dict, rejecting unknown keys with a clear message."""
+    values = dict(values or {})
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown setting; known ones are {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in values.items():
+        kind = hints[name]
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
+            kwargs[name] = from_dict(kind, value, key)
+        else:
+            kwargs[name] = _coerce(kind, value, key)
+    return cls(**kwargs)
+
+
+def _coerce(kind, value, key):
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, bool) or value is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if kind is int:
+            if number != int(number):
+                raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+            return int(number)
+        return number
+    if kind is str:
+        return str(value)
+    return value
+
+
+def set_override(values: dict, dotted: str, raw: str) -> None:
+    """Apply one ``section.field=value`` command-line override to a config dict (YAML-typed value)."""
+    import yaml
+
+    path = dotted.split(".")
+    node = values
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: '{part}' is not a section")
+    node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+
+
+def load_config(preset: str | None = None, file: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Resolve a configuration: a preset or a YAML file, then ``key=value`` overrides, then validation."""
+    import yaml
+
+    if preset and file:
+        raise ConfigError("give either --preset or --config, not both")
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+    else:
+        name = preset or "quick"
+        path = PRESET_DIR / f"{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"preset '{name}' does not exist; choose one of {', '.join(PRESETS)}")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': write it as section.field=value, e.g. distill.temperature=2")
+        key, raw = item.split("=", 1)
+        set_override(values, key.strip(), raw.strip())
+    return from_dict(RunConfig, values)
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")

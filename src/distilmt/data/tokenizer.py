@@ -1,0 +1,36 @@
+"""A joint source/target subword tokenizer trained here, saved so plain `transformers` loads it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "bos_token": "<s>"}
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
+    """Train a SentencePiece-style unigram model on both languages; save it as a HF fast tokenizer.
+
+    One vocabulary for both sides lets the encoder and decoder share (tie) embeddings, and lets a
+    teacher and a student made here share token ids, which logit-level KD needs.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    specials = [SPECIAL_TOKENS[k] for k in ("pad_token", "eos_token", "unk_token", "bos_token")]
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=specials, unk_token=SPECIAL_TOKENS["unk_token"],
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    eos_id = tok.token_to_id(SPECIAL_TOKENS["eos_token"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos_id)]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=512, **SPECIAL_TOKENS)
+    fast.save_pretrained(str(out_dir))
+    return fast

@@ -1,0 +1,158 @@
+"""Distillation losses as pure functions of tensors.
+
+Every function takes per-position logits ``[batch, length, vocab]`` (or anything whose softmax is the
+distribution: log-probabilities work, and ``-inf`` marks tokens with zero probability) and a boolean
+``mask`` ``[batch, length]`` of real (non-pad) target positions, and returns ``(loss_sum, n_tokens)``:
+the loss summed over masked positions and how many there were. The caller normalises exactly once, by
+the global number of target tokens (summed over gradient-accumulation micro-batches and processes), so
+micro-batching never changes the result. All maths is done in fp32 whatever the input dtype.
+
+Temperature ``T`` divides both teacher and student logits before the softmax. The conventional ``T**2``
+factor that keeps gradient magnitudes comparable across temperatures is applied by
+:func:`token_kd_objective`, not hidden inside the divergences, so each divergence is exactly the quantity
+its name says.
+"""
+
+from __future__ import annotations
+
+import torch
+
+IGNORE_INDEX = -100
+
+LossSum = tuple[torch.Tensor, torch.Tensor]
+
+
+def target_mask(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Boolean mask of real target positions."""
+    return labels.ne(ignore_index)
+
+
+def _log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.log_softmax(logits.float() / temperature, dim=-1)
+
+
+def _masked_sum(per_position: torch.Tensor, mask: torch.Tensor) -> LossSum:
+    mask = mask.to(per_position.device)
+    total = per_position.masked_fill(~mask, 0.0).sum()
+    return total, mask.sum()
+
+
+def _kl_from_log_probs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per position, summed over the vocabulary; terms with p = 0 contribute exactly 0."""
+    p = log_p.exp()
+    terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
+    return terms.sum(-1)
+
+
+def label_smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, epsilon: float = 0.0,
+                                 ignore_index: int = IGNORE_INDEX) -> LossSum:
+    """Cross-entropy with the reference, smoothed as ``torch.nn.functional.cross_entropy(label_smoothing=eps)``:
+
+    ``(1 - eps) * -log q(y) + eps * mean_v(-log q(v))`` per real target position.
+    """
+    mask = target_mask(labels, ignore_index)
+    log_q = torch.log_softmax(logits.float(), dim=-1)
+    safe = labels.masked_fill(~mask, 0).unsqueeze(-1)
+    nll = -log_q.gather(-1, safe).squeeze(-1)
+    smooth = -log_q.mean(-1)
+    return _masked_sum((1.0 - epsilon) * nll + epsilon * smooth, mask)
+
+
+def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
+               temperature: float = 1.0) -> LossSum:
+    """KL(p_teacher^T || p_student^T) summed over masked positions (the classic Hinton KD divergence)."""
+    log_p = _log_probs(teacher_logits, temperature)
+    log_q = _log_probs(student_logits, temperature)
+    return _masked_sum(_kl_from_log_probs(log_p, log_q), mask)
+
+
+def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
+               temperature: float = 1.0) -> LossSum:
+    """KL(p_student^T || p_teacher^T): mode-seeking."""
+    log_p = _log_probs(teacher_logits, temperature)
+    log_q = _log_probs(student_logits, temperature)
+    return _masked_sum(_kl_from_log_probs(log_q, log_p), mask)
+
+
+def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
+                    beta: float = 0.5, temperature: float = 1.0) -> LossSum:
+    """Generalised Jensen-Shannon divergence as in GKD (Agarwal et al. 2024) and TRL:
+
+    ``m = beta * p_teacher + (1 - beta) * p_student``;
+    ``JSD_beta = beta * KL(p_teacher || m) + (1 - beta) * KL(p_student || m)``.
+    The formula itself vanishes at beta = 0 and beta = 1; following TRL, those endpoints are defined as the
+    forward KL(p_teacher || p_student) (beta = 0) and the reverse KL(p_student || p_teacher) (beta = 1).
+    """
+    log_p = _log_probs(teacher_logits, temperature)
+    log_q = _log_probs(student_logits, temperature)
+    if beta == 0:
+        return _masked_sum(_kl_from_log_probs(log_p, log_q), mask)
+    if beta == 1:
+        return _masked_sum(_kl_from_log_probs(log_q, log_p), mask)
+    log_m = torch.logsumexp(torch.stack([log_p + torch.log(torch.tensor(beta)),
+                                         log_q + torch.log(torch.tensor(1.0 - beta))]), dim=0)
+    jsd = beta * _kl_from_log_probs(log_p, log_m) + (1 - beta) * _kl_from_log_probs(log_q, log_m)
+    return _masked_sum(jsd, mask)
+
+
+def skew_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
+            alpha: float = 0.1, temperature: float = 1.0) -> LossSum:
+    """Alpha-skew KL from DistiLLM (Ko et al. 2024): ``KL(p_teacher || alpha * p_teacher + (1 - alpha) * p_student)``.
+
+    ``alpha = 0`` is the forward KL; larger alpha bounds the loss where the student gives a teacher token ~0.
+    """
+    log_p = _log_probs(teacher_logits, temperature)
+    log_q = _log_probs(student_logits, temperature)
+    if alpha == 0:
+        return _masked_sum(_kl_from_log_probs(log_p, log_q), mask)
+    log_mix = torch.logsumexp(torch.stack([log_p + torch.log(torch.tensor(alpha)),
+                                           log_q + torch.log(torch.tensor(1.0 - alpha))]), dim=0)
+    return _masked_sum(_kl_from_log_probs(log_p, log_mix), mask)
+
+
+def total_variation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
+                    temperature: float = 1.0) -> LossSum:
+    """Total variation distance ``0.5 * sum_v |p_teacher(v) - p_student(v)|`` per position."""
+    p = _log_probs(teacher_logits, temperature).exp()
+    q = _log_probs(student_logits, temperature).exp()
+    return _masked_sum(0.5 * (p - q).abs().sum(-1), mask)
+
+
+DIVERGENCES = {
+    "forward_kl": forward_kl,
+    "reverse_kl": reverse_kl,
+    "jsd": generalized_jsd,
+    "skew_kl": skew_kl,
+    "tvd": total_variation,
+}
+
+
+def token_kd_objective(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor,
+                       alpha: float, beta: float, temperature: float, label_smoothing: float = 0.0,
+                       ignore_index: int = IGNORE_INDEX) -> dict[str, torch.Tensor]:
+    """Token-level KD: ``alpha * T^2 * KL(p_t^T || p_s^T) + beta * CE_ls(student, reference)``, as sums.
+
+    Returns the summed terms ``{"kd", "ce", "total", "n_tokens"}``; divide by the global target-token count.
+    With ``teacher_logits=None`` (no teacher) the KD term is 0 and only ``beta * CE`` remains.
+    """
+    ce, n_tokens = label_smoothed_cross_entropy(student_logits, labels, label_smoothing, ignore_index)
+    if teacher_logits is None or alpha == 0:
+        kd = torch.zeros((), device=ce.device)
+    else:
+        kl, _ = forward_kl(student_logits, teacher_logits, target_mask(labels, ignore_index), temperature)
+        kd = kl * temperature**2
+    total = alpha * kd + beta * ce
+    return {"kd": kd, "ce": ce, "total": total, "n_tokens": n_tokens}
+
+
+def normalise(loss_sum: torch.Tensor, n_tokens: torch.Tensor | int) -> torch.Tensor:
+    """Divide a loss sum by a token count; an all-pad batch (count 0) gives 0, not NaN."""
+    if torch.is_tensor(n_tokens):
+        return loss_sum / n_tokens.clamp(min=1).to(loss_sum.dtype)
+    return loss_sum / max(int(n_tokens), 1)
+
+
+__all__ = [
+    "DIVERGENCES", "IGNORE_INDEX", "forward_kl", "generalized_jsd", "label_smoothed_cross_entropy", "normalise",
+    "reverse_kl", "skew_kl", "target_mask", "token_kd_objective", "total_variation",
+]
