@@ -1,0 +1,124 @@
+"""Tokenised parallel data, length-bucketed token-budget batches, and the padding collator."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from ..losses import IGNORE_INDEX
+
+
+class ParallelDataset(Dataset):
+    """Tokenised (source, target) pairs; pairs longer than ``max_tokens`` on either side are dropped."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], tokenizer, max_tokens: int = 0):
+        sources = tokenizer([s for s, _ in pairs])["input_ids"]
+        targets = tokenizer(text_target=[t for _, t in pairs])["input_ids"]
+        self.examples = []
+        self.dropped = 0
+        for src, tgt in zip(sources, targets):
+            if max_tokens and (len(src) > max_tokens or len(tgt) > max_tokens):
+                self.dropped += 1
+                continue
+            self.examples.append({"input_ids": src, "labels": tgt})
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.examples[index]
+
+    def lengths(self) -> list[int]:
+        """Padded cost of each example: its longer side."""
+        return [max(len(e["input_ids"]), len(e["labels"])) for e in self.examples]
+
+    def target_tokens(self) -> int:
+        return sum(len(e["labels"]) for e in self.examples)
+
+
+def token_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> list[list[int]]:
+    """Group example indices into batches of at most ``max_tokens`` padded tokens (rows x longest).
+
+    Examples are sorted by length with a seeded random tie-break, cut into batches, and the batch order is
+    shuffled, so each batch holds similar lengths (little padding) while the order varies per seed.
+    """
+    rng = random.Random(seed)
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches, current, longest = [], [], 0
+    for index in order:
+        longest_if_added = max(longest, lengths[index])
+        if current and longest_if_added * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current, longest_if_added = [], lengths[index]
+        current.append(index)
+        longest = longest_if_added
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Share of padded positions among all positions of the given batches."""
+    real = sum(lengths[i] for batch in batches for i in batch)
+    padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+    return 1.0 - real / padded if padded else 0.0
+
+
+class TokenBatchSampler:
+    """A batch sampler for ``DataLoader(batch_sampler=...)``: token-budget batches, reshuffled each epoch.
+
+    The order depends only on ``seed`` and the epoch set by the Trainer (``set_epoch``), so a resumed run
+    sees exactly the batches the interrupted one would have seen. Under DDP, accelerate hands every
+    process its own share of these batches.
+    """
+
+    def __init__(self, lengths: Sequence[int], max_tokens: int, seed: int = 0):
+        self.lengths = list(lengths)
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.epoch = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def batches(self) -> list[list[int]]:
+        if self._cache is None or self._cache[0] != self.epoch:
+            self._cache = (self.epoch, token_batches(self.lengths, self.max_tokens, self.seed * 100_003 + self.epoch))
+        return self._cache[1]
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+class Seq2SeqCollator:
+    """Pads a list of examples; builds ``decoder_input_ids`` (labels shifted right) and masks pads with -100."""
+
+    def __init__(self, pad_token_id: int, decoder_start_token_id: int):
+        self.pad = pad_token_id
+        self.start = decoder_start_token_id
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        n = len(examples)
+        src_len = max(len(e["input_ids"]) for e in examples)
+        tgt_len = max(len(e["labels"]) for e in examples)
+        input_ids = torch.full((n, src_len), self.pad, dtype=torch.long)
+        attention_mask = torch.zeros((n, src_len), dtype=torch.long)
+        labels = torch.full((n, tgt_len), IGNORE_INDEX, dtype=torch.long)
+        decoder_input_ids = torch.full((n, tgt_len), self.pad, dtype=torch.long)
+        for row, example in enumerate(examples):
+            src, tgt = example["input_ids"], example["labels"]
+            input_ids[row, : len(src)] = torch.tensor(src)
+            attention_mask[row, : len(src)] = 1
+            labels[row, : len(tgt)] = torch.tensor(tgt)
+            decoder_input_ids[row, 0] = self.start
+            decoder_input_ids[row, 1 : len(tgt)] = torch.tensor(tgt[:-1])
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "decoder_input_ids": decoder_input_ids, "labels": labels}
