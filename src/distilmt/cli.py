@@ -1,0 +1,226 @@
+"""One entry point; each subcommand is one stage of the pipeline, and `run` does all of them.
+
+User mistakes (bad config values, bad corpus files, a wrong run directory, an incompatible teacher)
+end in one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_RUN_DIR = "runs/latest"
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="quick, conservative, balanced, aggressive or quality (default: quick)")
+    p.add_argument("--config", help="a YAML file of settings instead of a preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set distill.temperature=2 --set data.source_lang=hu")
+    p.add_argument("--direction", help="shorthand for data.source_lang/target_lang, e.g. hu-en")
+    p.add_argument("--corpus", help="shorthand for data.corpus: a .tsv/.jsonl file or a PREFIX of PREFIX.src/.tgt")
+    p.add_argument("--teacher", help="shorthand for teacher.path: a local Hugging Face seq2seq directory")
+
+
+def _run_dir_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--run-dir", default=None if required else DEFAULT_RUN_DIR, required=required,
+                   help=f"the run directory every stage reads and writes (default: {DEFAULT_RUN_DIR})")
+
+
+def _resume_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training from its last checkpoint")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distilmt", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--quiet", action="store_true", help="plain log lines only (no panels)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="the whole job: data, teacher, students, evaluation, report")
+    _config_args(p); _run_dir_arg(p); _resume_arg(p)
+
+    p = sub.add_parser("prepare-data", help="build the corpus splits and the tokenizer")
+    _config_args(p); _run_dir_arg(p)
+
+    p = sub.add_parser("train-teacher", help="train the teacher (or take --teacher as it is)")
+    _config_args(p); _run_dir_arg(p); _resume_arg(p)
+
+    p = sub.add_parser("distill", help="train the no-KD baseline student and the KD student")
+    _config_args(p); _run_dir_arg(p); _resume_arg(p)
+    p.add_argument("--only", choices=["baseline", "kd"], help="train just one of the two students")
+
+    p = sub.add_parser("evaluate", help="evaluate every trained model of the run on its test set")
+    _run_dir_arg(p)
+
+    p = sub.add_parser("translate", help="translate --text or stdin with a model of a run (or any model dir)")
+    p.add_argument("model", nargs="?", default="student-kd",
+                   help="a model name inside --run-dir (teacher, student-kd, ...) or a model directory")
+    _run_dir_arg(p)
+    p.add_argument("--text", action="append", help="a sentence to translate (repeatable); default: read stdin")
+    p.add_argument("--beams", type=int, default=4, help="beam size")
+
+    p = sub.add_parser("export", help="export a model to CTranslate2 or a plain Hugging Face directory")
+    p.add_argument("model_dir"); p.add_argument("out_dir")
+    p.add_argument("--format", choices=["ctranslate2", "hf"], default="ctranslate2")
+    p.add_argument("--quantization", default="int8", help="int8, int8_float32, int16, float16, float32 ...")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
+
+    sub.add_parser("presets", help="list the presets and what each costs")
+    return parser
+
+
+def _resolve_config(args):
+    from .config import load_config
+
+    overrides = list(args.overrides)
+    if args.direction:
+        if "-" not in args.direction:
+            from .config import ConfigError
+
+            raise ConfigError(f"--direction {args.direction}: write it as SRC-TGT, e.g. en-hu or hu-en")
+        src, tgt = args.direction.split("-", 1)
+        overrides += [f"data.source_lang={src}", f"data.target_lang={tgt}"]
+    if args.corpus:
+        overrides.append(f"data.corpus={args.corpus}")
+    if args.teacher:
+        overrides.append(f"teacher.path={args.teacher}")
+    return load_config(args.preset, args.config, overrides)
+
+
+def _config_for_stage(args):
+    """The run's config: the saved one, or (for a new run dir) the one the flags describe."""
+    from .pipeline import open_run
+
+    run_dir = Path(args.run_dir)
+    given = args.preset or args.config or args.overrides or args.direction or args.corpus or args.teacher
+    if (run_dir / "config.yaml").is_file() and not given:
+        return open_run(run_dir)
+    return open_run(run_dir, _resolve_config(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("transformers", "accelerate", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("distilmt: interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
+        from .config import ConfigError
+        from .data.readers import CorpusError
+        from .models.build import ModelError
+        from .pipeline import RunDirError
+
+        if isinstance(exc, (ConfigError, CorpusError, ModelError, RunDirError, FileNotFoundError)):
+            print(f"distilmt: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _dispatch(args) -> int:
+    from . import pipeline
+
+    if args.command == "presets":
+        return _print_presets()
+    if args.command == "export":
+        return _export(args)
+    if args.command == "translate":
+        return _translate(args)
+    run_dir = Path(args.run_dir)
+    if args.command == "evaluate":
+        cfg = pipeline.open_run(run_dir)
+        rows = pipeline.evaluate(cfg, run_dir)
+        pipeline.report(cfg, run_dir)
+        _print_table(rows)
+        return 0
+    if args.quiet:
+        os.environ["DISTILMT_QUIET"] = "1"
+    cfg = _config_for_stage(args)
+    if args.command == "run":
+        rows = pipeline.run(cfg, run_dir, resume=args.resume)
+        _print_table(rows)
+        print(f"\nEverything is in {run_dir}/ (report.md, report.html, metrics.json, tb/ for TensorBoard)")
+    elif args.command == "prepare-data":
+        splits = pipeline.prepare_data(cfg, run_dir)
+        print(f"data: {len(splits.train)} train, {len(splits.dev)} dev, {len(splits.test)} test pairs in {run_dir}/data")
+    elif args.command == "train-teacher":
+        pipeline.prepare_data(cfg, run_dir)
+        pipeline.train_teacher(cfg, run_dir, resume=args.resume)
+    elif args.command == "distill":
+        names = {"baseline": ("student-baseline",), "kd": ("student-kd",), None: tuple(pipeline.STUDENTS)}[args.only]
+        pipeline.distill(cfg, run_dir, names, resume=args.resume)
+    return 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+
+    from .evaluation.compare import format_table
+
+    Console().print(format_table(rows))
+
+
+def _print_presets() -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config import PRESETS, load_config
+
+    table = Table(title="distilmt presets")
+    for col in ("preset", "teacher", "student", "teacher steps", "student steps", "T", "alpha/beta", "what it is for"):
+        table.add_column(col)
+    for name in PRESETS:
+        c = load_config(name)
+        t = c.teacher
+        teacher = f"d{t.d_model} {t.encoder_layers}+{t.decoder_layers}" if not t.path else t.path
+        student = f"depth x{c.student.depth_ratio} width x{c.student.width_ratio}"
+        steps = lambda tc: str(tc.max_steps) if tc.max_steps else f"{tc.epochs:g} epochs"  # noqa: E731
+        table.add_row(name, teacher, student, steps(c.teacher_train), steps(c.student_train),
+                      f"{c.distill.temperature:g}", f"{c.distill.alpha:g}/{c.distill.beta:g}", c.description)
+    Console().print(table)
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export_ctranslate2, export_hf
+
+    if args.format == "ctranslate2":
+        out = export_ctranslate2(args.model_dir, args.out_dir, quantization=args.quantization, force=args.force)
+    else:
+        out = export_hf(args.model_dir, args.out_dir, force=args.force)
+    print(f"exported {args.model_dir} -> {out}")
+    return 0
+
+
+def _translate(args) -> int:
+    from .evaluation.translate import open_model
+
+    path = Path(args.model)
+    if not path.is_dir():
+        path = Path(args.run_dir) / args.model
+        if args.model == "student-kd-ct2-int8":
+            path = Path(args.run_dir) / "export" / args.model
+    if not path.is_dir():
+        from .pipeline import RunDirError
+
+        raise RunDirError(f"{args.model}: no such model directory, and none named so in {args.run_dir}")
+    sentences = args.text or [line.strip() for line in sys.stdin if line.strip()]
+    translator = open_model(path)
+    for line in translator.translate(sentences, num_beams=args.beams):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

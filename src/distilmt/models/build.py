@@ -1,0 +1,199 @@
+"""Build, load and derive standard `transformers` encoder-decoder models.
+
+Everything here produces plain Hugging Face models (MarianMT or M2M100 classes) that `transformers`
+loads without distilmt. The student is derived from the teacher's own config class, so a MarianMT,
+M2M100/NLLB, BART-family or T5 teacher gets a student of the same family.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import torch
+
+from ..config import StudentConfig, TeacherConfig
+
+
+class ModelError(ValueError):
+    """A model directory or a teacher/student pairing a user has to fix."""
+
+
+# Attribute names of depth/width/heads in the config families we derive students for.
+_BART_LIKE = {"d_model": "d_model", "enc": "encoder_layers", "dec": "decoder_layers",
+              "ffn": ("encoder_ffn_dim", "decoder_ffn_dim"), "heads": ("encoder_attention_heads", "decoder_attention_heads")}
+_T5_LIKE = {"d_model": "d_model", "enc": "num_layers", "dec": "num_decoder_layers", "ffn": ("d_ff",), "heads": ("num_heads",)}
+
+
+def _names(config) -> dict:
+    return _T5_LIKE if hasattr(config, "num_decoder_layers") and hasattr(config, "d_ff") else _BART_LIKE
+
+
+def seq2seq_config(cfg: TeacherConfig, tokenizer):
+    """A transformers config for a model trained here: pre-norm (M2M100 class) or post-norm (MarianMT)."""
+    from transformers import M2M100Config, MarianConfig
+
+    common = dict(
+        vocab_size=len(tokenizer), d_model=cfg.d_model,
+        encoder_layers=cfg.encoder_layers, decoder_layers=cfg.decoder_layers,
+        encoder_ffn_dim=cfg.ffn_dim, decoder_ffn_dim=cfg.ffn_dim,
+        encoder_attention_heads=cfg.heads, decoder_attention_heads=cfg.heads,
+        dropout=cfg.dropout, attention_dropout=0.0, activation_dropout=0.0,
+        max_position_embeddings=512, scale_embedding=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
+        forced_eos_token_id=None,
+    )
+    if cfg.arch == "marian":
+        return MarianConfig(**common, activation_function="swish", share_encoder_decoder_embeddings=True)
+    return M2M100Config(**common, activation_function="relu", tie_word_embeddings=True)
+
+
+def build_model(cfg: TeacherConfig, tokenizer, seed: int = 0):
+    """A freshly initialised encoder-decoder for a teacher trained from scratch."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForSeq2SeqLM.from_config(seq2seq_config(cfg, tokenizer))
+    _set_generation_defaults(model, tokenizer)
+    return model
+
+
+def _set_generation_defaults(model, tokenizer) -> None:
+    gen = model.generation_config
+    gen.decoder_start_token_id = model.config.decoder_start_token_id
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.eos_token_id = tokenizer.eos_token_id
+    gen.forced_eos_token_id = None
+    gen.forced_bos_token_id = None
+    gen.bos_token_id = None
+    gen.max_length = 256
+    gen.num_beams = 1
+    gen.bad_words_ids = None
+
+
+def load_seq2seq(path: str | Path):
+    """(model, tokenizer) from a local Hugging Face seq2seq directory, with a one-line error otherwise."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: not a Hugging Face model directory (no config.json); "
+                         "pass a directory saved with save_pretrained")
+    config = AutoConfig.from_pretrained(path)
+    if not getattr(config, "is_encoder_decoder", False):
+        raise ModelError(f"{path}: '{config.model_type}' is not an encoder-decoder (seq2seq) model; "
+                         "token-level KD here needs AutoModelForSeq2SeqLM")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds here
+        raise ModelError(f"{path}: no usable tokenizer saved next to the model ({exc.__class__.__name__}); "
+                         "save the tokenizer into the same directory") from None
+    model = AutoModelForSeq2SeqLM.from_pretrained(path)
+    return model, tokenizer
+
+
+def student_shape(teacher_config, cfg: StudentConfig) -> dict:
+    """Depth, width and heads of a student derived from a teacher config by the configured ratios."""
+    names = _names(teacher_config)
+    t_d = getattr(teacher_config, names["d_model"])
+    t_heads = getattr(teacher_config, names["heads"][0])
+    t_ffn = getattr(teacher_config, names["ffn"][0])
+    heads = max(1, round(t_heads * cfg.heads_ratio))
+    d_model = max(heads, round(t_d * cfg.width_ratio / heads) * heads)
+    ffn = max(1, round(t_ffn * cfg.width_ratio))
+    dec_ratio = cfg.decoder_depth_ratio or cfg.depth_ratio
+    return {
+        "d_model": d_model, "ffn": ffn, "heads": heads,
+        "enc": max(1, round(getattr(teacher_config, names["enc"]) * cfg.depth_ratio)),
+        "dec": max(1, round(getattr(teacher_config, names["dec"]) * dec_ratio)),
+    }
+
+
+def spread_layers(n_teacher: int, n_student: int) -> list[int]:
+    """Teacher layer index copied into each student layer: first and last kept, the rest evenly spread."""
+    if n_student == 1:
+        return [n_teacher - 1]
+    return [round(i * (n_teacher - 1) / (n_student - 1)) for i in range(n_student)]
+
+
+_LAYER = re.compile(r"(encoder|decoder)\.(layers|block)\.(\d+)\.")
+
+
+def derive_student(teacher, cfg: StudentConfig, seed: int = 0):
+    """A smaller model of the teacher's family; initialised from the teacher when widths match.
+
+    With equal width ("shrink and fine-tune"), the student copies the teacher's embeddings, final norms
+    and a spread-out subset of its layers (first and last included); otherwise it is freshly initialised.
+    """
+    from transformers import AutoModelForSeq2SeqLM
+
+    names = _names(teacher.config)
+    shape = student_shape(teacher.config, cfg)
+    config = copy.deepcopy(teacher.config)
+    setattr(config, names["d_model"], shape["d_model"])
+    setattr(config, names["enc"], shape["enc"])
+    setattr(config, names["dec"], shape["dec"])
+    for attr in names["ffn"]:
+        setattr(config, attr, shape["ffn"])
+    for attr in names["heads"]:
+        setattr(config, attr, shape["heads"])
+    if hasattr(config, "num_hidden_layers") and "num_hidden_layers" not in getattr(config, "attribute_map", {}):
+        config.num_hidden_layers = shape["enc"]
+    torch.manual_seed(seed)
+    student = AutoModelForSeq2SeqLM.from_config(config)
+    student.generation_config = copy.deepcopy(teacher.generation_config)
+    if cfg.init_from_teacher and shape["d_model"] == getattr(teacher.config, names["d_model"]):
+        copy_teacher_weights(teacher, student, shape)
+    return student
+
+
+def copy_teacher_weights(teacher, student, shape: dict) -> int:
+    """Copy every teacher tensor whose (layer-remapped) name and shape exist in the student; returns count."""
+    enc_t = getattr(teacher.config, _names(teacher.config)["enc"])
+    dec_t = getattr(teacher.config, _names(teacher.config)["dec"])
+    source_layer = {
+        "encoder": spread_layers(enc_t, shape["enc"]),
+        "decoder": spread_layers(dec_t, shape["dec"]),
+    }
+    teacher_state = teacher.state_dict()
+    student_state = student.state_dict()
+    copied = 0
+    with torch.no_grad():
+        for name, tensor in student_state.items():
+            match = _LAYER.search(name)
+            src_name = name
+            if match:
+                side, kind, idx = match.group(1), match.group(2), int(match.group(3))
+                src_name = name.replace(match.group(0), f"{side}.{kind}.{source_layer[side][idx]}.", 1)
+            src = teacher_state.get(src_name)
+            if src is not None and src.shape == tensor.shape:
+                tensor.copy_(src)
+                copied += 1
+    return copied
+
+
+PROBE_TEXT = "The quick brown fox, 1234 -- Árvíztűrő tükörfúrógép! 你好"
+
+
+def check_same_vocabulary(teacher_tokenizer, student_tokenizer, teacher_model=None, student_model=None,
+                          where: str = "teacher") -> None:
+    """Refuse logit KD between models whose token ids differ (one clear sentence saying what to do).
+
+    Compares the real vocabulary size (len(tokenizer), not a padded embedding matrix), the ids of a probe
+    text, and that each model's output layer covers that vocabulary.
+    """
+    n_t, n_s = len(teacher_tokenizer), len(student_tokenizer)
+    if n_t != n_s:
+        raise ModelError(f"{where}: vocabulary has {n_t} tokens but the student's has {n_s}; token-level KD needs "
+                         "one shared tokenizer: derive the student from this teacher (or use sequence-level KD)")
+    ids_t = teacher_tokenizer(PROBE_TEXT)["input_ids"]
+    ids_s = student_tokenizer(PROBE_TEXT)["input_ids"]
+    if ids_t != ids_s:
+        raise ModelError(f"{where}: its tokenizer maps the same text to different token ids than the student's; "
+                         "token-level KD needs one shared tokenizer: derive the student from this teacher")
+    for model, who in ((teacher_model, where), (student_model, "student")):
+        if model is not None and model.get_output_embeddings().weight.shape[0] < n_t:
+            raise ModelError(f"{who}: output layer has {model.get_output_embeddings().weight.shape[0]} rows, fewer "
+                             f"than the {n_t}-token vocabulary; the model and tokenizer do not belong together")

@@ -1,0 +1,240 @@
+"""The whole job, read top to bottom: data -> tokenizer -> teacher -> students -> evaluation -> report.
+
+Each stage reads and writes one run directory and is also a CLI command. A stage whose output is
+complete (a ``.complete`` marker written after its last file) is skipped; an interrupted training
+continues from its last checkpoint with ``resume=True``.
+
+    RUN_DIR/
+      config.yaml            resolved configuration of this run
+      data/                  train/dev/test.tsv, stats.json
+      tokenizer/             joint subword tokenizer (plain transformers)
+      teacher/               teacher (Hugging Face directory; checkpoints/ while training)
+      student-baseline/      student trained on references only (the no-KD twin)
+      student-kd/            the same student trained with token-level KD
+      export/                CTranslate2 export of the KD student
+      tb/<model>/            TensorBoard event files
+      metrics.json, metrics.csv, report.md, report.html
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from .config import ConfigError, RunConfig, load_config, save_config
+
+log = logging.getLogger("distilmt")
+
+STUDENTS = {"student-baseline": False, "student-kd": True}  # name -> uses the teacher
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked."""
+
+
+# -- run directory ------------------------------------------------------------------------------------
+def open_run(run_dir: str | Path, config: RunConfig | None = None) -> RunConfig:
+    """Create ``run_dir`` with ``config.yaml``, or load the config already there.
+
+    A run directory keeps one configuration: asking for a different one is refused rather than mixing
+    models trained under two settings.
+    """
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        existing = load_config(file=saved)
+        if config is not None and config.to_dict() != existing.to_dict():
+            changed = _first_difference(existing.to_dict(), config.to_dict())
+            raise RunDirError(f"{run_dir}: holds a run made with other settings ({changed}); "
+                              "use a new --run-dir, or delete this one to start over")
+        return existing
+    if config is None:
+        raise RunDirError(f"{run_dir}: no config.yaml here; start with `distilmt run` or `distilmt prepare-data` "
+                          "and a --preset or --config")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, saved)
+    return config
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            found = _first_difference(a[key], b[key], f"{prefix}{key}.")
+            if found:
+                return found
+        elif a.get(key) != b.get(key):
+            return f"{prefix}{key}: {a.get(key)!r} there, {b.get(key)!r} now"
+    return ""
+
+
+def is_complete(stage_dir: Path) -> bool:
+    return (Path(stage_dir) / ".complete").is_file()
+
+
+def mark_complete(stage_dir: Path, **info) -> None:
+    (Path(stage_dir) / ".complete").write_text(json.dumps({"finished": time.time(), **info}, indent=1))
+
+
+# -- stages -------------------------------------------------------------------------------------------
+def prepare_data(cfg: RunConfig, run_dir: Path):
+    """Corpus splits (built-in or the user's files) and the tokenizer (trained here or the teacher's)."""
+    from .data.corpus import prepare_data as prepare_splits
+    from .data.tokenizer import train_tokenizer
+
+    splits = prepare_splits(cfg.data, run_dir / "data")
+    tok_dir = run_dir / "tokenizer"
+    if not is_complete(tok_dir):
+        if cfg.teacher.path:
+            from .models.build import load_seq2seq
+
+            _, tokenizer = load_seq2seq(cfg.teacher.path)
+            tokenizer.save_pretrained(str(tok_dir))
+        else:
+            texts = (text for pair in splits.train for text in pair)
+            train_tokenizer(texts, cfg.data.vocab_size, tok_dir)
+        mark_complete(tok_dir)
+    return splits
+
+
+def load_tokenizer(run_dir: Path):
+    from transformers import AutoTokenizer
+
+    tok_dir = Path(run_dir) / "tokenizer"
+    if not is_complete(tok_dir):
+        raise RunDirError(f"{run_dir}: no tokenizer yet; run `distilmt prepare-data --run-dir {run_dir}` first")
+    return AutoTokenizer.from_pretrained(str(tok_dir))
+
+
+def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
+    """Train the teacher from scratch, or take the user's teacher directory as it is."""
+    from .data.corpus import load_splits
+    from .models.build import build_model, load_seq2seq
+    from .training import train_seq2seq
+
+    out = run_dir / "teacher"
+    if is_complete(out):
+        log.info("teacher: complete, skipped")
+        return
+    if cfg.teacher.path:
+        model, tokenizer = load_seq2seq(cfg.teacher.path)
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+        mark_complete(out, source=cfg.teacher.path)
+        return
+    splits = load_splits(run_dir / "data")
+    tokenizer = load_tokenizer(run_dir)
+    model = build_model(cfg.teacher, tokenizer, seed=cfg.teacher_train.seed)
+    log.info("teacher: training %s parameters", f"{model.num_parameters():,}")
+    started = time.time()
+    train_seq2seq(model, tokenizer, splits.train, _dev_subset(cfg, splits), cfg.teacher_train, out,
+                  run_dir / "tb" / "teacher", cfg.data.max_tokens, resume=resume)
+    mark_complete(out, seconds=round(time.time() - started, 1))
+
+
+def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] = tuple(STUDENTS), resume: bool = False):
+    """Train each named student: ``student-baseline`` on references only, ``student-kd`` with the teacher."""
+    from .data.corpus import load_splits
+    from .models.build import check_same_vocabulary, derive_student, load_seq2seq
+    from .teachers import LiveTeacher
+    from .training import train_seq2seq
+
+    if not is_complete(run_dir / "teacher"):
+        raise RunDirError(f"{run_dir}: no trained teacher yet; run `distilmt train-teacher --run-dir {run_dir}`")
+    splits = load_splits(run_dir / "data")
+    tokenizer = load_tokenizer(run_dir)
+    for name in names:
+        if name not in STUDENTS:
+            raise RunDirError(f"unknown student '{name}'; choose from {', '.join(STUDENTS)}")
+        out = run_dir / name
+        if is_complete(out):
+            log.info("%s: complete, skipped", name)
+            continue
+        teacher_model, teacher_tok = load_seq2seq(run_dir / "teacher")
+        check_same_vocabulary(teacher_tok, tokenizer, teacher_model, where=f"teacher in {run_dir / 'teacher'}")
+        # Both students start from the same derived weights, so KD is the only difference.
+        student = derive_student(teacher_model, cfg.student, seed=cfg.student_train.seed)
+        uses_teacher = STUDENTS[name]
+        teacher = LiveTeacher(teacher_model, bf16=cfg.student_train.bf16) if uses_teacher else None
+        distill_cfg = cfg.distill if uses_teacher else None
+        callbacks = _monitor_callbacks(cfg, run_dir, name, teacher_model, tokenizer, splits)
+        log.info("%s: training %s parameters (teacher has %s)", name, f"{student.num_parameters():,}",
+                 f"{teacher_model.num_parameters():,}")
+        started = time.time()
+        train_seq2seq(student, tokenizer, splits.train, _dev_subset(cfg, splits), cfg.student_train, out,
+                      run_dir / "tb" / name, cfg.data.max_tokens, teacher=teacher, distill=distill_cfg,
+                      resume=resume, callbacks=callbacks)
+        mark_complete(out, seconds=round(time.time() - started, 1))
+
+
+def _dev_subset(cfg: RunConfig, splits):
+    n = cfg.data.max_eval_sentences
+    return splits.dev[:n] if n else splits.dev
+
+
+def _monitor_callbacks(cfg: RunConfig, run_dir: Path, name: str, teacher_model, tokenizer, splits) -> list:
+    if not cfg.monitor.enabled:
+        return []
+    import dataclasses
+    import os
+
+    from .monitor import DistillationMonitor
+
+    monitor_cfg = cfg.monitor
+    if os.environ.get("DISTILMT_QUIET"):  # `distilmt --quiet`: plain lines without changing the run's config
+        monitor_cfg = dataclasses.replace(monitor_cfg, quiet=True)
+    samples = splits.dev[: monitor_cfg.num_samples]
+    return [DistillationMonitor(teacher_model, tokenizer, samples, monitor_cfg, log_dir=str(run_dir / "tb" / name))]
+
+
+def evaluate(cfg: RunConfig, run_dir: Path, models: tuple[str, ...] = ("teacher", *STUDENTS)) -> list[dict]:
+    """Translate the test set with every model, measure quality, health, size and speed; write metrics."""
+    from .data.corpus import load_splits
+    from .evaluation.compare import evaluate_models, write_csv, write_json
+    from .export import export_ctranslate2
+
+    splits = load_splits(run_dir / "data")
+    test = splits.test[: cfg.data.max_test_sentences] if cfg.data.max_test_sentences else splits.test
+    entries = [(name, run_dir / name) for name in models if is_complete(run_dir / name)]
+    if not entries:
+        raise RunDirError(f"{run_dir}: no trained model to evaluate yet; run `distilmt run --run-dir {run_dir}`")
+    if cfg.eval.export_ct2 and is_complete(run_dir / "student-kd"):
+        ct2_dir = run_dir / "export" / "student-kd-ct2-int8"
+        if not is_complete(ct2_dir):
+            export_ctranslate2(run_dir / "student-kd", ct2_dir, quantization="int8", force=True)
+            mark_complete(ct2_dir)
+        entries.append(("student-kd-ct2-int8", ct2_dir))
+    rows, hyps = evaluate_models(entries, [s for s, _ in test], [t for _, t in test], cfg.data.target_lang,
+                                 reference_name="teacher", num_beams=cfg.eval.num_beams,
+                                 batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens)
+    write_json(rows, run_dir / "metrics.json")
+    write_csv(rows, run_dir / "metrics.csv")
+    (run_dir / "translations.json").write_text(json.dumps(
+        {"sources": [s for s, _ in test], "references": [t for _, t in test], "hypotheses": hyps},
+        ensure_ascii=False, indent=1), encoding="utf-8")
+    return rows
+
+
+def report(cfg: RunConfig, run_dir: Path) -> Path:
+    from .evaluation.report import write_report
+
+    return write_report(run_dir, cfg)
+
+
+def run(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> list[dict]:
+    """The main job: everything above, in order, into one run directory."""
+    run_dir = Path(run_dir)
+    cfg = open_run(run_dir, cfg)
+    started = time.time()
+    prepare_data(cfg, run_dir)
+    train_teacher(cfg, run_dir, resume=resume)
+    distill(cfg, run_dir, resume=resume)
+    rows = evaluate(cfg, run_dir)
+    report(cfg, run_dir)
+    log.info("run finished in %.1f min", (time.time() - started) / 60)
+    return rows
+
+
+__all__ = ["ConfigError", "RunDirError", "distill", "evaluate", "open_run", "prepare_data", "report", "run",
+           "train_teacher"]

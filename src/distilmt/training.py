@@ -1,0 +1,229 @@
+"""Training on top of transformers' Seq2SeqTrainer: one subclass that combines the loss terms.
+
+The optimiser (AdamW), cosine schedule with warm-up, gradient accumulation and clipping, bf16 autocast,
+checkpointing and resume, DDP (torchrun) and TensorBoard logging are the Trainer's; what we add is the
+loss (``losses.token_kd_objective`` normalised once by the global target-token count), token-budget
+batches, per-term logging (CE, KD, total, tokens/s) and dev BLEU from real generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+
+from .config import DistillConfig, TrainConfig
+from .data.batching import ParallelDataset, Seq2SeqCollator, TokenBatchSampler
+from .losses import token_kd_objective
+from .teachers import TeacherSignal
+
+log = logging.getLogger(__name__)
+
+
+class DistilTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer whose loss is ``alpha * T^2 * KL + beta * CE_ls`` (plain CE when there is no teacher)."""
+
+    # compute_loss returns sum / (global token count over accumulation steps): already scaled for GA.
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, teacher: TeacherSignal | None = None, distill: DistillConfig | None = None,
+                 label_smoothing: float = 0.0, batch_tokens: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        # We take num_items_in_batch (the global count of target tokens) whatever the model's signature says.
+        self.model_accepts_loss_kwargs = True
+        self.teacher = teacher.to(self.args.device) if teacher is not None else None
+        self.distill = distill or DistillConfig(alpha=0.0, beta=1.0, temperature=1.0)
+        self.label_smoothing = label_smoothing
+        self.batch_tokens = batch_tokens
+        self._sums = {"ce": 0.0, "kd": 0.0, "tokens": 0, "micro": 0}
+        self._last_log_time = time.time()
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def get_train_dataloader(self) -> DataLoader:
+        if not self.batch_tokens:
+            return super().get_train_dataloader()
+        sampler = TokenBatchSampler(self.train_dataset.lengths(), self.batch_tokens, seed=self.args.seed)
+        loader = DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers)
+        return self.accelerator.prepare(loader)
+
+    # -- loss ---------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        decoder_input_ids=inputs["decoder_input_ids"], use_cache=False)
+        d = self.distill
+        teacher_logits = None
+        if self.teacher is not None and d.alpha > 0 and model.training:
+            teacher_logits = self.teacher.logits(inputs)
+        terms = token_kd_objective(outputs.logits, teacher_logits, labels, alpha=d.alpha, beta=d.beta,
+                                   temperature=d.temperature, label_smoothing=self.label_smoothing)
+        if num_items_in_batch is None:
+            loss = terms["total"] / terms["n_tokens"].clamp(min=1)
+        else:
+            loss = terms["total"] / torch.as_tensor(num_items_in_batch, device=labels.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                # DDP averages gradients over processes; the count is global, so undo that mean.
+                loss = loss * self.args.world_size
+        if model.training:
+            n = max(int(terms["n_tokens"]), 1)
+            self._sums["ce"] += float(terms["ce"].detach()) / n
+            self._sums["kd"] += float(terms["kd"].detach()) / n
+            self._sums["tokens"] += int(terms["n_tokens"])
+            self._sums["micro"] += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._sums["micro"]:
+            now = time.time()
+            micro = self._sums["micro"]
+            logs["ce"] = round(self._sums["ce"] / micro, 4)
+            if self.teacher is not None and self.distill.alpha > 0:
+                logs["kd"] = round(self._sums["kd"] / micro, 4)
+            logs["target_tokens_per_s"] = round(self._sums["tokens"] * self.args.world_size
+                                                / max(now - self._last_log_time, 1e-6), 1)
+            self._sums = {"ce": 0.0, "kd": 0.0, "tokens": 0, "micro": 0}
+            self._last_log_time = now
+        super().log(logs, start_time)
+
+
+def bleu_metric(tokenizer):
+    """compute_metrics for the Trainer: corpus BLEU and chrF of generated dev translations (sacrebleu)."""
+    import numpy as np
+    import sacrebleu
+
+    def compute(eval_pred):
+        preds, labels = eval_pred.predictions, eval_pred.label_ids
+        if isinstance(preds, tuple):
+            preds = preds[0]
+        preds = np.where(preds < 0, tokenizer.pad_token_id, preds)
+        labels = np.where(labels < 0, tokenizer.pad_token_id, labels)
+        hyps = [h.strip() for h in tokenizer.batch_decode(preds, skip_special_tokens=True)]
+        refs = [r.strip() for r in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+        return {"bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
+                "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+                "distinct": len(set(hyps)) / max(len(hyps), 1)}
+
+    return compute
+
+
+class LogLines(TrainerCallback):
+    """One readable log line per logging step and per evaluation (replaces the Trainer's dict printing)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        where = f"{self.name} step {state.global_step}/{state.max_steps} ep {state.epoch or 0:.2f}"
+        if "loss" in logs:
+            parts = [f"loss {logs['loss']:.3f}"]
+            parts += [f"{k} {logs[k]:.3f}" for k in ("ce", "kd") if k in logs]
+            parts += [f"lr {logs.get('learning_rate', 0):.2e}", f"{logs.get('target_tokens_per_s', 0):,.0f} tgt tok/s"]
+            log.info("%s | %s", where, " | ".join(parts))
+        elif "eval_bleu" in logs:
+            log.info("%s | dev BLEU %.2f chrF %.1f distinct %.2f (%.0fs)", where, logs["eval_bleu"],
+                     logs.get("eval_chrf", 0), logs.get("eval_distinct", 0), logs.get("eval_runtime", 0))
+
+
+def tensorboard_callback(log_dir: Path) -> TrainerCallback:
+    """transformers' TensorBoard logger, writing into ``log_dir`` (rank zero only, created lazily)."""
+    from transformers.integrations import TensorBoardCallback
+
+    callback = TensorBoardCallback()
+    callback.logging_dir = str(log_dir)
+    return callback
+
+
+def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int,
+                       eval_steps: int = 0) -> Seq2SeqTrainingArguments:
+    """The Trainer's arguments from our TrainConfig: epochs or steps, cosine with warm-up, bf16, TensorBoard."""
+    max_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch / cfg.grad_accum)
+    updates_per_epoch = max(1, steps_per_epoch // cfg.grad_accum)
+    strategy = "steps" if eval_steps else ("epoch" if cfg.eval_every_epoch else "no")
+    return Seq2SeqTrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        report_to="none",  # TensorBoard is added as a callback writing to our log_dir (see tensorboard_callback)
+        max_steps=max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=min(cfg.warmup_steps, max(max_steps - 1, 0)),
+        weight_decay=cfg.weight_decay,
+        adam_beta2=0.98,
+        max_grad_norm=cfg.max_grad_norm,
+        gradient_accumulation_steps=cfg.grad_accum,
+        per_device_eval_batch_size=64,
+        bf16=cfg.bf16,
+        seed=cfg.seed,
+        logging_steps=max(1, min(50, updates_per_epoch // 4)),
+        eval_strategy=strategy,
+        eval_steps=eval_steps or None,
+        save_strategy=strategy if strategy != "no" else "steps",
+        save_steps=eval_steps or max(1, updates_per_epoch),
+        save_total_limit=2,
+        load_best_model_at_end=strategy != "no",
+        metric_for_best_model="bleu",
+        greater_is_better=True,
+        predict_with_generate=True,
+        generation_num_beams=cfg.eval_beams,
+        generation_max_length=128,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
+        remove_unused_columns=False,
+    )
+
+
+def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, out_dir: Path, log_dir: Path,
+                  max_tokens: int, teacher: TeacherSignal | None = None, distill: DistillConfig | None = None,
+                  resume: bool = False, callbacks: list[TrainerCallback] | None = None, eval_steps: int = 0,
+                  name: str = ""):
+    """Train ``model`` on the pairs (with a teacher signal when given) and save the best one to ``out_dir``.
+
+    Returns the trainer (its ``state.log_history`` holds the curves). The best checkpoint by dev BLEU is
+    loaded at the end and saved with its tokenizer as a plain Hugging Face directory.
+    """
+    out_dir = Path(out_dir)
+    train_set = ParallelDataset(train_pairs, tokenizer, max_tokens)
+    dev_set = ParallelDataset(dev_pairs, tokenizer, 0)
+    collator = Seq2SeqCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id)
+    steps_per_epoch = len(TokenBatchSampler(train_set.lengths(), cfg.batch_tokens, cfg.seed))
+    args = training_arguments(cfg, out_dir, steps_per_epoch, eval_steps)
+    all_callbacks = [tensorboard_callback(log_dir), LogLines(name or out_dir.name), *(callbacks or [])]
+    if cfg.early_stopping_patience and args.eval_strategy != "no":
+        all_callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience))
+    trainer = DistilTrainer(
+        model=model, args=args, train_dataset=train_set, eval_dataset=dev_set if len(dev_set) else None,
+        data_collator=collator, processing_class=tokenizer, compute_metrics=bleu_metric(tokenizer),
+        callbacks=all_callbacks, teacher=teacher, distill=distill, label_smoothing=cfg.label_smoothing,
+        batch_tokens=cfg.batch_tokens,
+    )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    checkpoint = last_checkpoint(out_dir) if resume else None
+    if resume and checkpoint is None:
+        log.info("no checkpoint under %s: starting from scratch", out_dir / "checkpoints")
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(out_dir))
+        tokenizer.save_pretrained(str(out_dir))
+    return trainer
+
+
+def last_checkpoint(out_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = Path(out_dir) / "checkpoints"
+    if not ckpt_dir.is_dir():
+        return None
+    found = get_last_checkpoint(str(ckpt_dir))
+    return Path(found) if found else None

@@ -1,0 +1,188 @@
+"""Every loss against values computed by hand, and the invariants a distillation loss must keep."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distilmt.losses import (
+    forward_kl, generalized_jsd, label_smoothed_cross_entropy, normalise, reverse_kl, skew_kl,
+    token_kd_objective, total_variation,
+)
+
+# One position, two tokens. Teacher p = [0.25, 0.75] (logits [0, ln 3]); student q = [0.5, 0.5].
+P, Q = [0.25, 0.75], [0.5, 0.5]
+TEACHER = torch.tensor([[[0.0, math.log(3.0)]]])
+STUDENT = torch.tensor([[[0.0, 0.0]]])
+MASK = torch.tensor([[True]])
+
+
+def kl(a, b):
+    return sum(x * math.log(x / y) for x, y in zip(a, b) if x > 0)
+
+
+def test_forward_kl_hand_value():
+    loss, n = forward_kl(STUDENT, TEACHER, MASK)
+    assert n == 1
+    assert loss.item() == pytest.approx(0.25 * math.log(0.5) + 0.75 * math.log(1.5), abs=1e-6)  # 0.130812
+
+
+def test_reverse_kl_hand_value():
+    loss, _ = reverse_kl(STUDENT, TEACHER, MASK)
+    assert loss.item() == pytest.approx(0.5 * math.log(2.0) + 0.5 * math.log(0.5 / 0.75), abs=1e-6)  # 0.143841
+
+
+def test_total_variation_hand_value():
+    loss, _ = total_variation(STUDENT, TEACHER, MASK)
+    assert loss.item() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_generalized_jsd_hand_value():
+    m = [0.5 * a + 0.5 * b for a, b in zip(P, Q)]  # [0.375, 0.625]
+    expected = 0.5 * kl(P, m) + 0.5 * kl(Q, m)  # 0.033822
+    loss, _ = generalized_jsd(STUDENT, TEACHER, MASK, beta=0.5)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert expected == pytest.approx(0.033822, abs=1e-5)
+
+
+def test_skew_kl_hand_value():
+    mix = [0.1 * a + 0.9 * b for a, b in zip(P, Q)]  # [0.475, 0.525]
+    loss, _ = skew_kl(STUDENT, TEACHER, MASK, alpha=0.1)
+    assert loss.item() == pytest.approx(kl(P, mix), abs=1e-6)  # 0.107043
+
+
+def test_temperature_divides_both_logits():
+    # At T = 2, teacher logits [0, ln 9] become [0, ln 3]: the same p as above.
+    teacher_t2 = torch.tensor([[[0.0, math.log(9.0)]]])
+    loss, _ = forward_kl(STUDENT, teacher_t2, MASK, temperature=2.0)
+    assert loss.item() == pytest.approx(kl(P, Q), abs=1e-6)
+
+
+def test_kd_objective_scales_by_t_squared_and_weights():
+    labels = torch.tensor([[1]])
+    teacher_t2 = torch.tensor([[[0.0, math.log(9.0)]]])
+    out = token_kd_objective(STUDENT, teacher_t2, labels, alpha=0.3, beta=0.7, temperature=2.0)
+    assert out["kd"].item() == pytest.approx(4 * kl(P, Q), abs=1e-6)
+    assert out["ce"].item() == pytest.approx(math.log(2.0), abs=1e-6)  # -log q(y=1) = ln 2
+    assert out["total"].item() == pytest.approx(0.3 * 4 * kl(P, Q) + 0.7 * math.log(2.0), abs=1e-6)
+    assert out["n_tokens"].item() == 1
+
+
+@pytest.mark.parametrize("fn", [forward_kl, reverse_kl, generalized_jsd, skew_kl, total_variation])
+def test_zero_for_identical_inputs(fn):
+    logits = torch.randn(3, 5, 11)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    loss, _ = fn(logits, logits.clone(), mask)
+    assert loss.item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_forward_kl_equals_torch_kl_div():
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 7, 13), torch.randn(4, 7, 13)
+    mask = torch.ones(4, 7, dtype=torch.bool)
+    for temperature in (1.0, 2.5):
+        ours, _ = forward_kl(s, t, mask, temperature)
+        ref = F.kl_div(F.log_softmax(s / temperature, -1), F.log_softmax(t / temperature, -1),
+                       log_target=True, reduction="sum")
+        assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+        rev, _ = reverse_kl(s, t, mask, temperature)
+        ref_rev = F.kl_div(F.log_softmax(t / temperature, -1), F.log_softmax(s / temperature, -1),
+                           log_target=True, reduction="sum")
+        assert rev.item() == pytest.approx(ref_rev.item(), rel=1e-5)
+
+
+def test_jsd_endpoints_are_the_kls():
+    torch.manual_seed(1)
+    s, t = torch.randn(2, 3, 9), torch.randn(2, 3, 9)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    assert generalized_jsd(s, t, mask, beta=0.0)[0].item() == pytest.approx(forward_kl(s, t, mask)[0].item())
+    assert generalized_jsd(s, t, mask, beta=1.0)[0].item() == pytest.approx(reverse_kl(s, t, mask)[0].item())
+    # And the interior is continuous towards the limits of beta * KL-like behaviour: small but non-zero.
+    inner = generalized_jsd(s, t, mask, beta=0.5)[0].item()
+    assert 0 < inner < min(forward_kl(s, t, mask)[0].item(), reverse_kl(s, t, mask)[0].item())
+
+
+def test_skew_kl_at_zero_is_forward_kl():
+    torch.manual_seed(2)
+    s, t = torch.randn(2, 3, 9), torch.randn(2, 3, 9)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    assert skew_kl(s, t, mask, alpha=0.0)[0].item() == pytest.approx(forward_kl(s, t, mask)[0].item())
+
+
+def test_label_smoothed_ce_matches_torch():
+    torch.manual_seed(3)
+    logits = torch.randn(2, 4, 10)
+    labels = torch.tensor([[1, 2, 3, -100], [4, -100, -100, -100]])
+    for eps in (0.0, 0.1):
+        ours, n = label_smoothed_cross_entropy(logits, labels, eps)
+        ref = F.cross_entropy(logits.view(-1, 10), labels.view(-1), ignore_index=-100, label_smoothing=eps,
+                              reduction="sum")
+        assert n.item() == 4
+        assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_padded_positions_change_nothing():
+    torch.manual_seed(4)
+    s, t = torch.randn(2, 6, 8), torch.randn(2, 6, 8)
+    labels = torch.tensor([[1, 2, 3, -100, -100, -100], [1, 2, 3, 4, 5, -100]])
+    base = token_kd_objective(s, t, labels, alpha=0.5, beta=0.5, temperature=2.0, label_smoothing=0.1)
+    s2, t2 = s.clone(), t.clone()
+    pad = labels.eq(-100)
+    s2[pad] = torch.randn(int(pad.sum()), 8) * 50  # garbage at pads
+    t2[pad] = torch.randn(int(pad.sum()), 8) * 50
+    other = token_kd_objective(s2, t2, labels, alpha=0.5, beta=0.5, temperature=2.0, label_smoothing=0.1)
+    for key in ("kd", "ce", "total", "n_tokens"):
+        assert other[key].item() == pytest.approx(base[key].item(), rel=1e-6)
+
+
+def test_all_pad_batch_gives_zero_not_nan():
+    s, t = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
+    labels = torch.full((2, 3), -100)
+    out = token_kd_objective(s, t, labels, alpha=0.5, beta=0.5, temperature=2.0, label_smoothing=0.1)
+    loss = normalise(out["total"], out["n_tokens"])
+    assert out["n_tokens"].item() == 0
+    assert loss.item() == 0.0 and not torch.isnan(loss)
+
+
+def test_t_squared_keeps_gradient_magnitude():
+    torch.manual_seed(5)
+    s0, t = torch.randn(1, 16, 32), torch.randn(1, 16, 32)
+    mask = torch.ones(1, 16, dtype=torch.bool)
+    norms, raw = {}, {}
+    for temperature in (8.0, 16.0):
+        s = s0.clone().requires_grad_(True)
+        kl_sum, _ = forward_kl(s, t, mask, temperature)
+        (kl_sum * temperature**2).backward()
+        norms[temperature] = s.grad.norm().item()
+        s = s0.clone().requires_grad_(True)
+        forward_kl(s, t, mask, temperature)[0].backward()
+        raw[temperature] = s.grad.norm().item()
+    assert norms[16.0] / norms[8.0] == pytest.approx(1.0, abs=0.1)  # scaled: T-independent
+    assert raw[8.0] / raw[16.0] == pytest.approx(4.0, rel=0.1)  # unscaled: shrinks as 1/T^2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", ["forward_kl", "reverse_kl", "jsd", "skew_kl", "tvd"])
+def test_gradients_finite_at_extreme_logits(dtype, name):
+    from distilmt.losses import DIVERGENCES
+
+    s = (torch.tensor([[[1e4, -1e4, 0.0], [-1e4, 1e4, 3.0]]], dtype=dtype)).requires_grad_(True)
+    t = torch.tensor([[[-1e4, 1e4, 0.0], [1e4, -1e4, -3.0]]], dtype=dtype)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    loss, _ = DIVERGENCES[name](s, t, mask, temperature=2.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
+
+
+def test_generalized_jsd_matches_trl():
+    trl = pytest.importorskip("trl", reason="TRL not installed: independent cross-check skipped")
+    from trl import GKDTrainer
+
+    torch.manual_seed(6)
+    s, t = torch.randn(2, 5, 17), torch.randn(2, 5, 17)
+    labels = torch.randint(0, 17, (2, 5))
+    for beta in (0.1, 0.5, 0.9):
+        ref = GKDTrainer.generalized_jsd_loss(s, t, labels=labels, beta=beta, temperature=1.0, reduction="sum")
+        ours, _ = generalized_jsd(s, t, torch.ones(2, 5, dtype=torch.bool), beta=beta)
+        assert ours.item() == pytest.approx(ref.item(), rel=1e-4), trl.__version__

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from distilmt.config import StudentConfig, TeacherConfig
+from distilmt.models.build import (
+    ModelError, build_model, check_same_vocabulary, derive_student, load_seq2seq, spread_layers, student_shape,
+)
+
+
+def test_spread_layers_keeps_first_and_last():
+    assert spread_layers(6, 3) == [0, 2, 5] or spread_layers(6, 3) == [0, 3, 5]
+    assert spread_layers(3, 2) == [0, 2]
+    assert spread_layers(4, 1) == [3]
+
+
+@pytest.mark.parametrize("arch", ["prenorm", "marian"])
+def test_student_copies_spread_out_teacher_layers_when_width_matches(tokenizer, arch):
+    teacher = build_model(TeacherConfig(arch=arch, d_model=32, encoder_layers=3, decoder_layers=3, ffn_dim=64, heads=4),
+                          tokenizer)
+    student = derive_student(teacher, StudentConfig(depth_ratio=0.67, decoder_depth_ratio=0.34))
+    assert type(student) is type(teacher)
+    assert student.config.encoder_layers == 2 and student.config.decoder_layers == 1
+    ts, ss = teacher.state_dict(), student.state_dict()
+    enc = "model.encoder.layers.{}.fc1.weight"
+    dec = "model.decoder.layers.{}.fc1.weight"
+    assert torch.equal(ss[enc.format(0)], ts[enc.format(0)])
+    assert torch.equal(ss[enc.format(1)], ts[enc.format(2)])
+    assert torch.equal(ss[dec.format(0)], ts[dec.format(2)])
+    assert torch.equal(ss["model.shared.weight"], ts["model.shared.weight"])
+    assert student.num_parameters() < teacher.num_parameters()
+
+
+def test_narrow_student_is_fresh_and_smaller(tokenizer, tiny_teacher):
+    cfg = StudentConfig(depth_ratio=0.5, width_ratio=0.5, heads_ratio=0.5)
+    shape = student_shape(tiny_teacher.config, cfg)
+    assert shape == {"d_model": 16, "ffn": 32, "heads": 2, "enc": 1, "dec": 1}
+    student = derive_student(tiny_teacher, cfg)
+    assert student.config.d_model == 16 and student.config.encoder_attention_heads == 2
+    out = student(input_ids=torch.tensor([[5, 6, 1]]), decoder_input_ids=torch.tensor([[1, 7]]))
+    assert out.logits.shape == (1, 2, len(tokenizer))
+
+
+def test_saved_model_loads_with_plain_transformers(tmp_path, tokenizer, tiny_teacher):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tiny_teacher.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    enc = tok(["In the beginning"], return_tensors="pt")
+    assert model.generate(**enc, max_new_tokens=5).shape[0] == 1
+    loaded, _ = load_seq2seq(tmp_path)
+    assert torch.equal(loaded.state_dict()["model.shared.weight"], tiny_teacher.state_dict()["model.shared.weight"])
+
+
+def test_load_seq2seq_errors_are_one_clear_sentence(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        load_seq2seq(tmp_path)
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match="not an encoder-decoder"):
+        load_seq2seq(tmp_path)
+
+
+def test_vocabulary_mismatch_is_refused(tmp_path, tokenizer, verse_pairs):
+    from distilmt.data.tokenizer import train_tokenizer
+
+    other = train_tokenizer((t for p in verse_pairs[:400] for t in p), 300, tmp_path / "other")
+    with pytest.raises(ModelError, match="vocabulary has"):
+        check_same_vocabulary(tokenizer, other)
+    check_same_vocabulary(tokenizer, tokenizer)  # same tokenizer: fine
