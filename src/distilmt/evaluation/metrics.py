@@ -1,0 +1,92 @@
+"""Translation quality (sacrebleu BLEU, chrF, TER) and output health (is the model collapsing?)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+TOKENIZE = "13a"
+"""sacrebleu tokenizer for BLEU and TER (the WMT default); Chinese targets use sacrebleu's 'zh'."""
+
+COLLAPSE_MIN_DISTINCT = 0.3
+"""Collapsed when fewer than this share of the outputs are distinct strings."""
+COLLAPSE_TOP_SHARE = 0.2
+"""Collapsed when one output string makes up at least this share of all outputs ..."""
+COLLAPSE_TOP_MIN_COUNT = 3
+"""... and occurs at least this many times (so two equal outputs in a tiny set are not a collapse)."""
+COLLAPSE_MAX_REPETITION = 0.5
+"""Collapsed when the repetition rate (see :func:`repetition_rate`) is above this."""
+
+
+def _metrics(target_lang: str) -> dict:
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    chinese = target_lang.lower().startswith("zh")
+    return {"bleu": BLEU(tokenize="zh" if chinese else TOKENIZE), "chrf": CHRF(), "ter": TER(asian_support=chinese)}
+
+
+def quality(hyps: Sequence[str], refs: Sequence[str], target_lang: str = "") -> dict:
+    """Corpus-level BLEU, chrF and TER (0-100) with their sacrebleu signature strings (``bleu_signature``, ...)."""
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} translations but {len(refs)} references; they must pair up one to one")
+    out: dict = {}
+    for name, metric in _metrics(target_lang).items():
+        out[name] = round(float(metric.corpus_score(list(hyps), [list(refs)]).score), 4)
+        out[f"{name}_signature"] = str(metric.get_signature())
+    return out
+
+
+def signatures(target_lang: str = "") -> dict[str, str]:
+    """The sacrebleu signatures :func:`quality` reports for this target language."""
+    scores = quality(["x"], ["x"], target_lang)  # sacrebleu knows its signature only after one evaluation
+    return {key: value for key, value in scores.items() if key.endswith("_signature")}
+
+
+def repetition_rate(hyps: Sequence[str]) -> float:
+    """Mean over outputs with at least one word trigram of ``1 - distinct trigrams / trigrams``.
+
+    0 for outputs that never repeat a trigram; near 1 for "the the the the ..." loops.
+    """
+    rates = []
+    for hyp in hyps:
+        words = hyp.split()
+        trigrams = list(zip(words, words[1:], words[2:]))
+        if trigrams:
+            rates.append(1 - len(set(trigrams)) / len(trigrams))
+    return sum(rates) / len(rates) if rates else 0.0
+
+
+def health(hyps: Sequence[str], references: Sequence[str] | None = None,
+           sources: Sequence[str] | None = None) -> dict:
+    """Signs of mode collapse in a set of translations.
+
+    distinct_ratio: distinct outputs / outputs; top_output_share: share of the most frequent output;
+    repetition_rate: see :func:`repetition_rate`; empty_outputs: count of empty translations;
+    length_ratio: output words / reference words (corpus level, None without references);
+    copy_rate: share of outputs equal to their source (None without sources); collapsed: any of the
+    ``COLLAPSE_*`` thresholds crossed.
+    """
+    n = len(hyps)
+    if n == 0:
+        raise ValueError("no translations to check")
+    texts = [h.strip() for h in hyps]
+    top_count = Counter(texts).most_common(1)[0][1]
+    out = {
+        "distinct_ratio": len(set(texts)) / n,
+        "top_output_share": top_count / n,
+        "repetition_rate": repetition_rate(texts),
+        "empty_outputs": sum(1 for t in texts if not t),
+        "length_ratio": None,
+        "copy_rate": None,
+    }
+    if references is not None:
+        ref_words = sum(len(r.split()) for r in references)
+        out["length_ratio"] = sum(len(t.split()) for t in texts) / ref_words if ref_words else None
+    if sources is not None:
+        out["copy_rate"] = sum(t == s.strip() for t, s in zip(texts, sources)) / n
+    out["collapsed"] = bool(
+        out["distinct_ratio"] < COLLAPSE_MIN_DISTINCT
+        or (out["top_output_share"] >= COLLAPSE_TOP_SHARE and top_count >= COLLAPSE_TOP_MIN_COUNT)
+        or out["repetition_rate"] > COLLAPSE_MAX_REPETITION
+    )
+    return out

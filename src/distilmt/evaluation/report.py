@@ -1,0 +1,200 @@
+"""report.md and a self-contained report.html (plots embedded as base64 PNG) for a run or a comparison."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+COLUMNS = [  # (key, header, format)
+    ("name", "model", "{}"), ("bleu", "BLEU", "{:.2f}"), ("chrf", "chrF", "{:.1f}"), ("ter", "TER", "{:.1f}"),
+    ("retention", "BLEU kept", "{:.0%}"), ("params", "params", "{:,}"), ("compression", "compression", "{:.2f}x"),
+    ("size_mb", "MB on disk", "{:.1f}"), ("sentences_per_s", "sent/s", "{:.1f}"), ("speedup", "speed-up", "{:.2f}x"),
+    ("distinct_ratio", "distinct", "{:.2f}"), ("repetition_rate", "repetition", "{:.2f}"), ("collapsed", "collapsed", "{}"),
+]
+
+
+def _fmt(row: dict, key: str, pattern: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return "–"
+    try:
+        return pattern.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    body = ["| " + " | ".join(_fmt(r, k, p) for k, _, p in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def training_curves(tb_root: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """{model: {tag: [(step, value), ...]}} read back from the TensorBoard event files of a run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    if not tb_root.is_dir():
+        return curves
+    for model_dir in sorted(p for p in tb_root.iterdir() if p.is_dir()):
+        events = EventAccumulator(str(model_dir), size_guidance={"scalars": 0}).Reload()
+        curves[model_dir.name] = {tag: [(s.step, s.value) for s in events.Scalars(tag)]
+                                  for tag in events.Tags().get("scalars", [])}
+    return curves
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated by another (higher x is better, higher y is better)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for x2, y2 in points):
+            front.append(i)
+    return front
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def plot_curves(curves: dict) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("train/loss", "total loss"), ("train/ce", "cross-entropy (reference)"), ("train/kd", "KD term (T² KL)"),
+              ("eval/bleu", "dev BLEU"), ("monitor/laziness", "monitor laziness")]
+    panels = [(tag, title) for tag, title in panels if any(tag in c for c in curves.values())]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (tag, title) in zip(axes[0], panels):
+        for model, tags in curves.items():
+            if tag in tags and tags[tag]:
+                steps, values = zip(*tags[tag])
+                ax.plot(steps, values, marker="o" if tag == "eval/bleu" else None, markersize=3, label=model)
+        ax.set_title(title)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_tradeoffs(rows: list[dict]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.get("bleu") is not None]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label, invert in ((axes[0], "params", "parameters (fewer is better)", True),
+                                   (axes[1], "sentences_per_s", "sentences / s (more is better)", False)):
+        usable = [r for r in rows if r.get(key)]
+        if not usable:
+            ax.set_visible(False)
+            continue
+        xs = [float(r[key]) for r in usable]
+        ys = [float(r["bleu"]) for r in usable]
+        front = set(pareto_front([(-x if invert else x, y) for x, y in zip(xs, ys)]))
+        for i, r in enumerate(usable):
+            colour = "crimson" if r.get("collapsed") else ("tab:green" if i in front else "tab:blue")
+            ax.scatter(xs[i], ys[i], s=60, color=colour, zorder=3)
+            ax.annotate(r["name"], (xs[i], ys[i]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ordered = sorted((xs[i], ys[i]) for i in front)
+        if len(ordered) > 1:
+            ax.plot(*zip(*ordered), color="tab:green", linestyle="--", alpha=0.6, label="Pareto front")
+            ax.legend(fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("test BLEU")
+        ax.grid(alpha=0.3)
+        if key == "params":
+            ax.set_xscale("log")
+    axes[0].set_title("quality vs size")
+    axes[1].set_title("quality vs speed")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def sample_rows(run_dir: Path, n: int) -> tuple[list[str], list[list[str]]]:
+    path = run_dir / "translations.json"
+    if not path.is_file():
+        return [], []
+    data = json.loads(path.read_text(encoding="utf-8"))
+    names = list(data["hypotheses"])
+    header = ["source", "reference", *names]
+    rows = []
+    for i in range(min(n, len(data["sources"]))):
+        rows.append([data["sources"][i], data["references"][i], *[data["hypotheses"][m][i] for m in names]])
+    return header, rows
+
+
+def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report") -> Path:
+    """Write report.md (tables, sample translations, plots as files) and report.html (self-contained)."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if (run_dir / "metrics.json").is_file() \
+        else {"models": []}
+    rows = metrics["models"]
+    curves = training_curves(run_dir / "tb")
+    images = {"training curves": plot_curves(curves), "quality vs size and speed": plot_tradeoffs(rows)}
+    images = {k: v for k, v in images.items() if v}
+    n_samples = getattr(getattr(cfg, "eval", None), "samples_in_report", 8)
+    header, samples = sample_rows(run_dir, n_samples)
+
+    md = [f"# {title}", ""]
+    if cfg is not None:
+        md += [f"Preset **{cfg.name}**, direction **{cfg.data.direction}**, corpus `{cfg.data.corpus}`.", ""]
+    collapsed = [r["name"] for r in rows if r.get("collapsed")]
+    if collapsed:
+        md += [f"**Warning: collapsed model(s): {', '.join(collapsed)}** — the same few outputs for most inputs.", ""]
+    md += ["## Results on the test set", "", markdown_table(rows), ""]
+    signature = next((r.get("bleu_signature") for r in rows if r.get("bleu_signature")), None)
+    if signature:
+        md += [f"sacrebleu: `{signature}`", ""]
+    for name, data in images.items():
+        file = run_dir / f"report-{name.replace(' ', '-')}.png"
+        file.write_bytes(base64.b64decode(data))
+        md += [f"## {name.capitalize()}", "", f"![{name}]({file.name})", ""]
+    if samples:
+        md += ["## Sample translations", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in samples]
+        md.append("")
+    (run_dir / "report.md").write_text("\n".join(md), encoding="utf-8")
+
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if cfg is not None:
+        parts.append(f"<p>Preset <b>{html.escape(cfg.name)}</b>, direction <b>{cfg.data.direction}</b>.</p>")
+    if collapsed:
+        parts.append(f"<p class='bad'>Collapsed model(s): {html.escape(', '.join(collapsed))}</p>")
+    parts.append("<h2>Results on the test set</h2><table><tr>" + "".join(f"<th>{h}</th>" for _, h, _ in COLUMNS) + "</tr>")
+    for r in rows:
+        cls = " class='bad'" if r.get("collapsed") else ""
+        parts.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r, k, p))}</td>" for k, _, p in COLUMNS) + "</tr>")
+    parts.append("</table>")
+    for name, data in images.items():
+        parts.append(f"<h2>{html.escape(name.capitalize())}</h2><img alt='{html.escape(name)}' "
+                     f"src='data:image/png;base64,{data}'>")
+    if samples:
+        parts.append("<h2>Sample translations</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in samples]
+        parts.append("</table>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}.bad{color:#c00;font-weight:bold}"
+             "img{max-width:100%}")
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
+           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    out = run_dir / "report.html"
+    out.write_text(page, encoding="utf-8")
+    return run_dir / "report.md"

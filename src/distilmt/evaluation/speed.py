@@ -1,0 +1,139 @@
+"""Translation speed and memory.
+
+:func:`measure_speed` times a :class:`~distilmt.evaluation.translate.Translator` in this process.
+:func:`measure_in_subprocess` runs the same measurement in a fresh Python process
+(``python -m distilmt.evaluation.speed``, JSON on stdin and stdout), so that each engine is timed
+alone: a Hugging Face model and a CTranslate2 model in one process fight over threads (HF ran at
+half speed that way here), and the peak memory of a process is only meaningful for one model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_SETTINGS: dict = {
+    "batch_sizes": [32, 1],   # one measurement per batch size (1 gives latency_ms)
+    "num_beams": 1,           # greedy
+    "repeats": 3,             # timed passes; the median is reported
+    "warmup": 1,              # untimed passes first
+    "max_new_tokens": 128,
+    "latency_sentences": 16,  # batch size 1 is timed on at most this many sentences
+    "ct2": {},                # Ct2Translator options, e.g. {"intra_threads": 1, "inter_threads": 2}
+    "torch_threads": 0,       # torch.set_num_threads for HF models (0 = torch's default)
+}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def current_rss_mb() -> float:
+    """This process's resident memory now, in MiB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def count_output_tokens(tokenizer, texts: Sequence[str]) -> int:
+    """Subword tokens in the translations (re-encoded, no special tokens): same count for every engine."""
+    return sum(len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+
+
+def measure_speed(translator, sentences: Sequence[str], batch_size: int = 32, num_beams: int = 1,
+                  repeats: int = 3, warmup: int = 1, max_new_tokens: int = 128) -> dict:
+    """Time ``repeats`` full passes over ``sentences`` after ``warmup`` untimed ones.
+
+    Returns sentences_per_s (median pass), spread (slowest, fastest sentences/s), tokens_per_s (output
+    subword tokens per second at the median), latency_ms (median ms per sentence, batch size 1 only)
+    and peak_rss_mb (peak memory of this process so far).
+    """
+    if not sentences:
+        raise ValueError("no sentences to time")
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    sentences = list(sentences)
+    for _ in range(warmup):
+        translator.translate(sentences, num_beams=num_beams, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    times, hyps = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        hyps = translator.translate(sentences, num_beams=num_beams, batch_size=batch_size,
+                                    max_new_tokens=max_new_tokens)
+        times.append(max(time.perf_counter() - start, 1e-9))
+    median = statistics.median(times)
+    n = len(sentences)
+    result = {
+        "sentences_per_s": n / median,
+        "spread": (n / max(times), n / min(times)),
+        "tokens_per_s": count_output_tokens(translator.tokenizer, hyps) / median,
+        "latency_ms": 1000 * median / n if batch_size == 1 else None,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    return result
+
+
+def profile(model_dir: str | Path, sentences: Sequence[str], settings: dict | None = None) -> dict:
+    """Load one model and time it at each of ``settings['batch_sizes']`` (see DEFAULT_SETTINGS).
+
+    Returns engine, load_s, peak_rss_mb (whole process), model_mem_mb (peak minus the memory after
+    imports, i.e. what the model and generation added) and by_batch_size {"32": measure_speed(...)}.
+    Memory figures describe one model only when this runs in a fresh process (measure_in_subprocess).
+    """
+    from distilmt.evaluation.translate import open_model
+
+    # runtimes are imported before the baseline, so they do not count as model memory
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: F401
+
+    settings = {**DEFAULT_SETTINGS, **(settings or {})}
+    if settings["torch_threads"]:
+        torch.set_num_threads(int(settings["torch_threads"]))
+
+    baseline = current_rss_mb()
+    start = time.perf_counter()
+    translator = open_model(model_dir, **settings["ct2"])
+    load_s = time.perf_counter() - start
+    by_batch_size = {}
+    for batch_size in settings["batch_sizes"]:
+        subset = list(sentences)[: settings["latency_sentences"]] if batch_size == 1 else sentences
+        by_batch_size[str(batch_size)] = measure_speed(
+            translator, subset, batch_size=batch_size, num_beams=settings["num_beams"],
+            repeats=settings["repeats"], warmup=settings["warmup"], max_new_tokens=settings["max_new_tokens"],
+        )
+    peak = peak_rss_mb()
+    return {"engine": translator.engine, "load_s": load_s, "peak_rss_mb": peak,
+            "model_mem_mb": max(peak - baseline, 0.0), "by_batch_size": by_batch_size}
+
+
+def measure_in_subprocess(model_dir: str | Path, sentences: Sequence[str], settings: dict | None = None,
+                          timeout: float | None = None) -> dict:
+    """Run :func:`profile` in a fresh ``python -m distilmt.evaluation.speed`` process and return its result."""
+    request = json.dumps({"model_dir": str(model_dir), "sentences": list(sentences), "settings": settings or {}})
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "distilmt.evaluation.speed"], input=request, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"speed measurement of {model_dir} failed: {last}")
+    return json.loads(lines[-1])
+
+
+def _main() -> None:
+    request = json.loads(sys.stdin.read())
+    result = profile(request["model_dir"], request["sentences"], request.get("settings"))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,271 @@
+"""Evaluation layer: metrics on known strings, parameter counts, speed harness, translation, comparison.
+
+``make_tiny_model`` / ``toy_sentences`` are shared with test_export.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+import torch
+
+from distilmt.evaluation import metrics
+from distilmt.evaluation.compare import ROW_KEYS, evaluate_models, format_table, to_markdown, write_csv, write_json
+from distilmt.evaluation.metrics import health, quality, repetition_rate
+from distilmt.evaluation.size import count_parameters, dir_size_mb
+from distilmt.evaluation.speed import measure_in_subprocess, measure_speed
+from distilmt.evaluation.translate import (HfTranslator, ModelLoadError, Translator, load_seq2seq, open_model,
+                                           translate)
+
+HAS_CT2 = find_spec("ctranslate2") is not None
+needs_ct2 = pytest.mark.skipif(not HAS_CT2, reason="ctranslate2 is not installed (pip install ctranslate2)")
+
+WORDS = ("the cat dog bird fish sat ran sees eats on under near a red blue green big small old house tree river "
+         "hill moon sun star stone water fire light night day").split()
+
+
+def toy_sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))) for _ in range(n)]
+
+
+def make_tiny_model(out_dir: Path, arch: str = "prenorm", d_model: int = 32, layers: int = 1, train_steps: int = 0,
+                    tie: bool = True, seed: int = 0) -> Path:
+    """A tiny MarianMT ('marian') or M2M100 ('prenorm') model + tokenizer saved in ``out_dir``.
+
+    With ``train_steps`` it learns a little of a copy task, so its greedy outputs are varied, not noise.
+    """
+    from transformers import M2M100Config, M2M100ForConditionalGeneration, MarianConfig, MarianMTModel
+
+    from distilmt.data.tokenizer import train_tokenizer
+
+    torch.manual_seed(seed)
+    texts = toy_sentences(48, seed)
+    tok = train_tokenizer(texts, 200, out_dir)
+    kwargs = dict(vocab_size=len(tok), d_model=d_model, encoder_layers=layers, decoder_layers=layers,
+                  encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * d_model,
+                  decoder_ffn_dim=2 * d_model, max_position_embeddings=128, dropout=0.0,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                  decoder_start_token_id=tok.eos_token_id, forced_eos_token_id=None, tie_word_embeddings=tie)
+    if arch == "marian":
+        model = MarianMTModel(MarianConfig(**kwargs))
+    else:
+        model = M2M100ForConditionalGeneration(M2M100Config(**kwargs))
+    if train_steps:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        batch = tok(texts, text_target=texts, return_tensors="pt", padding=True)
+        batch["labels"][batch["labels"] == tok.pad_token_id] = -100
+        model.train()
+        for _ in range(train_steps):
+            model(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    model.eval().save_pretrained(out_dir)
+    return Path(out_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {"teacher": make_tiny_model(root / "teacher", "prenorm", d_model=32, layers=2, train_steps=15),
+            "student": make_tiny_model(root / "student", "marian", d_model=16, layers=1, train_steps=15)}
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_identical_output_scores_perfectly():
+    refs = ["The cat sat on the mat.", "A dog runs under the old tree.", "Water and fire."]
+    scores = quality(refs, refs, "en")
+    assert scores["bleu"] == pytest.approx(100.0)
+    assert scores["chrf"] == pytest.approx(100.0)
+    assert scores["ter"] == pytest.approx(0.0)
+    assert "tok:13a" in scores["bleu_signature"] and scores["chrf_signature"] and scores["ter_signature"]
+    assert metrics.signatures("en") == {k: v for k, v in scores.items() if k.endswith("_signature")}
+
+
+def test_unrelated_output_scores_badly_and_lengths_must_match():
+    scores = quality(["xyz qwv"] * 3, ["The cat sat on the mat.", "A dog runs.", "Water and fire."], "en")
+    assert scores["bleu"] < 5 and scores["ter"] >= 100
+    with pytest.raises(ValueError, match="pair up"):
+        quality(["a"], ["a", "b"], "en")
+
+
+def test_same_sentence_for_every_input_is_collapsed():
+    result = health(["the the cat"] * 20, references=["a cat sat"] * 20)
+    assert result["collapsed"] and result["distinct_ratio"] == pytest.approx(1 / 20)
+    assert result["top_output_share"] == 1.0 and result["length_ratio"] == pytest.approx(1.0)
+
+
+def test_varied_outputs_are_not_collapsed():
+    hyps = toy_sentences(30, seed=3)
+    result = health(hyps, references=hyps, sources=hyps)
+    assert not result["collapsed"]
+    assert result["distinct_ratio"] > 0.9 and result["empty_outputs"] == 0 and result["copy_rate"] == 1.0
+
+
+def test_one_output_dominating_or_looping_is_collapsed():
+    varied = [f"sentence number {i}" for i in range(16)]
+    assert health(varied + ["Amen."] * 4)["collapsed"]  # 20% of the outputs are one string
+    assert not health(varied + ["Amen."] * 2)["collapsed"]  # two equal short outputs are fine
+    loops = [f"word{i} " + "la la la la la la la" for i in range(10)]
+    assert repetition_rate(loops) > metrics.COLLAPSE_MAX_REPETITION and health(loops)["collapsed"]
+    assert repetition_rate(["a b c d e", "x y"]) == 0.0
+
+
+def test_empty_outputs_are_counted():
+    result = health(["", "  ", "a cat", "a dog", "a bird"])
+    assert result["empty_outputs"] == 2
+
+
+# ---------------------------------------------------------------- size
+
+
+def test_tied_embeddings_are_counted_once(tmp_path):
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
+
+    config = dict(vocab_size=100, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                  decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64)
+    tied = M2M100ForConditionalGeneration(M2M100Config(**config, tie_word_embeddings=True))
+    counts = count_parameters(tied)
+    unique = {id(p): p.numel() for p in tied.parameters()}
+    assert counts["params"] == sum(unique.values())
+    assert counts["params_embedding"] == 100 * 16
+    assert counts["params_non_embedding"] == counts["params"] - 100 * 16
+
+    untied = M2M100ForConditionalGeneration(M2M100Config(**config, tie_word_embeddings=False))
+    untied_counts = count_parameters(untied)
+    # transformers 5 unties shared, encoder, decoder and output embeddings alike: 4 matrices, each counted
+    matrices = {id(m.weight) for m in (untied.model.shared, untied.model.encoder.embed_tokens,
+                                       untied.model.decoder.embed_tokens, untied.lm_head)}
+    assert untied_counts["params_embedding"] == len(matrices) * 100 * 16 > counts["params_embedding"]
+    assert untied_counts["params_non_embedding"] == counts["params_non_embedding"]
+
+
+def test_fixed_sinusoidal_positions_are_not_parameters():
+    from transformers import MarianConfig, MarianMTModel
+
+    model = MarianMTModel(MarianConfig(vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1,
+                                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                                       decoder_ffn_dim=32, max_position_embeddings=64, pad_token_id=0))
+    all_params = sum(p.numel() for p in model.parameters())
+    counts = count_parameters(model)
+    assert counts["params"] == all_params - 2 * 64 * 16  # encoder and decoder sinusoid tables left out
+    assert counts["params_embedding"] == 50 * 16
+
+
+def test_dir_size_counts_weight_files_only(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"0" * 2**20)
+    (tmp_path / "model.bin").write_bytes(b"0" * 2**19)
+    (tmp_path / "tokenizer.json").write_bytes(b"0" * 2**20)
+    assert dir_size_mb(tmp_path) == pytest.approx(1.5)
+
+
+# ---------------------------------------------------------------- translate
+
+
+def test_translate_keeps_input_order(tiny_dirs):
+    model, tokenizer = load_seq2seq(tiny_dirs["teacher"])
+    sentences = toy_sentences(7, seed=9)
+    one_by_one = [translate(model, tokenizer, [s], num_beams=1, max_new_tokens=12)[0] for s in sentences]
+    assert translate(model, tokenizer, sentences, num_beams=1, batch_size=3, max_new_tokens=12) == one_by_one
+    assert translate(model, tokenizer, [], num_beams=1) == []
+
+
+def test_open_model_gives_a_translator(tiny_dirs):
+    translator = open_model(tiny_dirs["student"])
+    assert isinstance(translator, Translator) and isinstance(translator, HfTranslator)
+    assert translator.engine == "hf" and translator.size_mb() > 0
+    assert translator.num_parameters()["params"] == count_parameters(translator.model)["params"]
+    assert len(translator.translate(["the cat", "a red house"], num_beams=2, max_new_tokens=8)) == 2
+
+
+def test_load_errors_are_one_clear_line(tmp_path):
+    from transformers import GPT2Config
+
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_seq2seq(tmp_path / "missing")
+    GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(tmp_path / "causal")
+    with pytest.raises(ModelLoadError, match="not a seq2seq"):
+        load_seq2seq(tmp_path / "causal")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="config.json"):
+        open_model(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------- speed
+
+
+def test_speed_harness_returns_positive_numbers(tiny_dirs):
+    translator = open_model(tiny_dirs["student"])
+    sentences = toy_sentences(6, seed=1)
+    batched = measure_speed(translator, sentences, batch_size=4, num_beams=1, repeats=2, warmup=1, max_new_tokens=8)
+    assert batched["sentences_per_s"] > 0 and batched["tokens_per_s"] > 0 and batched["peak_rss_mb"] > 0
+    slow, fast = batched["spread"]
+    assert slow <= batched["sentences_per_s"] <= fast and batched["latency_ms"] is None
+    single = measure_speed(translator, sentences[:2], batch_size=1, repeats=1, warmup=0, max_new_tokens=8)
+    assert single["latency_ms"] > 0
+
+
+def test_speed_in_its_own_process(tiny_dirs):
+    settings = {"batch_sizes": [4, 1], "repeats": 1, "warmup": 0, "max_new_tokens": 8, "latency_sentences": 2}
+    result = measure_in_subprocess(tiny_dirs["student"], toy_sentences(4, seed=2), settings)
+    assert result["engine"] == "hf" and result["peak_rss_mb"] > 0 and result["model_mem_mb"] >= 0
+    assert result["by_batch_size"]["4"]["sentences_per_s"] > 0
+    assert result["by_batch_size"]["1"]["latency_ms"] > 0
+
+
+# ---------------------------------------------------------------- compare
+
+
+def test_compare_two_models_and_write_tables(tiny_dirs, tmp_path):
+    entries = [("teacher", tiny_dirs["teacher"]), ("student", tiny_dirs["student"])]
+    if HAS_CT2:
+        from distilmt.export import export_ctranslate2
+
+        entries.append(("student-ct2", export_ctranslate2(tiny_dirs["student"], tmp_path / "ct2")))
+    sources = toy_sentences(10, seed=4)
+    speed = {"repeats": 1, "warmup": 0, "latency_sentences": 2}
+    rows, hyps = evaluate_models(entries, sources, sources, "en", num_beams=2, batch_size=4, max_new_tokens=10,
+                                 speed_sentences=4, speed_settings=speed, isolate_speed=False)
+    assert [r["name"] for r in rows] == [name for name, _ in entries]
+    assert all(set(r) == set(ROW_KEYS) for r in rows)
+    teacher, student = rows[0], rows[1]
+    assert teacher["compression"] == pytest.approx(1.0) and teacher["speedup"] == pytest.approx(1.0)
+    assert student["compression"] == pytest.approx(teacher["params"] / student["params"])
+    assert student["compression"] > 1
+    assert student["engine"] == "hf" and student["sentences_per_s"] == student["throughput_bs32"] > 0
+    assert student["latency_bs1_ms"] > 0 and student["peak_mem_mb"] > 0 and student["size_mb"] > 0
+    assert isinstance(student["collapsed"], bool) and len(hyps["student"]) == len(sources)
+    assert student["bleu_signature"] == metrics.signatures("en")["bleu_signature"]
+    if HAS_CT2:
+        ct2 = rows[2]
+        assert ct2["engine"] == "ct2" and ct2["params"] == student["params"] and ct2["size_mb"] > 0
+
+    write_json(rows, tmp_path / "metrics.json")
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    assert data["models"][1]["name"] == "student" and "hyps" not in data["models"][1]
+    write_csv(rows, tmp_path / "metrics.csv")
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["name"] for r in table] == [r["name"] for r in rows] and list(table[0]) == list(ROW_KEYS)
+    markdown = to_markdown(rows)
+    assert markdown.count("\n") == len(rows) + 2 and "teacher" in markdown.splitlines()[2]
+    assert format_table(rows).row_count == len(rows)
+
+
+def test_collapsed_rows_are_red_and_relative_columns_need_the_reference():
+    row = {key: None for key in ROW_KEYS} | {"name": "s", "engine": "hf", "bleu": 1.0, "collapsed": True}
+    table = format_table([row])
+    assert "red" in str(table.rows[0].style)
+    assert "**s**" in to_markdown([row])
+
+
+def test_compare_rejects_mismatched_inputs(tiny_dirs):
+    with pytest.raises(ValueError, match="pair up"):
+        evaluate_models([("teacher", tiny_dirs["teacher"])], ["a", "b"], ["a"], "en")

@@ -1,0 +1,136 @@
+"""The main job end to end on tiny models and real text, stage skipping, bring-your-own, and user mistakes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distilmt.cli import main
+
+from .conftest import SHARED_DATA
+
+TINY = {
+    "name": "tiny",
+    "data": {"corpus": "bible", "source_lang": "en", "target_lang": "hu", "vocab_size": 300, "max_tokens": 24,
+             "max_train_pairs": 400, "max_eval_sentences": 8, "max_test_sentences": 12},
+    "teacher": {"d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "ffn_dim": 64, "heads": 4, "dropout": 0.0},
+    "student": {"depth_ratio": 0.5, "width_ratio": 1.0},
+    "teacher_train": {"max_steps": 6, "batch_tokens": 400, "warmup_steps": 1, "bf16": False},
+    "student_train": {"max_steps": 4, "batch_tokens": 400, "warmup_steps": 1, "bf16": False},
+    "eval": {"num_beams": 1, "batch_size": 8, "max_new_tokens": 16, "export_ct2": True},
+    "monitor": {"sample_frequency": 2, "num_samples": 1},
+}
+
+
+def write_config(tmp_path: Path, **changes) -> Path:
+    config = json.loads(json.dumps(TINY))
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        config[section][key] = value
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
+
+
+def test_run_end_to_end_then_every_stage_skips(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["run", "--config", str(write_config(tmp_path)), "--run-dir", str(run_dir)]) == 0
+    for name in ("config.yaml", "data/train.tsv", "tokenizer/tokenizer.json", "teacher/model.safetensors",
+                 "student-baseline/config.json", "student-kd/config.json", "metrics.json", "report.md", "report.html"):
+        assert (run_dir / name).exists(), name
+    rows = {r["name"]: r for r in json.loads((run_dir / "metrics.json").read_text())["models"]}
+    assert {"teacher", "student-baseline", "student-kd", "student-kd-ct2-int8"} <= set(rows)
+    for row in rows.values():
+        for key in ("bleu", "chrf", "params", "size_mb", "sentences_per_s", "collapsed"):
+            assert key in row, key
+    assert rows["student-kd"]["params"] < rows["teacher"]["params"]
+    assert list((run_dir / "tb" / "student-kd").glob("events.out.tfevents.*"))
+    table = capsys.readouterr().out
+    assert "student-kd" in table and "BLEU" in table
+
+    # Every stage finds its output complete: nothing is retrained, files are untouched.
+    before = (run_dir / "student-kd" / "model.safetensors").stat().st_mtime_ns
+    assert main(["distill", "--run-dir", str(run_dir)]) == 0
+    assert main(["train-teacher", "--run-dir", str(run_dir)]) == 0
+    assert (run_dir / "student-kd" / "model.safetensors").stat().st_mtime_ns == before
+
+    # translate reads stdin or --text with any model of the run.
+    assert main(["translate", "teacher", "--run-dir", str(run_dir), "--text", "In the beginning", "--beams", "1"]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+def test_hu_en_direction_and_a_different_config_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    cfg = write_config(tmp_path)
+    assert main(["prepare-data", "--config", str(cfg), "--direction", "hu-en", "--run-dir", str(run_dir)]) == 0
+    first = (run_dir / "data" / "test.tsv").read_text(encoding="utf-8").splitlines()[0]
+    from distilmt.data.bible import aligned_verses
+
+    hu_sources = {v.hu for v in aligned_verses()[0]}
+    assert first.split("\t")[0] in hu_sources
+    # Asking the same run directory for other settings is one clear error, and nothing is overwritten.
+    assert main(["prepare-data", "--config", str(cfg), "--direction", "en-hu", "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other settings" in err[0] and "source_lang" in err[0]
+    assert (run_dir / "data" / "test.tsv").read_text(encoding="utf-8").splitlines()[0] == first
+
+
+def test_bring_your_own_corpus_and_teacher(tmp_path, tokenizer, tiny_teacher):
+    tatoeba = SHARED_DATA / "tatoeba-en-hu" / "pairs.tsv"
+    if not tatoeba.is_file():
+        pytest.skip(f"{tatoeba} not found: the shared real corpora are not on this machine")
+    teacher_dir = tmp_path / "my-teacher"
+    tiny_teacher.save_pretrained(teacher_dir)
+    tokenizer.save_pretrained(teacher_dir)
+    run_dir = tmp_path / "run"
+    cfg = write_config(tmp_path, data__max_train_pairs=300, data__dev_size=20, data__test_size=20)
+    assert main(["run", "--config", str(cfg), "--corpus", str(tatoeba), "--teacher", str(teacher_dir),
+                 "--set", "eval.export_ct2=false", "--set", "monitor.enabled=false", "--run-dir", str(run_dir)]) == 0
+    stats = json.loads((run_dir / "data" / "stats.json").read_text())
+    assert stats["train"] == 300 and stats["test"] == 20
+    rows = {r["name"]: r for r in json.loads((run_dir / "metrics.json").read_text())["models"]}
+    assert rows["teacher"]["params"] == tiny_teacher.num_parameters()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "distill.temperature=0"], "distill.temperature"),
+    (["--set", "distill.alpha=abc"], "distill.alpha"),
+    (["--set", "train.lr=1"], "train"),
+    (["--set", "teacher.arch=lstm"], "teacher.arch"),
+    (["--preset", "nope"], "preset 'nope'"),
+    (["--corpus", "/nonexistent/corpus.tsv"], "corpus.tsv"),
+    (["--teacher", "/nonexistent/teacher"], "/nonexistent/teacher"),
+])
+def test_user_mistakes_end_in_one_clear_line(tmp_path, capsys, args, needle):
+    base = [] if "--preset" in args else ["--config", str(write_config(tmp_path))]
+    code = main(["prepare-data", *base, *args, "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("distilmt: error:") and needle in err[0]
+
+
+def test_teacher_with_another_vocabulary_is_refused(tmp_path, capsys, verse_pairs):
+    from distilmt.data.tokenizer import train_tokenizer
+    from distilmt.config import TeacherConfig
+    from distilmt.models.build import build_model
+
+    run_dir = tmp_path / "run"
+    cfg = write_config(tmp_path)
+    assert main(["prepare-data", "--config", str(cfg), "--run-dir", str(run_dir)]) == 0
+    other_tok = train_tokenizer((t for p in verse_pairs[:300] for t in p), 250, tmp_path / "other")
+    teacher = build_model(TeacherConfig(d_model=16, encoder_layers=1, decoder_layers=1, ffn_dim=32, heads=2), other_tok)
+    teacher.save_pretrained(run_dir / "teacher")
+    other_tok.save_pretrained(run_dir / "teacher")
+    (run_dir / "teacher" / ".complete").write_text("{}")
+    assert main(["distill", "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "vocabulary" in err[0] and "teacher" in err[0]
+    assert not (run_dir / "student-kd").exists()
