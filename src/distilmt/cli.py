@@ -147,6 +147,7 @@ def _dispatch(args) -> int:
     if args.quiet:
         os.environ["DISTILMT_QUIET"] = "1"
     cfg = _config_for_stage(args)
+    _log_to_file(run_dir / "run.log")
     if args.command == "run":
         rows = pipeline.run(cfg, run_dir, resume=args.resume)
         _print_table(rows)
@@ -161,6 +162,18 @@ def _dispatch(args) -> int:
         names = {"baseline": ("student-baseline",), "kd": ("student-kd",), None: tuple(pipeline.STUDENTS)}[args.only]
         pipeline.distill(cfg, run_dir, names, resume=args.resume)
     return 0
+
+
+def _log_to_file(path: Path) -> None:
+    """Every stage appends its plain log lines (training progress, monitor summaries) to RUN_DIR/run.log."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "distilmt_run_log", False)]:
+        root.removeHandler(old)
+        old.close()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.distilmt_run_log = True
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
 
 
 def _print_table(rows: list[dict]) -> None:

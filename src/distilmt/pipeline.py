@@ -133,8 +133,11 @@ def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
     mark_complete(out, seconds=round(time.time() - started, 1))
 
 
-def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] = tuple(STUDENTS), resume: bool = False):
-    """Train each named student: ``student-baseline`` on references only, ``student-kd`` with the teacher."""
+def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] = tuple(STUDENTS), resume: bool = False) -> dict:
+    """Train each named student: ``student-baseline`` on references only, ``student-kd`` with the teacher.
+
+    Returns ``{name: trainer}`` for the students trained now (their callbacks include the monitor).
+    """
     from .data.corpus import load_splits
     from .models.build import check_same_vocabulary, derive_student, load_seq2seq
     from .teachers import LiveTeacher
@@ -144,6 +147,7 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] = tuple(STUDEN
         raise RunDirError(f"{run_dir}: no trained teacher yet; run `distilmt train-teacher --run-dir {run_dir}`")
     splits = load_splits(run_dir / "data")
     tokenizer = load_tokenizer(run_dir)
+    trainers = {}
     for name in names:
         if name not in STUDENTS:
             raise RunDirError(f"unknown student '{name}'; choose from {', '.join(STUDENTS)}")
@@ -162,10 +166,11 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] = tuple(STUDEN
         log.info("%s: training %s parameters (teacher has %s)", name, f"{student.num_parameters():,}",
                  f"{teacher_model.num_parameters():,}")
         started = time.time()
-        train_seq2seq(student, tokenizer, splits.train, _dev_subset(cfg, splits), cfg.student_train, out,
-                      run_dir / "tb" / name, cfg.data.max_tokens, teacher=teacher, distill=distill_cfg,
-                      resume=resume, callbacks=callbacks)
+        trainers[name] = train_seq2seq(student, tokenizer, splits.train, _dev_subset(cfg, splits), cfg.student_train,
+                                       out, run_dir / "tb" / name, cfg.data.max_tokens, teacher=teacher,
+                                       distill=distill_cfg, resume=resume, callbacks=callbacks)
         mark_complete(out, seconds=round(time.time() - started, 1))
+    return trainers
 
 
 def _dev_subset(cfg: RunConfig, splits):
@@ -179,12 +184,12 @@ def _monitor_callbacks(cfg: RunConfig, run_dir: Path, name: str, teacher_model, 
     import dataclasses
     import os
 
-    from .monitor import DistillationMonitor
+    from .monitor import DistillationMonitor, select_samples
 
     monitor_cfg = cfg.monitor
     if os.environ.get("DISTILMT_QUIET"):  # `distilmt --quiet`: plain lines without changing the run's config
         monitor_cfg = dataclasses.replace(monitor_cfg, quiet=True)
-    samples = splits.dev[: monitor_cfg.num_samples]
+    samples = select_samples(splits.dev, monitor_cfg.num_samples)
     return [DistillationMonitor(teacher_model, tokenizer, samples, monitor_cfg, log_dir=str(run_dir / "tb" / name))]
 
 
@@ -236,5 +241,25 @@ def run(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> list[dict]
     return rows
 
 
-__all__ = ["ConfigError", "RunDirError", "distill", "evaluate", "open_run", "prepare_data", "report", "run",
+def quick_visual_distill(run_dir: str | Path = "runs/visual", preset: str = "quick", overrides: list[str] = (),
+                         **monitor_settings):
+    """One call: prepare data, train (or load) the teacher, distil a KD student with the monitor on.
+
+    ``monitor_settings`` set MonitorConfig fields (e.g. ``sample_frequency=20, language="zh"``). Returns
+    the :class:`~distilmt.monitor.DistillationMonitor`, whose ``stats()`` and ``history`` hold what it saw.
+    """
+    from .monitor import DistillationMonitor
+
+    settings = [*overrides, "monitor.enabled=true", *(f"monitor.{k}={v}" for k, v in monitor_settings.items())]
+    cfg = open_run(run_dir, load_config(preset, overrides=settings))
+    run_dir = Path(run_dir)
+    prepare_data(cfg, run_dir)
+    train_teacher(cfg, run_dir)
+    trainer = distill(cfg, run_dir, ("student-kd",)).get("student-kd")
+    if trainer is None:
+        raise RunDirError(f"{run_dir}: the KD student is already trained; use a new run_dir to watch a new one")
+    return next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, DistillationMonitor))
+
+
+__all__ = ["quick_visual_distill", "ConfigError", "RunDirError", "distill", "evaluate", "open_run", "prepare_data", "report", "run",
            "train_teacher"]

@@ -67,7 +67,7 @@ def _set_generation_defaults(model, tokenizer) -> None:
     gen.eos_token_id = tokenizer.eos_token_id
     gen.forced_eos_token_id = None
     gen.forced_bos_token_id = None
-    gen.bos_token_id = None
+    gen.bos_token_id = tokenizer.bos_token_id
     gen.max_length = 256
     gen.num_beams = 1
     gen.bad_words_ids = None
