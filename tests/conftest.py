@@ -10,6 +10,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # as the CLI does: no "Writing model shards" bars
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

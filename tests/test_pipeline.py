@@ -10,7 +10,7 @@ import yaml
 
 from distilmt.cli import main
 
-from .conftest import SHARED_DATA
+from conftest import SHARED_DATA
 
 TINY = {
     "name": "tiny",
@@ -20,7 +20,7 @@ TINY = {
     "student": {"depth_ratio": 0.5, "width_ratio": 1.0},
     "teacher_train": {"max_steps": 6, "batch_tokens": 400, "warmup_steps": 1, "bf16": False},
     "student_train": {"max_steps": 4, "batch_tokens": 400, "warmup_steps": 1, "bf16": False},
-    "eval": {"num_beams": 1, "batch_size": 8, "max_new_tokens": 16, "export_ct2": True},
+    "eval": {"num_beams": 1, "batch_size": 8, "max_new_tokens": 16, "export_ct2": True, "speed_sentences": 4},
     "monitor": {"sample_frequency": 2, "num_samples": 1},
 }
 

@@ -181,7 +181,10 @@ def _print_table(rows: list[dict]) -> None:
 
     from .evaluation.compare import format_table
 
-    Console().print(format_table(rows))
+    console = Console()
+    if not console.is_terminal:  # a log file or a pipe: no need to squeeze 16 columns into 80 characters
+        console = Console(width=200)
+    console.print(format_table(rows))
 
 
 def _print_presets() -> int:

@@ -151,11 +151,14 @@ class EvalConfig:
     batch_size: int = _help("sentences per generation batch", 64)
     max_new_tokens: int = _help("longest translation generated, in tokens", 128)
     samples_in_report: int = _help("sample translations shown in report.md", 8)
+    speed_sentences: int = _help("test sentences timed for speed and memory, each model in its own process "
+                                 "(0 = skip speed)", 64)
     export_ct2: bool = _help("export the KD student to CTranslate2 int8 and evaluate it too", True)
 
     def __post_init__(self):
         _check(self.num_beams >= 1, "eval.num_beams", "must be at least 1")
         _check(self.batch_size >= 1, "eval.batch_size", "must be at least 1")
+        _check(self.speed_sentences >= 0, "eval.speed_sentences", "must not be negative")
 
 
 @dataclass

@@ -50,6 +50,7 @@ from transformers import TrainerCallback
 from distilmt.config import MonitorConfig
 from distilmt.losses import forward_kl
 
+
 logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------------
@@ -879,11 +880,13 @@ class DistillationMonitor(TrainerCallback):
         return ", ".join(f"{topic_name(t, self.language)} {c}" for t, c in pairs) or "n/a"
 
     def _show_epoch(self, s: dict) -> None:
+        line = (f"[monitor] epoch {s['epoch']} summary: step={s['step']} samples_shown={s['samples_shown']} "
+                f"mean_loss={_fmt(s['mean_loss'], 4)} mean_laziness={_fmt(s['mean_laziness'])} "
+                f"topics: {self._topics_text(s['top_topics'])}")
         if not self.rich_output:
-            self._plain(f"[monitor] epoch {s['epoch']} summary: step={s['step']} samples_shown={s['samples_shown']} "
-                        f"mean_loss={_fmt(s['mean_loss'], 4)} mean_laziness={_fmt(s['mean_laziness'])} "
-                        f"topics: {self._topics_text(s['top_topics'])}")
+            self._plain(line)
             return
+        logger.info(line)  # the box is for the terminal; the run's log file keeps the summary too
         from rich.panel import Panel
         from rich.table import Table
 
@@ -901,12 +904,14 @@ class DistillationMonitor(TrainerCallback):
 
     def _show_final(self, f: dict) -> None:
         trend = _TRENDS[self.language][f["trend"]]
+        line = (f"[monitor] final: samples_shown={f['samples_shown']} panels={f['panels']} "
+                f"overall_laziness={_fmt(f['overall_laziness'])} first={_fmt(f['first_laziness'])} "
+                f"last={_fmt(f['last_laziness'])} trend={f['trend']} collapsed={f['collapsed']} "
+                f"advice: {f['advice']}")
         if not self.rich_output:
-            self._plain(f"[monitor] final: samples_shown={f['samples_shown']} panels={f['panels']} "
-                        f"overall_laziness={_fmt(f['overall_laziness'])} first={_fmt(f['first_laziness'])} "
-                        f"last={_fmt(f['last_laziness'])} trend={f['trend']} collapsed={f['collapsed']} "
-                        f"advice: {f['advice']}")
+            self._plain(line)
             return
+        logger.info(line)
         from rich.panel import Panel
         from rich.table import Table
 

@@ -190,7 +190,23 @@ def _monitor_callbacks(cfg: RunConfig, run_dir: Path, name: str, teacher_model, 
     if os.environ.get("DISTILMT_QUIET"):  # `distilmt --quiet`: plain lines without changing the run's config
         monitor_cfg = dataclasses.replace(monitor_cfg, quiet=True)
     samples = select_samples(splits.dev, monitor_cfg.num_samples)
-    return [DistillationMonitor(teacher_model, tokenizer, samples, monitor_cfg, log_dir=str(run_dir / "tb" / name))]
+    return [DistillationMonitor(teacher_model, tokenizer, samples, monitor_cfg, log_dir=str(run_dir / "tb" / name),
+                                stream=_LogStream("distilmt.monitor"))]
+
+
+class _LogStream:
+    """A text stream that turns each written line into a log record (so plain monitor lines reach run.log)."""
+
+    def __init__(self, name: str):
+        self.log = logging.getLogger(name)
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.strip():
+                self.log.info(line)
+
+    def flush(self) -> None:
+        pass
 
 
 def evaluate(cfg: RunConfig, run_dir: Path, models: tuple[str, ...] = ("teacher", *STUDENTS)) -> list[dict]:
@@ -212,7 +228,8 @@ def evaluate(cfg: RunConfig, run_dir: Path, models: tuple[str, ...] = ("teacher"
         entries.append(("student-kd-ct2-int8", ct2_dir))
     rows, hyps = evaluate_models(entries, [s for s, _ in test], [t for _, t in test], cfg.data.target_lang,
                                  reference_name="teacher", num_beams=cfg.eval.num_beams,
-                                 batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens)
+                                 batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                                 speed_sentences=cfg.eval.speed_sentences)
     write_json(rows, run_dir / "metrics.json")
     write_csv(rows, run_dir / "metrics.csv")
     (run_dir / "translations.json").write_text(json.dumps(

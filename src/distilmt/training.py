@@ -141,8 +141,8 @@ def tensorboard_callback(log_dir: Path) -> TrainerCallback:
     return callback
 
 
-def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int,
-                       eval_steps: int = 0) -> Seq2SeqTrainingArguments:
+def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int, eval_steps: int = 0,
+                       layerdrop: bool = False) -> Seq2SeqTrainingArguments:
     """The Trainer's arguments from our TrainConfig: epochs or steps, cosine with warm-up, bf16, TensorBoard."""
     max_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch / cfg.grad_accum)
     updates_per_epoch = max(1, steps_per_epoch // cfg.grad_accum)
@@ -176,7 +176,7 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int,
         dataloader_num_workers=0,
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
-        ddp_find_unused_parameters=False,
+        ddp_find_unused_parameters=layerdrop,  # LayerDrop (e.g. NLLB configs) skips layers: DDP must look
         remove_unused_columns=False,
     )
 
@@ -195,7 +195,8 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
     dev_set = ParallelDataset(dev_pairs, tokenizer, 0)
     collator = Seq2SeqCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id)
     steps_per_epoch = len(TokenBatchSampler(train_set.lengths(), cfg.batch_tokens, cfg.seed))
-    args = training_arguments(cfg, out_dir, steps_per_epoch, eval_steps)
+    layerdrop = any(getattr(model.config, k, 0) for k in ("encoder_layerdrop", "decoder_layerdrop"))
+    args = training_arguments(cfg, out_dir, steps_per_epoch, eval_steps, layerdrop)
     all_callbacks = [tensorboard_callback(log_dir), LogLines(name or out_dir.name), *(callbacks or [])]
     if cfg.early_stopping_patience and args.eval_strategy != "no":
         all_callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience))

@@ -15,10 +15,12 @@ class ParallelDataset(Dataset):
     """Tokenised (source, target) pairs; pairs longer than ``max_tokens`` on either side are dropped."""
 
     def __init__(self, pairs: Sequence[tuple[str, str]], tokenizer, max_tokens: int = 0):
-        sources = tokenizer([s for s, _ in pairs])["input_ids"]
-        targets = tokenizer(text_target=[t for _, t in pairs])["input_ids"]
         self.examples = []
         self.dropped = 0
+        if not pairs:
+            return
+        sources = tokenizer([s for s, _ in pairs])["input_ids"]
+        targets = tokenizer(text_target=[t for _, t in pairs])["input_ids"]
         for src, tgt in zip(sources, targets):
             if max_tokens and (len(src) > max_tokens or len(tgt) > max_tokens):
                 self.dropped += 1

@@ -132,7 +132,7 @@ def _add_relative(rows: list[dict], reference_name: str) -> None:
         row["retention"] = _ratio(row["bleu"], ref["bleu"]) if ref else None
 
 
-def _cell(row: dict, key: str, fmt: str) -> str:
+def cell(row: dict, key: str, fmt: str) -> str:
     value = row.get(key)
     if value is None:
         return "-"
@@ -150,9 +150,9 @@ def format_table(rows: Sequence[dict], title: str = "Models compared"):
 
     table = Table(title=title)
     for i, (_, header, _) in enumerate(DISPLAY):
-        table.add_column(header, justify="left" if i < 2 else "right")
+        table.add_column(header, justify="left" if i < 2 else "right", no_wrap=i == 0)
     for row in rows:
-        table.add_row(*[_cell(row, key, fmt) for key, _, fmt in DISPLAY],
+        table.add_row(*[cell(row, key, fmt) for key, _, fmt in DISPLAY],
                       style="bold red" if row.get("collapsed") else None)
     return table
 
@@ -162,7 +162,7 @@ def to_markdown(rows: Sequence[dict]) -> str:
     lines = ["| " + " | ".join(header for _, header, _ in DISPLAY) + " |",
              "|" + "|".join("---" if i < 2 else "---:" for i in range(len(DISPLAY))) + "|"]
     for row in rows:
-        cells = [_cell(row, key, fmt).replace("|", "\\|") for key, _, fmt in DISPLAY]
+        cells = [cell(row, key, fmt).replace("|", "\\|") for key, _, fmt in DISPLAY]
         if row.get("collapsed"):
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")

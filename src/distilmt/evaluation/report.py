@@ -8,30 +8,7 @@ import io
 import json
 from pathlib import Path
 
-COLUMNS = [  # (key, header, format)
-    ("name", "model", "{}"), ("bleu", "BLEU", "{:.2f}"), ("chrf", "chrF", "{:.1f}"), ("ter", "TER", "{:.1f}"),
-    ("retention", "BLEU kept", "{:.0%}"), ("params", "params", "{:,}"), ("compression", "compression", "{:.2f}x"),
-    ("size_mb", "MB on disk", "{:.1f}"), ("sentences_per_s", "sent/s", "{:.1f}"), ("speedup", "speed-up", "{:.2f}x"),
-    ("distinct_ratio", "distinct", "{:.2f}"), ("repetition_rate", "repetition", "{:.2f}"), ("collapsed", "collapsed", "{}"),
-]
-
-
-def _fmt(row: dict, key: str, pattern: str) -> str:
-    value = row.get(key)
-    if value is None:
-        return "–"
-    try:
-        return pattern.format(value)
-    except (ValueError, TypeError):
-        return str(value)
-
-
-def markdown_table(rows: list[dict]) -> str:
-    head = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(_fmt(r, k, p) for k, _, p in COLUMNS) + " |" for r in rows]
-    return "\n".join([head, rule, *body])
-
+from .compare import DISPLAY, cell, to_markdown
 
 def training_curves(tb_root: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """{model: {tag: [(step, value), ...]}} read back from the TensorBoard event files of a run."""
@@ -159,7 +136,7 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report") 
     collapsed = [r["name"] for r in rows if r.get("collapsed")]
     if collapsed:
         md += [f"**Warning: collapsed model(s): {', '.join(collapsed)}** — the same few outputs for most inputs.", ""]
-    md += ["## Results on the test set", "", markdown_table(rows), ""]
+    md += ["## Results on the test set", "", to_markdown(rows), ""]
     signature = next((r.get("bleu_signature") for r in rows if r.get("bleu_signature")), None)
     if signature:
         md += [f"sacrebleu: `{signature}`", ""]
@@ -178,10 +155,10 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report") 
         parts.append(f"<p>Preset <b>{html.escape(cfg.name)}</b>, direction <b>{cfg.data.direction}</b>.</p>")
     if collapsed:
         parts.append(f"<p class='bad'>Collapsed model(s): {html.escape(', '.join(collapsed))}</p>")
-    parts.append("<h2>Results on the test set</h2><table><tr>" + "".join(f"<th>{h}</th>" for _, h, _ in COLUMNS) + "</tr>")
+    parts.append("<h2>Results on the test set</h2><table><tr>" + "".join(f"<th>{h}</th>" for _, h, _ in DISPLAY) + "</tr>")
     for r in rows:
         cls = " class='bad'" if r.get("collapsed") else ""
-        parts.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r, k, p))}</td>" for k, _, p in COLUMNS) + "</tr>")
+        parts.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(cell(r, k, p))}</td>" for k, _, p in DISPLAY) + "</tr>")
     parts.append("</table>")
     for name, data in images.items():
         parts.append(f"<h2>{html.escape(name.capitalize())}</h2><img alt='{html.escape(name)}' "

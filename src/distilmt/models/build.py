@@ -40,6 +40,7 @@ def seq2seq_config(cfg: TeacherConfig, tokenizer):
         encoder_ffn_dim=cfg.ffn_dim, decoder_ffn_dim=cfg.ffn_dim,
         encoder_attention_heads=cfg.heads, decoder_attention_heads=cfg.heads,
         dropout=cfg.dropout, attention_dropout=0.0, activation_dropout=0.0,
+        encoder_layerdrop=0.0, decoder_layerdrop=0.0,  # M2M100 defaults to 0.05; it leaves DDP params unused
         max_position_embeddings=512, scale_embedding=True,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
