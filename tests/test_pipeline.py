@@ -62,6 +62,19 @@ def test_run_end_to_end_then_every_stage_skips(tmp_path, capsys):
     assert main(["train-teacher", "--run-dir", str(run_dir)]) == 0
     assert (run_dir / "student-kd" / "model.safetensors").stat().st_mtime_ns == before
 
+    # compare: any model directories (HF and CTranslate2) on the run's test split, one row each.
+    out = tmp_path / "cmp"
+    assert main(["compare", f"teacher={run_dir / 'teacher'}", str(run_dir / "student-kd"),
+                 str(run_dir / "export" / "student-kd-ct2-int8"), "--run-dir", str(run_dir), "--out", str(out),
+                 "--max-sentences", "5", "--beams", "1"]) == 0
+    compared = json.loads((out / "comparison.json").read_text())["models"]
+    assert [r["name"] for r in compared] == ["teacher", "student-kd", "student-kd-ct2-int8"]
+    assert compared[0]["speedup"] == pytest.approx(1.0) and compared[2]["engine"] == "ct2"
+    for key in ("bleu", "chrf", "ter", "params", "size_mb", "latency_bs1_ms", "throughput_bs32", "speedup",
+                "peak_mem_mb", "collapsed"):
+        assert key in compared[1], key
+    assert (out / "report.html").is_file() and (out / "comparison.csv").is_file()
+
     # translate reads stdin or --text with any model of the run.
     assert main(["translate", "teacher", "--run-dir", str(run_dir), "--text", "In the beginning", "--beams", "1"]) == 0
     assert capsys.readouterr().out.strip()

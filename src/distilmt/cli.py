@@ -56,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate every trained model of the run on its test set")
     _run_dir_arg(p)
 
+    p = sub.add_parser("compare", help="evaluate any Hugging Face or CTranslate2 model directories side by side")
+    p.add_argument("models", nargs="+", metavar="MODEL_DIR", help="model directories (NAME=DIR names a row)")
+    p.add_argument("--out", required=True, help="where comparison.json/csv/md and report.md/html go")
+    p.add_argument("--test", help="a test corpus (.tsv, .jsonl or PREFIX of PREFIX.src/.tgt); "
+                                  "default: the test split of --run-dir")
+    p.add_argument("--direction", help="SRC-TGT languages of --test (plain and JSONL files need them)")
+    _run_dir_arg(p)
+    p.add_argument("--reference", help="row that compression, speed-up and retention refer to (default: first)")
+    p.add_argument("--beams", type=int, default=4, help="beam size")
+    p.add_argument("--max-sentences", type=int, default=0, help="use only the first N test sentences")
+
     p = sub.add_parser("translate", help="translate --text or stdin with a model of a run (or any model dir)")
     p.add_argument("model", nargs="?", default="student-kd",
                    help="a model name inside --run-dir (teacher, student-kd, ...) or a model directory")
@@ -108,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("transformers", "accelerate", "urllib3", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("transformers.generation.utils").setLevel(logging.ERROR)  # max_new_tokens vs max_length
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -137,6 +149,8 @@ def _dispatch(args) -> int:
         return _export(args)
     if args.command == "translate":
         return _translate(args)
+    if args.command == "compare":
+        return _compare(args)
     run_dir = Path(args.run_dir)
     if args.command == "evaluate":
         cfg = pipeline.open_run(run_dir)
@@ -216,6 +230,28 @@ def _export(args) -> int:
     else:
         out = export_hf(args.model_dir, args.out_dir, force=args.force)
     print(f"exported {args.model_dir} -> {out}")
+    return 0
+
+
+def _compare(args) -> int:
+    from . import pipeline
+
+    if args.test:
+        from .data.readers import read_parallel
+
+        src, tgt = (args.direction or "en-hu").split("-", 1)
+        pairs, _ = read_parallel(args.test, src_lang=src, tgt_lang=tgt)
+        target_lang = tgt
+    else:
+        from .data.corpus import load_splits
+
+        cfg = pipeline.open_run(Path(args.run_dir))
+        pairs, target_lang = load_splits(Path(args.run_dir) / "data").test, cfg.data.target_lang
+    if args.max_sentences:
+        pairs = pairs[: args.max_sentences]
+    rows = pipeline.compare(args.models, args.out, pairs, target_lang, args.reference, args.beams)
+    _print_table(rows)
+    print(f"\nWritten to {args.out}/ (comparison.json, comparison.csv, comparison.md, report.md, report.html)")
     return 0
 
 

@@ -238,6 +238,36 @@ def evaluate(cfg: RunConfig, run_dir: Path, models: tuple[str, ...] = ("teacher"
     return rows
 
 
+def compare(models: list[str], out_dir: str | Path, test_pairs: list[tuple[str, str]], target_lang: str,
+            reference: str | None = None, num_beams: int = 4, speed_sentences: int = 64) -> list[dict]:
+    """Evaluate any HF / CTranslate2 model directories on one test set; write comparison.json/csv/md, report.
+
+    ``models`` are ``DIR`` or ``NAME=DIR``; the reference row (default: the first) anchors compression,
+    speed-up and quality retention.
+    """
+    from .evaluation.compare import evaluate_models, to_markdown, write_csv, write_json
+    from .evaluation.report import write_report
+
+    entries = []
+    for item in models:
+        name, _, path = item.rpartition("=") if "=" in item else (Path(item).name, "", item)
+        if not Path(path).is_dir():
+            raise RunDirError(f"{path}: no such model directory")
+        entries.append((name, Path(path)))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sources, refs = [s for s, _ in test_pairs], [t for _, t in test_pairs]
+    rows, hyps = evaluate_models(entries, sources, refs, target_lang, reference_name=reference or entries[0][0],
+                                 num_beams=num_beams, speed_sentences=speed_sentences)
+    write_json(rows, out_dir / "comparison.json")
+    write_csv(rows, out_dir / "comparison.csv")
+    (out_dir / "comparison.md").write_text(to_markdown(rows), encoding="utf-8")
+    (out_dir / "translations.json").write_text(json.dumps(
+        {"sources": sources, "references": refs, "hypotheses": hyps}, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_report(out_dir, title="distilmt comparison", metrics_file="comparison.json")
+    return rows
+
+
 def report(cfg: RunConfig, run_dir: Path) -> Path:
     from .evaluation.report import write_report
 

@@ -123,14 +123,18 @@ def read_parallel(path: str | Path, fmt: str = "auto", src_lang: str = "en", tgt
     return pairs, bad.count
 
 
-def _read_tsv(path: Path, bad: _BadLines) -> list[Pair]:
-    pairs = []
+def _content_lines(path: Path, bad: _BadLines):
+    """(number, line) of each non-blank line; undecodable lines are reported to ``bad``."""
     for number, line, problem in _lines(path):
         if line is None:
             bad(path, number, problem)
-            continue
-        if not line.strip():
-            continue
+        elif line.strip():
+            yield number, line
+
+
+def _read_tsv(path: Path, bad: _BadLines) -> list[Pair]:
+    pairs = []
+    for number, line in _content_lines(path, bad):
         parts = line.split("\t")
         if len(parts) != 2:
             bad(path, number, f"expected source<TAB>target, found {len(parts) - 1} tabs")
@@ -177,12 +181,7 @@ def _read_plain(prefix: Path, src_lang: str, tgt_lang: str, bad: _BadLines) -> l
 
 def _read_jsonl(path: Path, src_field: str, tgt_field: str, bad: _BadLines) -> list[Pair]:
     pairs = []
-    for number, line, problem in _lines(path):
-        if line is None:
-            bad(path, number, problem)
-            continue
-        if not line.strip():
-            continue
+    for number, line in _content_lines(path, bad):
         if number == 1 and line.lstrip().startswith("["):
             raise CorpusError(f"{path}: is a JSON array; write one JSON object per line (JSONL) instead")
         try:

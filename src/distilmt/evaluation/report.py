@@ -118,11 +118,11 @@ def sample_rows(run_dir: Path, n: int) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report") -> Path:
+def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", metrics_file: str = "metrics.json") -> Path:
     """Write report.md (tables, sample translations, plots as files) and report.html (self-contained)."""
     run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if (run_dir / "metrics.json").is_file() \
-        else {"models": []}
+    metrics_path = run_dir / metrics_file
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {"models": []}
     rows = metrics["models"]
     curves = training_curves(run_dir / "tb")
     images = {"training curves": plot_curves(curves), "quality vs size and speed": plot_tradeoffs(rows)}
