@@ -44,3 +44,11 @@ def test_config_file_errors(tmp_path):
     builtin.write_text("data: {source_lang: en, target_lang: de}\n")
     with pytest.raises(ConfigError, match="English-Hungarian"):
         load_config(file=builtin)
+
+
+def test_cli_accepts_dotted_settings_as_flags():
+    from distilmt.cli import _dotted_overrides
+
+    assert _dotted_overrides(["--monitor.language", "zh", "--distill.temperature=2"]) == [
+        "monitor.language=zh", "distill.temperature=2"]
+    assert _dotted_overrides(["--bogus"]) is None

@@ -53,6 +53,9 @@ def test_run_end_to_end_then_every_stage_skips(tmp_path, capsys):
             assert key in row, key
     assert rows["student-kd"]["params"] < rows["teacher"]["params"]
     assert list((run_dir / "tb" / "student-kd").glob("events.out.tfevents.*"))
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "## Sample translations" in report and "Monitor: one dev verse across training" in report
+    assert "[monitor] epoch 1 summary" in (run_dir / "run.log").read_text(encoding="utf-8")
     table = capsys.readouterr().out
     assert "student-kd" in table and "BLEU" in table
 

@@ -84,6 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _dotted_overrides(extra: list[str]) -> list[str] | None:
+    """``--monitor.language zh`` / ``--distill.temperature=2`` as ``section.field=value`` overrides (None if not)."""
+    overrides, i = [], 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--") or "." not in token.split("=", 1)[0]:
+            return None
+        if "=" in token:
+            overrides.append(token[2:])
+            i += 1
+        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            overrides.append(f"{token[2:]}={extra[i + 1]}")
+            i += 2
+        else:
+            return None
+    return overrides
+
+
 def _resolve_config(args):
     from .config import load_config
 
@@ -114,7 +132,13 @@ def _config_for_stage(args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    dotted = _dotted_overrides(extra)
+    if dotted is None or (dotted and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if dotted:
+        args.overrides += dotted
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("transformers", "accelerate", "urllib3", "matplotlib"):

@@ -169,6 +169,9 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] = tuple(STUDEN
         trainers[name] = train_seq2seq(student, tokenizer, splits.train, _dev_subset(cfg, splits), cfg.student_train,
                                        out, run_dir / "tb" / name, cfg.data.max_tokens, teacher=teacher,
                                        distill=distill_cfg, resume=resume, callbacks=callbacks)
+        for monitor in callbacks:  # what the monitor saw, for the report's panel history
+            (run_dir / "monitor").mkdir(exist_ok=True)
+            monitor.save(run_dir / "monitor" / f"{name}.json")
         mark_complete(out, seconds=round(time.time() - started, 1))
     return trainers
 

@@ -210,9 +210,13 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    checkpoint = last_checkpoint(out_dir) if resume else None
+    checkpoint = last_checkpoint(out_dir)
     if resume and checkpoint is None:
         log.info("no checkpoint under %s: starting from scratch", out_dir / "checkpoints")
+    elif not resume and checkpoint is not None:
+        log.warning("%s holds an interrupted training (%s); starting over — pass --resume to continue it",
+                    out_dir, checkpoint.name)
+        checkpoint = None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if trainer.is_world_process_zero():
         trainer.save_model(str(out_dir))

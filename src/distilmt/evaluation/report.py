@@ -118,6 +118,22 @@ def sample_rows(run_dir: Path, n: int) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def monitor_history(run_dir: Path, per_model: int = 6) -> list[tuple[str, dict]]:
+    """The first monitored sample's records (spread over training) for each student the monitor watched."""
+    rows = []
+    for path in sorted((run_dir / "monitor").glob("*.json")):
+        records = [r for r in json.loads(path.read_text(encoding="utf-8"))["history"] if r["sample"] == 0]
+        if records:
+            picks = sorted({round(i * (len(records) - 1) / max(per_model - 1, 1)) for i in range(per_model)})
+            rows += [(path.stem, records[i]) for i in picks]
+    return rows
+
+
+def _history_intro(history: list[tuple[str, dict]]) -> list[str]:
+    first = history[0][1]
+    return [f"Source: {first['source']}", f"Reference: {first['reference']}", f"Teacher: {first['teacher']}"]
+
+
 def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", metrics_file: str = "metrics.json") -> Path:
     """Write report.md (tables, sample translations, plots as files) and report.html (self-contained)."""
     run_dir = Path(run_dir)
@@ -148,6 +164,13 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", 
         md += ["## Sample translations", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in samples]
         md.append("")
+    history = monitor_history(run_dir)
+    if history:
+        md += ["## Monitor: one dev verse across training", "", *_history_intro(history), "",
+               "| model | step | epoch | laziness | student translation |", "|---|---:|---:|---:|---|"]
+        md += [f"| {m} | {r['step']} | {r['epoch']:.2f} | {r['laziness']:.2f} | {r['student'].replace('|', '/')} |"
+               for m, r in history]
+        md.append("")
     (run_dir / "report.md").write_text("\n".join(md), encoding="utf-8")
 
     parts = [f"<h1>{html.escape(title)}</h1>"]
@@ -166,6 +189,14 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", 
     if samples:
         parts.append("<h2>Sample translations</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in samples]
+        parts.append("</table>")
+    if history:
+        parts.append("<h2>Monitor: one dev verse across training</h2>"
+                     + "".join(f"<p>{html.escape(line)}</p>" for line in _history_intro(history))
+                     + "<table><tr><th>model</th><th>step</th><th>epoch</th><th>laziness</th>"
+                     "<th>student translation</th></tr>")
+        parts += [f"<tr><td>{html.escape(m)}</td><td>{r['step']}</td><td>{r['epoch']:.2f}</td>"
+                  f"<td>{r['laziness']:.2f}</td><td>{html.escape(r['student'])}</td></tr>" for m, r in history]
         parts.append("</table>")
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}.bad{color:#c00;font-weight:bold}"
