@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -194,7 +195,9 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
     train_set = ParallelDataset(train_pairs, tokenizer, max_tokens)
     dev_set = ParallelDataset(dev_pairs, tokenizer, 0)
     collator = Seq2SeqCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id)
-    steps_per_epoch = len(TokenBatchSampler(train_set.lengths(), cfg.batch_tokens, cfg.seed))
+    # Under torchrun every process takes 1/WORLD_SIZE of the batches, so an epoch has that many fewer updates.
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    steps_per_epoch = math.ceil(len(TokenBatchSampler(train_set.lengths(), cfg.batch_tokens, cfg.seed)) / world_size)
     layerdrop = any(getattr(model.config, k, 0) for k in ("encoder_layerdrop", "decoder_layerdrop"))
     args = training_arguments(cfg, out_dir, steps_per_epoch, eval_steps, layerdrop)
     all_callbacks = [tensorboard_callback(log_dir), LogLines(name or out_dir.name), *(callbacks or [])]
