@@ -188,7 +188,7 @@ def test_unknown_format(tmp_path):
 # --- our own TSV files ---------------------------------------------------------------------------------
 
 def test_write_and_read_tsv_round_trip(tmp_path):
-    rows = [("GEN 1:1", "In the beginning.", "Kezdetben."), ("GEN 1:2", "ő", "ű")]
+    rows = [("GEN 1:1", "A sentence.", "Egy mondat."), ("GEN 1:2", "ő", "ű")]
     write_tsv(rows, tmp_path / "sub" / "rows.tsv")
     assert read_tsv(tmp_path / "sub" / "rows.tsv", columns=3) == rows
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["rows.tsv"]

@@ -77,15 +77,17 @@ def plot_tradeoffs(rows: list[dict]) -> str | None:
     if not rows:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label, invert in ((axes[0], "params", "parameters (fewer is better)", True),
+    for ax, key, label, invert in ((axes[0], "params", "parameters, millions (fewer is better)", True),
                                    (axes[1], "sentences_per_s", "sentences / s (more is better)", False)):
         usable = [r for r in rows if r.get(key)]
         if not usable:
             ax.set_visible(False)
             continue
-        xs = [float(r[key]) for r in usable]
+        scale = 1e6 if key == "params" else 1.0
+        xs = [float(r[key]) / scale for r in usable]
         ys = [float(r["bleu"]) for r in usable]
-        front = set(pareto_front([(-x if invert else x, y) for x, y in zip(xs, ys)]))
+        healthy = [i for i, r in enumerate(usable) if not r.get("collapsed")]  # a collapsed model is no option
+        front = {healthy[j] for j in pareto_front([(-xs[i] if invert else xs[i], ys[i]) for i in healthy])}
         for i, r in enumerate(usable):
             colour = "crimson" if r.get("collapsed") else ("tab:green" if i in front else "tab:blue")
             ax.scatter(xs[i], ys[i], s=60, color=colour, zorder=3)
@@ -97,8 +99,6 @@ def plot_tradeoffs(rows: list[dict]) -> str | None:
         ax.set_xlabel(label)
         ax.set_ylabel("test BLEU")
         ax.grid(alpha=0.3)
-        if key == "params":
-            ax.set_xscale("log")
     axes[0].set_title("quality vs size")
     axes[1].set_title("quality vs speed")
     fig.tight_layout()
