@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += dotted
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # basicConfig is a no-op when the root logger already has handlers (an embedding app, pytest): set our own
+    # level so progress lines and monitor summaries still reach run.log
+    logging.getLogger("distilmt").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     for noisy in ("transformers", "accelerate", "urllib3", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("transformers.generation.utils").setLevel(logging.ERROR)  # max_new_tokens vs max_length
