@@ -186,3 +186,70 @@ def test_generalized_jsd_matches_trl():
         ref = GKDTrainer.generalized_jsd_loss(s, t, labels=labels, beta=beta, temperature=1.0, reduction="sum")
         ours, _ = generalized_jsd(s, t, torch.ones(2, 5, dtype=torch.bool), beta=beta)
         assert ours.item() == pytest.approx(ref.item(), rel=1e-4), trl.__version__
+
+
+# -- a teacher given by its top k (the teacher cache) -------------------------------------------------------
+# Teacher p = [0.5, 0.3, 0.2]; the cache keeps the top 2 (ids 0, 1); the student q is uniform over 3 tokens.
+TOPK_IDS = torch.tensor([[[0, 1]]])
+TOPK_LOGP = torch.tensor([[[math.log(0.5), math.log(0.3)]]])
+UNIFORM3 = torch.zeros(1, 1, 3)
+
+
+def test_sparse_forward_kl_hand_value_renormalises_the_top_k():
+    from distilmt.losses import sparse_forward_kl
+
+    # T = 1: the top 2 renormalised are [0.625, 0.375] (the tail 0.2 is dropped).
+    loss, n = sparse_forward_kl(UNIFORM3, TOPK_IDS, TOPK_LOGP, MASK)
+    assert n == 1
+    assert loss.item() == pytest.approx(0.625 * math.log(0.625 * 3) + 0.375 * math.log(0.375 * 3), abs=1e-6)
+    # T = 2: p_i^(1/2) / sum_j p_j^(1/2) = [0.56351, 0.43649]; the uniform student stays uniform.
+    a, b = math.sqrt(0.5), math.sqrt(0.3)
+    pa, pb = a / (a + b), b / (a + b)
+    loss_t2, _ = sparse_forward_kl(UNIFORM3, TOPK_IDS, TOPK_LOGP, MASK, temperature=2.0)
+    assert pa == pytest.approx(0.56351, abs=1e-5)
+    assert loss_t2.item() == pytest.approx(pa * math.log(pa * 3) + pb * math.log(pb * 3), abs=1e-6)
+
+
+def test_sparse_forward_kl_equals_dense_forms_and_full_kl_at_k_equal_vocab():
+    from distilmt.losses import sparse_forward_kl
+
+    torch.manual_seed(7)
+    s, t = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+    labels = torch.tensor([[1, 2, 3, -100, -100], [1, 2, 3, 4, 5]])
+    mask = labels.ne(-100)
+    log_p = torch.log_softmax(t, -1)
+    for temperature in (1.0, 2.0):
+        full_values, full_ids = log_p.topk(11, dim=-1)
+        sparse, _ = sparse_forward_kl(s, full_ids, full_values, mask, temperature)
+        assert sparse.item() == pytest.approx(forward_kl(s, t, mask, temperature)[0].item(), rel=1e-5)
+        values, ids = log_p.topk(4, dim=-1)
+        dense = torch.full_like(t, float("-inf")).scatter(-1, ids, values)
+        sparse4, _ = sparse_forward_kl(s, ids, values, mask, temperature)
+        assert sparse4.item() == pytest.approx(forward_kl(s, dense, mask, temperature)[0].item(), rel=1e-5)
+        kd = token_kd_objective(s, None, labels, alpha=0.5, beta=0.5, temperature=temperature,
+                                teacher_topk=(ids, values))
+        assert kd["kd"].item() == pytest.approx(temperature**2 * sparse4.item(), rel=1e-6)
+
+
+def test_top_k_teacher_pads_ignored_gradients_finite_and_which_divergences_stay_finite():
+    from distilmt.losses import DIVERGENCES, sparse_forward_kl
+
+    torch.manual_seed(8)
+    s = torch.randn(2, 4, 9, requires_grad=True)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    values, ids = torch.log_softmax(torch.randn(2, 4, 9), -1).topk(3, dim=-1)
+    values = values.masked_fill(~mask.unsqueeze(-1), 0.0)  # pad rows as CachedTeacher gives them
+    loss, n = sparse_forward_kl(s, ids, values, mask, 2.0)
+    loss.backward()
+    assert n == 6 and torch.isfinite(loss) and torch.isfinite(s.grad).all()
+    assert s.grad[0, 2:].abs().max() == 0
+    # A dense top-k teacher (-inf off the top k): p = 0 terms add exactly 0, no NaN in value or gradient.
+    dense = torch.full((2, 4, 9), float("-inf")).scatter(-1, ids, values)
+    for name, fn in DIVERGENCES.items():
+        s.grad = None
+        value, _ = fn(s, dense, mask, temperature=2.0)
+        if name == "reverse_kl":  # KL(student || teacher) is infinite where the teacher has p = 0
+            assert value.item() == float("inf")
+            continue
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(s.grad).all(), name

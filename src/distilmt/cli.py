@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-teacher", help="train the teacher (or take --teacher as it is)")
     _config_args(p); _run_dir_arg(p); _resume_arg(p)
 
+    p = sub.add_parser("cache-teacher", help="store the teacher's top-k probabilities on the training set once, "
+                                             "so KD never runs the teacher (distill.teacher_cache=true uses it)")
+    _config_args(p); _run_dir_arg(p)
+    p.add_argument("--rebuild", action="store_true", help="delete the run's teacher cache and build it again")
+
     p = sub.add_parser("distill", help="train the no-KD baseline student and the KD student")
     _config_args(p); _run_dir_arg(p); _resume_arg(p)
     p.add_argument("--only", choices=["baseline", "kd"], help="train just one of the two students")
@@ -156,12 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         print("distilmt: interrupted; continue with the same command and --resume", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
+        from .cache import CacheError
         from .config import ConfigError
         from .data.readers import CorpusError
         from .models.build import ModelError
         from .pipeline import RunDirError
 
-        if isinstance(exc, (ConfigError, CorpusError, ModelError, RunDirError, FileNotFoundError)):
+        if isinstance(exc, (ConfigError, CorpusError, ModelError, RunDirError, CacheError, FileNotFoundError)):
             print(f"distilmt: error: {exc}", file=sys.stderr)
             return 2
         raise
@@ -199,6 +205,11 @@ def _dispatch(args) -> int:
     elif args.command == "train-teacher":
         pipeline.prepare_data(cfg, run_dir)
         pipeline.train_teacher(cfg, run_dir, resume=args.resume)
+    elif args.command == "cache-teacher":
+        stats = pipeline.cache_teacher(cfg, run_dir, rebuild=args.rebuild)
+        print(f"teacher cache: {stats['n_tokens']:,} target tokens, top-{stats['k']}, "
+              f"{stats['bytes_per_token']:.1f} bytes per target token, {stats['total_bytes'] / 1e6:.1f} MB "
+              f"in {run_dir / 'teacher-cache'}")
     elif args.command == "distill":
         names = {"baseline": ("student-baseline",), "kd": ("student-kd",), None: tuple(pipeline.STUDENTS)}[args.only]
         pipeline.distill(cfg, run_dir, names, resume=args.resume)

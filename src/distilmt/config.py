@@ -137,12 +137,21 @@ class DistillConfig:
     alpha: float = _help("weight of the KD term  alpha * T^2 * KL(p_teacher^T || p_student^T)", 0.5)
     beta: float = _help("weight of the label-smoothed cross-entropy on the reference", 0.5)
     temperature: float = _help("softmax temperature T applied to teacher and student logits", 2.0)
+    teacher_cache: bool = _help("read the teacher's top-k probabilities from RUN_DIR/teacher-cache (built once by "
+                                "`distilmt cache-teacher`) instead of running the teacher in every step", False)
+    cache_top_k: int = _help("token ids (and probabilities) kept per target token in the teacher cache", 16)
+    cache_dtype: str = _help("storage of the cached log-probabilities: float16 (compact) or float32 (exact)",
+                             "float16")
 
     def __post_init__(self):
         _check(self.alpha is not None and self.alpha >= 0, "distill.alpha", "must be a number >= 0")
         _check(self.beta is not None and self.beta >= 0, "distill.beta", "must be a number >= 0")
         _check(self.alpha + self.beta > 0, "distill.alpha", "alpha and beta are both 0: nothing to learn from")
         _check(self.temperature is not None and self.temperature > 0, "distill.temperature", "must be > 0")
+        _check(isinstance(self.cache_top_k, int) and self.cache_top_k >= 1, "distill.cache_top_k",
+               f"{self.cache_top_k!r} must be a whole number >= 1 (16 is a good start)")
+        _check(self.cache_dtype in ("float16", "float32"), "distill.cache_dtype",
+               f"'{self.cache_dtype}' is not float16 or float32")
 
 
 @dataclass

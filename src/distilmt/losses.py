@@ -66,6 +66,23 @@ def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask:
     return _masked_sum(_kl_from_log_probs(log_p, log_q), mask)
 
 
+def sparse_forward_kl(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_log_probs: torch.Tensor,
+                      mask: torch.Tensor, temperature: float = 1.0) -> LossSum:
+    """KL(p_teacher^T || p_student^T) with the teacher given only by its top k: ids and log-probs at T = 1.
+
+    ``topk_ids`` and ``topk_log_probs`` are ``[batch, length, k]``. The teacher at temperature T is the top k
+    renormalised, tail dropped: ``p_i^T = p_i^(1/T) / sum_j p_j^(1/T)`` over the k ids (``softmax(log p / T)``),
+    0 elsewhere; the student is its full ``softmax(s / T)`` over the vocabulary, read at the k ids. This equals
+    :func:`forward_kl` with teacher logits ``log p`` at the ids and ``-inf`` elsewhere, and with k = vocabulary
+    size the live teacher's forward KL, without building a ``[batch, length, vocab]`` teacher tensor.
+    Every row needs at least one finite log-prob (pad rows too: they are masked, but must not be NaN).
+    """
+    scaled = student_logits.float() / temperature
+    log_q = scaled.gather(-1, topk_ids) - torch.logsumexp(scaled, dim=-1, keepdim=True)
+    log_p = _log_probs(topk_log_probs, temperature)
+    return _masked_sum(_kl_from_log_probs(log_p, log_q), mask)
+
+
 def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
                temperature: float = 1.0) -> LossSum:
     """KL(p_student^T || p_teacher^T): mode-seeking."""
@@ -129,14 +146,21 @@ DIVERGENCES = {
 
 def token_kd_objective(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor,
                        alpha: float, beta: float, temperature: float, label_smoothing: float = 0.0,
-                       ignore_index: int = IGNORE_INDEX) -> dict[str, torch.Tensor]:
+                       ignore_index: int = IGNORE_INDEX,
+                       teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Token-level KD: ``alpha * T^2 * KL(p_t^T || p_s^T) + beta * CE_ls(student, reference)``, as sums.
 
     Returns the summed terms ``{"kd", "ce", "total", "n_tokens"}``; divide by the global target-token count.
     With ``teacher_logits=None`` (no teacher) the KD term is 0 and only ``beta * CE`` remains.
+    ``teacher_topk=(ids, log_probs)`` (a teacher cache) takes the place of ``teacher_logits``: the KL is then
+    :func:`sparse_forward_kl` on the k stored entries.
     """
     ce, n_tokens = label_smoothed_cross_entropy(student_logits, labels, label_smoothing, ignore_index)
-    if teacher_logits is None or alpha == 0:
+    if teacher_topk is not None and alpha != 0:
+        kl, _ = sparse_forward_kl(student_logits, teacher_topk[0], teacher_topk[1],
+                                  target_mask(labels, ignore_index), temperature)
+        kd = kl * temperature**2
+    elif teacher_logits is None or alpha == 0:
         kd = torch.zeros((), device=ce.device)
     else:
         kl, _ = forward_kl(student_logits, teacher_logits, target_mask(labels, ignore_index), temperature)
@@ -154,5 +178,5 @@ def normalise(loss_sum: torch.Tensor, n_tokens: torch.Tensor | int) -> torch.Ten
 
 __all__ = [
     "DIVERGENCES", "IGNORE_INDEX", "forward_kl", "generalized_jsd", "label_smoothed_cross_entropy", "normalise",
-    "reverse_kl", "skew_kl", "target_mask", "token_kd_objective", "total_variation",
+    "reverse_kl", "skew_kl", "sparse_forward_kl", "target_mask", "token_kd_objective", "total_variation",
 ]

@@ -9,6 +9,7 @@ continues from its last checkpoint with ``resume=True``.
       data/                  train/dev/test.tsv, stats.json
       tokenizer/             joint subword tokenizer (plain transformers)
       teacher/               teacher (Hugging Face directory; checkpoints/ while training)
+      teacher-cache/         the teacher's top-k probabilities on the training set (distill.teacher_cache)
       student-baseline/      student trained on references only (the no-KD twin)
       student-kd/            the same student trained with token-level KD
       export/                CTranslate2 export of the KD student
@@ -133,6 +134,59 @@ def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
     mark_complete(out, seconds=round(time.time() - started, 1))
 
 
+def cache_teacher(cfg: RunConfig, run_dir: Path, rebuild: bool = False) -> dict:
+    """One pass of the frozen teacher over the training set, storing its top-k probabilities (``teacher-cache/``).
+
+    Continues an interrupted build; a complete cache is checked against the run's data, tokenizer and teacher
+    and skipped (a stale one is refused: ``rebuild=True`` deletes and rebuilds it). Returns the cache's stats.
+    """
+    import shutil
+
+    import torch
+
+    from .cache import TeacherCache, build_teacher_cache, cache_fingerprint, teacher_fingerprint
+    from .data.corpus import load_splits
+    from .models.build import load_seq2seq
+
+    if not is_complete(run_dir / "teacher"):
+        raise RunDirError(f"{run_dir}: no trained teacher yet; run `distilmt train-teacher --run-dir {run_dir}`")
+    out = run_dir / "teacher-cache"
+    splits = load_splits(run_dir / "data")
+    tokenizer = load_tokenizer(run_dir)
+    teacher_id = teacher_fingerprint(run_dir / "teacher")
+    if rebuild and out.exists():
+        shutil.rmtree(out)
+    if is_complete(out):
+        cache = TeacherCache(out, cache_fingerprint(splits.train, tokenizer, teacher_id, cfg.data.max_tokens))
+        log.info("teacher-cache: complete, skipped")
+        return cache.stats
+    teacher_model, _ = load_seq2seq(run_dir / "teacher")
+    teacher_model.to("cuda" if torch.cuda.is_available() else "cpu")
+    log.info("teacher-cache: top-%d teacher probabilities for %d training pairs", cfg.distill.cache_top_k,
+             len(splits.train))
+    started = time.time()
+    stats = build_teacher_cache(
+        out, splits.train, tokenizer, teacher_model, teacher_id=teacher_id, max_tokens=cfg.data.max_tokens,
+        top_k=cfg.distill.cache_top_k, dtype=cfg.distill.cache_dtype,
+        batch_tokens=4 * cfg.student_train.batch_tokens,
+        on_shard=lambda done, total: log.info("teacher-cache: shard %d/%d", done, total))
+    log.info("teacher-cache: %s target tokens, %.1f bytes per target token, %.1f MB in all, top-%d mass %.3f "
+             "(%.0fs)", f"{stats['n_tokens']:,}", stats["bytes_per_token"], stats["total_bytes"] / 1e6, stats["k"],
+             stats["mean_topk_mass"], time.time() - started)
+    mark_complete(out, seconds=round(time.time() - started, 1))
+    return stats
+
+
+def _cached_teacher(cfg: RunConfig, run_dir: Path, train_pairs, tokenizer):
+    """The KD signal read from ``teacher-cache/`` (built first if needed): the teacher model is never run."""
+    from .cache import teacher_fingerprint
+    from .teachers import CachedTeacher
+
+    cache_teacher(cfg, run_dir)
+    return CachedTeacher.open(run_dir / "teacher-cache", train_pairs, tokenizer,
+                              teacher_fingerprint(run_dir / "teacher"), cfg.data.max_tokens)
+
+
 def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] = tuple(STUDENTS), resume: bool = False) -> dict:
     """Train each named student: ``student-baseline`` on references only, ``student-kd`` with the teacher.
 
@@ -160,7 +214,10 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] = tuple(STUDEN
         # Both students start from the same derived weights, so KD is the only difference.
         student = derive_student(teacher_model, cfg.student, seed=cfg.student_train.seed)
         uses_teacher = STUDENTS[name]
-        teacher = LiveTeacher(teacher_model, bf16=cfg.student_train.bf16) if uses_teacher else None
+        if uses_teacher and cfg.distill.teacher_cache:
+            teacher = _cached_teacher(cfg, run_dir, splits.train, tokenizer)
+        else:
+            teacher = LiveTeacher(teacher_model, bf16=cfg.student_train.bf16) if uses_teacher else None
         distill_cfg = cfg.distill if uses_teacher else None
         callbacks = _monitor_callbacks(cfg, run_dir, name, teacher_model, tokenizer, splits)
         log.info("%s: training %s parameters (teacher has %s)", name, f"{student.num_parameters():,}",
@@ -284,6 +341,8 @@ def run(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> list[dict]
     started = time.time()
     prepare_data(cfg, run_dir)
     train_teacher(cfg, run_dir, resume=resume)
+    if cfg.distill.teacher_cache:
+        cache_teacher(cfg, run_dir)
     distill(cfg, run_dir, resume=resume)
     rows = evaluate(cfg, run_dir)
     report(cfg, run_dir)
@@ -311,5 +370,5 @@ def quick_visual_distill(run_dir: str | Path = "runs/visual", preset: str = "qui
     return next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, DistillationMonitor))
 
 
-__all__ = ["quick_visual_distill", "ConfigError", "RunDirError", "distill", "evaluate", "open_run", "prepare_data", "report", "run",
+__all__ = ["quick_visual_distill", "ConfigError", "RunDirError", "cache_teacher", "distill", "evaluate", "open_run", "prepare_data", "report", "run",
            "train_teacher"]

@@ -41,3 +41,50 @@ class LiveTeacher:
             out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              decoder_input_ids=batch["decoder_input_ids"], use_cache=False)
         return out.logits
+
+
+class CachedTeacher:
+    """The teacher's top-k next-token distribution read back from a teacher cache (see :mod:`distilmt.cache`).
+
+    No teacher model is loaded: each training batch reads its examples' rows from the memory-mapped shards,
+    found by the batch's ``example_index`` (``ParallelDataset(..., with_index=True)`` and ``Seq2SeqCollator``
+    put it there). ``logits(batch)`` returns the cached log-probabilities at the stored ids and ``-inf``
+    elsewhere, so its softmax at any temperature T is the top-k renormalised ``p_i^(1/T) / sum_j p_j^(1/T)``;
+    ``topk(batch)`` returns the same as ``(ids, log_probs)`` ``[batch, target_length, k]`` so the trainer can
+    compute the KL on the k entries alone (:func:`distilmt.losses.sparse_forward_kl`) without a dense tensor.
+    """
+
+    needs_example_index = True
+
+    def __init__(self, cache):
+        self.cache = cache
+        self.device = torch.device("cpu")
+
+    @classmethod
+    def open(cls, cache_dir, pairs, tokenizer, teacher_id: str, max_tokens: int = 0) -> "CachedTeacher":
+        """The cache in ``cache_dir``, refused (CacheError) unless made from these pairs, tokenizer and teacher."""
+        from .cache import TeacherCache, cache_fingerprint
+
+        return cls(TeacherCache(cache_dir, cache_fingerprint(pairs, tokenizer, teacher_id, max_tokens)))
+
+    def to(self, device: torch.device) -> "CachedTeacher":
+        self.device = torch.device(device)
+        return self
+
+    def topk(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if "example_index" not in batch:
+            from .cache import CacheError
+
+            raise CacheError("a teacher cache needs each batch's example_index: build the training set with "
+                             "ParallelDataset(..., with_index=True) and keep remove_unused_columns=False")
+        ids, log_probs = self.cache.topk(batch["example_index"].cpu(), batch["labels"].cpu())
+        device = batch["labels"].device
+        return ids.to(device, non_blocking=True), log_probs.to(device, non_blocking=True)
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids, log_probs = self.topk(batch)
+        n, length, _ = ids.shape
+        dense = torch.full((n, length, self.cache.vocab_size), float("-inf"), device=ids.device)
+        dense.scatter_(-1, ids, log_probs)
+        pad = batch["labels"].eq(-100)
+        return dense.masked_fill(pad.unsqueeze(-1), 0.0)  # pad rows: finite (uniform), masked out by the loss

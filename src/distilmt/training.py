@@ -59,11 +59,15 @@ class DistilTrainer(Seq2SeqTrainer):
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                         decoder_input_ids=inputs["decoder_input_ids"], use_cache=False)
         d = self.distill
-        teacher_logits = None
+        teacher_logits = teacher_topk = None
         if self.teacher is not None and d.alpha > 0 and model.training:
-            teacher_logits = self.teacher.logits(inputs)
+            if hasattr(self.teacher, "topk"):  # a sparse signal (teacher cache): KL on its k entries only
+                teacher_topk = self.teacher.topk(inputs)
+            else:
+                teacher_logits = self.teacher.logits(inputs)
         terms = token_kd_objective(outputs.logits, teacher_logits, labels, alpha=d.alpha, beta=d.beta,
-                                   temperature=d.temperature, label_smoothing=self.label_smoothing)
+                                   temperature=d.temperature, label_smoothing=self.label_smoothing,
+                                   teacher_topk=teacher_topk)
         if num_items_in_batch is None:
             loss = terms["total"] / terms["n_tokens"].clamp(min=1)
         else:
@@ -78,6 +82,11 @@ class DistilTrainer(Seq2SeqTrainer):
             self._sums["tokens"] += int(terms["n_tokens"])
             self._sums["micro"] += 1
         return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        # example_index is for the teacher signal only: generate() must not see it.
+        inputs = {k: v for k, v in inputs.items() if k != "example_index"}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._sums["micro"]:
@@ -192,7 +201,8 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
     loaded at the end and saved with its tokenizer as a plain Hugging Face directory.
     """
     out_dir = Path(out_dir)
-    train_set = ParallelDataset(train_pairs, tokenizer, max_tokens)
+    train_set = ParallelDataset(train_pairs, tokenizer, max_tokens,
+                                with_index=getattr(teacher, "needs_example_index", False))
     dev_set = ParallelDataset(dev_pairs, tokenizer, 0)
     collator = Seq2SeqCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id)
     # Under torchrun every process takes 1/WORLD_SIZE of the batches, so an epoch has that many fewer updates.

@@ -12,11 +12,16 @@ from ..losses import IGNORE_INDEX
 
 
 class ParallelDataset(Dataset):
-    """Tokenised (source, target) pairs; pairs longer than ``max_tokens`` on either side are dropped."""
+    """Tokenised (source, target) pairs; pairs longer than ``max_tokens`` on either side are dropped.
 
-    def __init__(self, pairs: Sequence[tuple[str, str]], tokenizer, max_tokens: int = 0):
+    With ``with_index=True`` each item also carries its position in the dataset as ``example_index`` (what a
+    teacher cache is indexed by); the collator then puts it into the batch.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], tokenizer, max_tokens: int = 0, with_index: bool = False):
         self.examples = []
         self.dropped = 0
+        self.with_index = with_index
         if not pairs:
             return
         sources = tokenizer([s for s, _ in pairs])["input_ids"]
@@ -31,6 +36,8 @@ class ParallelDataset(Dataset):
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict:
+        if self.with_index:
+            return {**self.examples[index], "example_index": index}
         return self.examples[index]
 
     def lengths(self) -> list[int]:
@@ -101,7 +108,11 @@ class TokenBatchSampler:
 
 
 class Seq2SeqCollator:
-    """Pads a list of examples; builds ``decoder_input_ids`` (labels shifted right) and masks pads with -100."""
+    """Pads a list of examples; builds ``decoder_input_ids`` (labels shifted right) and masks pads with -100.
+
+    Examples that carry an ``example_index`` (``ParallelDataset(..., with_index=True)``) give the batch an
+    ``example_index`` tensor too; it is for the teacher signal, never passed to the model.
+    """
 
     def __init__(self, pad_token_id: int, decoder_start_token_id: int):
         self.pad = pad_token_id
@@ -122,5 +133,8 @@ class Seq2SeqCollator:
             labels[row, : len(tgt)] = torch.tensor(tgt)
             decoder_input_ids[row, 0] = self.start
             decoder_input_ids[row, 1 : len(tgt)] = torch.tensor(tgt[:-1])
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "decoder_input_ids": decoder_input_ids, "labels": labels}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask,
+                 "decoder_input_ids": decoder_input_ids, "labels": labels}
+        if examples and "example_index" in examples[0]:
+            batch["example_index"] = torch.tensor([e["example_index"] for e in examples], dtype=torch.long)
+        return batch
