@@ -253,3 +253,28 @@ def test_top_k_teacher_pads_ignored_gradients_finite_and_which_divergences_stay_
             continue
         value.backward()
         assert torch.isfinite(value) and torch.isfinite(s.grad).all(), name
+
+
+def test_sparse_forward_kl_gradient_equals_autograd_through_the_dense_form():
+    from distilmt.losses import sparse_forward_kl
+
+    torch.manual_seed(9)
+    s0 = torch.randn(3, 5, 12)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[0, 3:] = False
+    values, ids = torch.log_softmax(torch.randn(3, 5, 12), -1).topk(4, dim=-1)
+    values, ids = values.masked_fill(~mask.unsqueeze(-1), 0.0), ids.masked_fill(~mask.unsqueeze(-1), 0)
+    dense = torch.full((3, 5, 12), float("-inf")).scatter(-1, ids, values)
+    for temperature in (1.0, 3.0):
+        s_sparse, s_dense = s0.clone().requires_grad_(True), s0.clone().requires_grad_(True)
+        (2.0 * sparse_forward_kl(s_sparse, ids, values, mask, temperature)[0]).backward()
+        (2.0 * forward_kl(s_dense, dense, mask, temperature)[0]).backward()
+        torch.testing.assert_close(s_sparse.grad, s_dense.grad, rtol=1e-5, atol=1e-7)
+        assert s_sparse.grad[0, 3:].abs().max() == 0
+    # bf16 student logits (autocast) get a bf16 gradient; a second backward through the graph is refused.
+    s = s0.to(torch.bfloat16).requires_grad_(True)
+    loss, _ = sparse_forward_kl(s, ids, values, mask, 2.0)
+    loss.backward(retain_graph=True)
+    assert s.grad.dtype == torch.bfloat16 and torch.isfinite(s.grad.float()).all()
+    with pytest.raises(RuntimeError, match="twice"):
+        loss.backward()

@@ -77,10 +77,37 @@ def sparse_forward_kl(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk
     size the live teacher's forward KL, without building a ``[batch, length, vocab]`` teacher tensor.
     Every row needs at least one finite log-prob (pad rows too: they are masked, but must not be NaN).
     """
-    scaled = student_logits.float() / temperature
-    log_q = scaled.gather(-1, topk_ids) - torch.logsumexp(scaled, dim=-1, keepdim=True)
-    log_p = _log_probs(topk_log_probs, temperature)
-    return _masked_sum(_kl_from_log_probs(log_p, log_q), mask)
+    log_p = _log_probs(topk_log_probs, temperature).detach()
+    return _masked_sum(_TopKForwardKL.apply(student_logits, topk_ids, log_p, temperature), mask)
+
+
+class _TopKForwardKL(torch.autograd.Function):
+    """Per position ``sum_i p_i (log p_i - log q_i)``, q = softmax(s / T) read at the k ids; the gradient is
+    ``(sum_i p_i * q - p) / T`` with p scattered over the vocabulary, written into the saved softmax in place:
+    one ``[batch, length, vocab]`` buffer instead of the several temporaries autograd would allocate.
+    """
+
+    @staticmethod
+    def forward(ctx, student_logits, topk_ids, log_p, temperature):
+        log_q_full = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+        log_q = log_q_full.gather(-1, topk_ids)
+        p = log_p.exp()
+        kl = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+        ctx.save_for_backward(log_q_full, topk_ids, p)
+        ctx.temperature, ctx.dtype, ctx.used = temperature, student_logits.dtype, False
+        return kl
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_kl):
+        if ctx.used:
+            raise RuntimeError("sparse_forward_kl: backward through the same graph twice is not supported")
+        ctx.used = True
+        log_q_full, ids, p = ctx.saved_tensors
+        scale = (grad_kl.float() / ctx.temperature).unsqueeze(-1)
+        grad = log_q_full.exp_().mul_(p.sum(-1, keepdim=True) * scale)  # the softmax, in place
+        grad.scatter_add_(-1, ids, -(p * scale))
+        return grad.to(ctx.dtype), None, None, None
 
 
 def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
