@@ -60,10 +60,76 @@ def label_smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, eps
 
 def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
                temperature: float = 1.0) -> LossSum:
-    """KL(p_teacher^T || p_student^T) summed over masked positions (the classic Hinton KD divergence)."""
-    log_p = _log_probs(teacher_logits, temperature)
-    log_q = _log_probs(student_logits, temperature)
-    return _masked_sum(_kl_from_log_probs(log_p, log_q), mask)
+    """KL(p_teacher^T || p_student^T) summed over masked positions (the classic Hinton KD divergence).
+
+    Per position ``sum_v p_v (log p_v - log q_v)`` with ``p = softmax(teacher / T)``, ``q = softmax(student / T)``,
+    in fp32 (fp64 for fp64 inputs); entries with p = 0 (teacher logit ``-inf``) add exactly 0. The teacher gets
+    no gradient; the student's is ``(q - p) / T`` times the incoming gradient, so 0 at masked positions. Equal
+    to ``kl_div(log q, log p, log_target=True)`` summed over real positions, computed by :class:`_DenseForwardKL`
+    with three ``[batch, length, vocab]`` buffers (two saved) instead of autograd's chain of temporaries.
+    Student logits must be finite (a network's are); every teacher row needs one finite logit (pad rows too).
+    """
+    return _masked_sum(_DenseForwardKL.apply(student_logits, teacher_logits, temperature), mask)
+
+
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """fp32 for half, bf16 and fp32 inputs; fp64 when an input is fp64 (gradcheck)."""
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def _shifted(logits: torch.Tensor, temperature: float, dtype: torch.dtype) -> torch.Tensor:
+    """``(logits - row max) / T`` in a fresh ``dtype`` buffer (the cast happens inside the subtraction); every
+    entry is <= 0 and the row's largest is 0, so its exponentials sum to at least 1. Never writes the input."""
+    shifted = torch.sub(logits, logits.amax(-1, keepdim=True).to(dtype))
+    return shifted if temperature == 1 else shifted.div_(temperature)
+
+
+def _graph_is_kept() -> bool:
+    """Whether the running backward keeps the graph (``retain_graph=True``, gradcheck): saved tensors must then
+    survive it. Private torch API (AOTAutograd uses it for the same purpose); assume kept if it is missing."""
+    query = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if query is None else bool(query())
+
+
+class _DenseForwardKL(torch.autograd.Function):
+    """Per position ``sum_v p_v (log p_v - log q_v)``; gradient ``(q - p) / T`` w.r.t. the student logits.
+
+    With ``a = (t - max t) / T``, ``c = (s - max s) / T``, ``P = exp(a)``, ``Q = exp(c)`` and their row sums
+    ``Z_t``, ``Z_s``: ``p = P / Z_t``, ``log p = a - log Z_t``, ``log q = c - log Z_s``, and as ``sum_v p_v = 1``,
+    ``KL = sum_v P_v (a_v - c_v) / Z_t + log Z_s - log Z_t``. Three ``[batch, length, vocab]`` buffers (a, P, c;
+    a is reused for ``(a - c) * P``, c becomes Q in place), two exponentials, no log over the vocabulary. A
+    ``-inf`` teacher logit is clamped to the dtype's lowest finite value: P = 0 there and ``a - c`` is finite,
+    so the entry adds exactly 0, no NaN. Saves the unnormalised Q and P and the two row sums; backward writes
+    ``(Q / Z_s - P / Z_t) * g / T`` into Q in place (into a copy when the graph is kept for another backward).
+    """
+
+    @staticmethod
+    def forward(ctx, student_logits, teacher_logits, temperature):
+        dtype = _compute_dtype(student_logits, teacher_logits)
+        a = _shifted(teacher_logits, temperature, dtype).clamp_(min=torch.finfo(dtype).min)
+        p_un = a.exp()
+        z_t = p_un.sum(-1)
+        c = _shifted(student_logits, temperature, dtype)
+        cross = a.sub_(c).mul_(p_un).sum(-1)  # sum_v P_v (a_v - c_v)
+        del a
+        q_un = c.exp_()
+        z_s = q_un.sum(-1)
+        kl = cross.div_(z_t).add_(z_s.div(z_t).log_())
+        ctx.save_for_backward(q_un, p_un, z_s, z_t)
+        ctx.temperature, ctx.dtype = temperature, student_logits.dtype
+        return kl
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_kl):
+        q_un, p_un, z_s, z_t = ctx.saved_tensors
+        scale = grad_kl.to(q_un.dtype) / ctx.temperature
+        grad = q_un.clone() if _graph_is_kept() else q_un
+        grad.mul_((scale / z_s).unsqueeze(-1)).addcmul_(p_un, (-scale / z_t).unsqueeze(-1))
+        return grad.to(ctx.dtype), None, None
 
 
 def sparse_forward_kl(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_log_probs: torch.Tensor,
@@ -77,23 +143,32 @@ def sparse_forward_kl(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk
     size the live teacher's forward KL, without building a ``[batch, length, vocab]`` teacher tensor.
     Every row needs at least one finite log-prob (pad rows too: they are masked, but must not be NaN).
     """
-    log_p = _log_probs(topk_log_probs, temperature).detach()
-    return _masked_sum(_TopKForwardKL.apply(student_logits, topk_ids, log_p, temperature), mask)
+    return _masked_sum(_TopKForwardKL.apply(student_logits, topk_ids, topk_log_probs.detach(), temperature), mask)
 
 
 class _TopKForwardKL(torch.autograd.Function):
     """Per position ``sum_i p_i (log p_i - log q_i)``, q = softmax(s / T) read at the k ids; the gradient is
     ``(sum_i p_i * q - p) / T`` with p scattered over the vocabulary, written into the saved softmax in place:
     one ``[batch, length, vocab]`` buffer instead of the several temporaries autograd would allocate.
+
+    As in :class:`_DenseForwardKL`, with ``a = (log p_topk - max) / T``, ``c = (s - max s) / T`` and
+    ``Z_s = sum_v exp(c_v)`` over the vocabulary, ``KL = sum_i p_i (a_i - c_i) + log(Z_s / Z_p)``: no
+    ``log Z`` of size ~log(vocab) is rounded on its own, so the value is as accurate as the dense one's.
     """
 
     @staticmethod
-    def forward(ctx, student_logits, topk_ids, log_p, temperature):
-        log_q_full = torch.log_softmax(student_logits.float() / temperature, dim=-1)
-        log_q = log_q_full.gather(-1, topk_ids)
-        p = log_p.exp()
-        kl = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
-        ctx.save_for_backward(log_q_full, topk_ids, p)
+    def forward(ctx, student_logits, topk_ids, topk_log_probs, temperature):
+        dtype = _compute_dtype(student_logits, topk_log_probs)
+        a = _shifted(topk_log_probs, temperature, dtype).clamp_(min=torch.finfo(dtype).min)
+        p = a.exp()
+        z_p = p.sum(-1)
+        p.div_(z_p.unsqueeze(-1))
+        c = _shifted(student_logits, temperature, dtype)
+        kl = (p * (a - c.gather(-1, topk_ids))).sum(-1)
+        q_un = c.exp_()
+        z_s = q_un.sum(-1)
+        kl.add_(z_s.div(z_p).log_())
+        ctx.save_for_backward(q_un, topk_ids, p, z_s)
         ctx.temperature, ctx.dtype, ctx.used = temperature, student_logits.dtype, False
         return kl
 
@@ -103,9 +178,9 @@ class _TopKForwardKL(torch.autograd.Function):
         if ctx.used:
             raise RuntimeError("sparse_forward_kl: backward through the same graph twice is not supported")
         ctx.used = True
-        log_q_full, ids, p = ctx.saved_tensors
-        scale = (grad_kl.float() / ctx.temperature).unsqueeze(-1)
-        grad = log_q_full.exp_().mul_(p.sum(-1, keepdim=True) * scale)  # the softmax, in place
+        q_un, ids, p, z_s = ctx.saved_tensors
+        scale = (grad_kl.to(q_un.dtype) / ctx.temperature).unsqueeze(-1)
+        grad = q_un.mul_(p.sum(-1, keepdim=True) * scale / z_s.unsqueeze(-1))  # the softmax, in place
         grad.scatter_add_(-1, ids, -(p * scale))
         return grad.to(ctx.dtype), None, None, None
 
