@@ -52,3 +52,46 @@ def test_cli_accepts_dotted_settings_as_flags():
     assert _dotted_overrides(["--monitor.language", "zh", "--distill.temperature=2"]) == [
         "monitor.language=zh", "distill.temperature=2"]
     assert _dotted_overrides(["--bogus"]) is None
+
+
+def test_schedule_settings_are_validated_with_the_field_named():
+    d = DistillConfig()
+    assert (d.temperature_schedule, d.weight_schedule, d.hidden_weight, d.attention_weight) == (
+        "constant", "constant", 0.0, 0.0)
+    d = from_dict(DistillConfig, {"temperature_schedule": "cosine", "temperature_final": "1",
+                                  "weight_schedule": "linear", "alpha_final": 0.3, "beta_final": None})
+    assert d.temperature_final == 1.0 and d.final_alpha == 0.3 and d.final_beta == d.beta
+    for kwargs, message in [
+        (dict(temperature_schedule="step"), "distill.temperature_schedule: 'step' is not one of"),
+        (dict(temperature_final=1.0), "distill.temperature_final: is set but distill.temperature_schedule is constant"),
+        (dict(temperature_schedule="linear"), "distill.temperature_final: a linear temperature schedule needs"),
+        (dict(temperature_schedule="exponential", temperature_final=0.0), "distill.temperature_final: must be > 0"),
+        (dict(weight_schedule="exponential"), "distill.weight_schedule: 'exponential' is not one of"),
+        (dict(weight_schedule="cosine"), "needs alpha_final and/or beta_final"),
+        (dict(alpha_final=0.3), "distill.alpha_final: is set but distill.weight_schedule is constant"),
+        (dict(weight_schedule="linear", alpha_final=0.0, beta_final=0.0), "both end at 0"),
+        (dict(weight_schedule="linear", beta_final=-1.0), "distill.beta_final: must be a number >= 0"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            DistillConfig(**kwargs)
+    with pytest.raises(ConfigError, match="distill.temperature_final: expected a number"):
+        from_dict(DistillConfig, {"temperature_schedule": "linear", "temperature_final": "warm"}, "distill")
+
+
+def test_hidden_and_attention_settings_are_validated_with_the_field_named():
+    DistillConfig(hidden_weight=1.0, hidden_layer_map="last:2", attention_weight=0.5,
+                  attention_layer_map={"encoder": "uniform", "decoder": [[0, 1]]}, attention_kinds="cross")
+    for kwargs, message in [
+        (dict(hidden_weight=-1.0), "distill.hidden_weight: -1.0 must be a number >= 0"),
+        (dict(hidden_loss="l1"), "distill.hidden_loss: 'l1' is not mse or cosine"),
+        (dict(attention_loss="jsd"), "distill.attention_loss: 'jsd' is not kl or mse"),
+        (dict(attention_heads="drop"), "distill.attention_heads: 'drop' is not average or repeat"),
+        (dict(hidden_layer_map="last:0"), "distill.hidden_layer_map: 'last:0' is not uniform"),
+        (dict(hidden_layer_map=[[0, -1]]), "distill.hidden_layer_map: .* pairs of 0-based layer indices"),
+        (dict(attention_layer_map={"middle": "uniform"}), "distill.attention_layer_map: a per-side map"),
+        (dict(hidden_sides="enc"), "distill.hidden_sides: 'enc' must be a comma-separated list"),
+        (dict(attention_kinds=""), "distill.attention_kinds"),
+        (dict(teacher_cache=True, hidden_weight=1.0), "distill.hidden_weight: the teacher cache holds only"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            DistillConfig(**kwargs)

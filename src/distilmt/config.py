@@ -8,6 +8,8 @@ sentence naming the field and what to do.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -142,6 +144,35 @@ class DistillConfig:
     cache_top_k: int = _help("token ids (and probabilities) kept per target token in the teacher cache", 16)
     cache_dtype: str = _help("storage of the cached log-probabilities: float16 (compact) or float32 (exact)",
                              "float16")
+    # -- schedules (method 2): progress = optimizer step / max_steps ---------------------------------------------
+    temperature_schedule: str = _help("how T moves from distill.temperature to distill.temperature_final over "
+                                      "training: constant, linear, exponential or cosine", "constant")
+    temperature_final: float | None = _help("T at the end of training (needs a temperature_schedule other than "
+                                            "constant)", None)
+    weight_schedule: str = _help("how alpha and beta move to alpha_final and beta_final: constant, linear or cosine",
+                                 "constant")
+    alpha_final: float | None = _help("KD weight at the end of training (default: alpha)", None)
+    beta_final: float | None = _help("cross-entropy weight at the end of training (default: beta)", None)
+    # -- hidden-state distillation (method 3) --------------------------------------------------------------------
+    hidden_weight: float = _help("weight of the hidden-state term (0 = off): distance between mapped student and "
+                                 "teacher layer outputs, through learned linear adapters when widths differ", 0.0)
+    hidden_loss: str = _help("hidden-state distance per position: mse (mean over the width) or cosine (1 - cos)",
+                             "mse")
+    hidden_layer_map: str | list | dict = _help(
+        "which student layer learns from which teacher layer: uniform, last (= last:1), last:K, an explicit list "
+        "of [student_layer, teacher_layer] pairs (0-based), or {encoder: ..., decoder: ...}", "uniform")
+    hidden_sides: str = _help("where hidden states are matched: encoder, decoder or encoder,decoder",
+                              "encoder,decoder")
+    # -- attention distillation (method 4) -----------------------------------------------------------------------
+    attention_weight: float = _help("weight of the attention term (0 = off): divergence between mapped layers' "
+                                    "attention distributions (needs eager attention; set automatically)", 0.0)
+    attention_loss: str = _help("attention divergence per query: kl (KL(teacher || student)) or mse", "kl")
+    attention_layer_map: str | list | dict = _help("layer map of the attention term (same forms as "
+                                                   "hidden_layer_map)", "uniform")
+    attention_kinds: str = _help("attentions matched: any of encoder (self), decoder (self), cross, comma-separated",
+                                 "encoder,decoder,cross")
+    attention_heads: str = _help("when head counts differ: average (teacher heads averaged in groups) or repeat "
+                                 "(each student head repeated to face every teacher head of its group)", "average")
 
     def __post_init__(self):
         _check(self.alpha is not None and self.alpha >= 0, "distill.alpha", "must be a number >= 0")
@@ -152,6 +183,101 @@ class DistillConfig:
                f"{self.cache_top_k!r} must be a whole number >= 1 (16 is a good start)")
         _check(self.cache_dtype in ("float16", "float32"), "distill.cache_dtype",
                f"'{self.cache_dtype}' is not float16 or float32")
+        self._check_schedules()
+        self._check_intermediate()
+
+    def _check_schedules(self) -> None:
+        from .schedules import SCHEDULES
+
+        _check(self.temperature_schedule in SCHEDULES, "distill.temperature_schedule",
+               f"'{self.temperature_schedule}' is not one of {', '.join(SCHEDULES)}")
+        if self.temperature_schedule == "constant":
+            _check(self.temperature_final is None, "distill.temperature_final",
+                   "is set but distill.temperature_schedule is constant: choose linear, exponential or cosine")
+        else:
+            _check(self.temperature_final is not None, "distill.temperature_final",
+                   f"a {self.temperature_schedule} temperature schedule needs the final T: set temperature_final")
+            _check(self.temperature_final > 0, "distill.temperature_final", "must be > 0")
+        _check(self.weight_schedule in ("constant", "linear", "cosine"), "distill.weight_schedule",
+               f"'{self.weight_schedule}' is not one of constant, linear, cosine")
+        for name in ("alpha_final", "beta_final"):
+            value = getattr(self, name)
+            if self.weight_schedule == "constant":
+                _check(value is None, f"distill.{name}",
+                       "is set but distill.weight_schedule is constant: choose linear or cosine")
+            else:
+                _check(value is None or value >= 0, f"distill.{name}", "must be a number >= 0")
+        if self.weight_schedule != "constant":
+            _check(self.alpha_final is not None or self.beta_final is not None, "distill.weight_schedule",
+                   f"a {self.weight_schedule} weight schedule needs alpha_final and/or beta_final")
+            _check(self.final_alpha + self.final_beta > 0, "distill.alpha_final",
+                   "alpha and beta both end at 0: nothing to learn from at the end of training")
+
+    def _check_intermediate(self) -> None:
+        for name in ("hidden_weight", "attention_weight"):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+                   f"distill.{name}", f"{value!r} must be a number >= 0 (0 = off)")
+        _check(self.hidden_loss in ("mse", "cosine"), "distill.hidden_loss",
+               f"'{self.hidden_loss}' is not mse or cosine")
+        _check(self.attention_loss in ("kl", "mse"), "distill.attention_loss",
+               f"'{self.attention_loss}' is not kl or mse")
+        _check(self.attention_heads in ("average", "repeat"), "distill.attention_heads",
+               f"'{self.attention_heads}' is not average or repeat")
+        for name, allowed in (("hidden_sides", ("encoder", "decoder")),
+                              ("attention_kinds", ("encoder", "decoder", "cross"))):
+            parts = [p.strip() for p in str(getattr(self, name)).split(",") if p.strip()]
+            _check(bool(parts) and all(p in allowed for p in parts), f"distill.{name}",
+                   f"'{getattr(self, name)}' must be a comma-separated list of {', '.join(allowed)}")
+        for name in ("hidden_layer_map", "attention_layer_map"):
+            problem = _layer_map_problem(getattr(self, name))
+            _check(problem is None, f"distill.{name}", str(problem))
+        if self.teacher_cache:
+            for name in ("hidden_weight", "attention_weight"):
+                _check(getattr(self, name) == 0, f"distill.{name}",
+                       "the teacher cache holds only output probabilities, not hidden states or attentions: "
+                       "set distill.teacher_cache to false (live teacher) or this weight to 0")
+
+    @property
+    def final_alpha(self) -> float:
+        return self.alpha if self.alpha_final is None else self.alpha_final
+
+    @property
+    def final_beta(self) -> float:
+        return self.beta if self.beta_final is None else self.beta_final
+
+    @property
+    def uses_kd(self) -> bool:
+        """Whether the token-level KD term is ever on (alpha > 0 at the start or the end of training)."""
+        return self.alpha > 0 or self.final_alpha > 0
+
+    def split(self, name: str) -> tuple[str, ...]:
+        """A comma-separated field (hidden_sides, attention_kinds) as a tuple of names."""
+        return tuple(p.strip() for p in str(getattr(self, name)).split(",") if p.strip())
+
+
+def _layer_map_problem(spec) -> str | None:
+    """Why ``spec`` is not a layer map (uniform, last, last:K, [[s, t], ...], {encoder: .., decoder: ..}); None if it is."""
+    if isinstance(spec, dict):
+        extra = sorted(set(spec) - {"encoder", "decoder"})
+        if extra or not spec:
+            return "a per-side map has the keys encoder and/or decoder, e.g. {encoder: uniform, decoder: last:2}"
+        for side in spec.values():
+            if isinstance(side, dict) or _layer_map_problem(side):
+                return _layer_map_problem(side) or "a per-side map's values are maps, not mappings"
+        return None
+    if isinstance(spec, str):
+        if spec in ("uniform", "last"):
+            return None
+        if spec.startswith("last:") and spec[5:].isdigit() and int(spec[5:]) >= 1:
+            return None
+        return f"'{spec}' is not uniform, last or last:K (K >= 1), nor a list of [student_layer, teacher_layer] pairs"
+    if isinstance(spec, (list, tuple)) and spec and all(
+            isinstance(pair, (list, tuple)) and len(pair) == 2
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in pair) for pair in spec):
+        return None
+    return (f"{spec!r} is not a layer map: use uniform, last:K or pairs of 0-based layer indices such as "
+            "[[0, 1], [1, 3]]")
 
 
 @dataclass
@@ -230,6 +356,11 @@ def from_dict(cls, values: dict | None, where: str = ""):
 
 
 def _coerce(kind, value, key):
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None: None stays None, else an X
+        inner = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None and len(inner) < len(typing.get_args(kind)):
+            return None
+        return _coerce(inner[0], value, key) if len(inner) == 1 else value
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -21,6 +21,7 @@ from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingA
 from .config import DistillConfig, TrainConfig
 from .data.batching import ParallelDataset, Seq2SeqCollator, TokenBatchSampler
 from .losses import token_kd_objective
+from .schedules import schedule_value
 from .teachers import TeacherSignal
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class DistilTrainer(Seq2SeqTrainer):
         self.batch_tokens = batch_tokens
         self._sums = {"ce": 0.0, "kd": 0.0, "tokens": 0, "micro": 0}
         self._last_log_time = time.time()
+        self._scheduled: dict[str, float] = {}  # T, alpha, beta of the latest training micro-batch, for the log
 
     # -- data ---------------------------------------------------------------------------------------------
     def get_train_dataloader(self) -> DataLoader:
@@ -59,14 +61,15 @@ class DistilTrainer(Seq2SeqTrainer):
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                         decoder_input_ids=inputs["decoder_input_ids"], use_cache=False)
         d = self.distill
+        now = self.scheduled_values()
         teacher_logits = teacher_topk = None
-        if self.teacher is not None and d.alpha > 0 and model.training:
+        if self.teacher is not None and d.uses_kd and model.training:
             if hasattr(self.teacher, "topk"):  # a sparse signal (teacher cache): KL on its k entries only
                 teacher_topk = self.teacher.topk(inputs)
             else:
                 teacher_logits = self.teacher.logits(inputs)
-        terms = token_kd_objective(outputs.logits, teacher_logits, labels, alpha=d.alpha, beta=d.beta,
-                                   temperature=d.temperature, label_smoothing=self.label_smoothing,
+        terms = token_kd_objective(outputs.logits, teacher_logits, labels, alpha=now["alpha"], beta=now["beta"],
+                                   temperature=now["temperature"], label_smoothing=self.label_smoothing,
                                    teacher_topk=teacher_topk)
         if num_items_in_batch is None:
             loss = terms["total"] / terms["n_tokens"].clamp(min=1)
@@ -81,20 +84,43 @@ class DistilTrainer(Seq2SeqTrainer):
             self._sums["kd"] += float(terms["kd"].detach()) / n
             self._sums["tokens"] += int(terms["n_tokens"])
             self._sums["micro"] += 1
+            self._scheduled = now
         return (loss, outputs) if return_outputs else loss
+
+    def scheduled_values(self) -> dict[str, float]:
+        """T, alpha and beta at this point of training (distill.*_schedule; constant by default).
+
+        Progress is ``global_step / max_steps``: the same for every micro-batch of one accumulated step.
+        """
+        d = self.distill
+        max_steps = getattr(self.state, "max_steps", 0) or 0
+        progress = self.state.global_step / max_steps if max_steps > 0 else 0.0
+        return {
+            "temperature": schedule_value(d.temperature_schedule, d.temperature,
+                                          d.temperature_final if d.temperature_final is not None else d.temperature,
+                                          progress),
+            "alpha": schedule_value(d.weight_schedule, d.alpha, d.final_alpha, progress),
+            "beta": schedule_value(d.weight_schedule, d.beta, d.final_beta, progress),
+        }
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         # example_index is for the teacher signal only: generate() must not see it.
         inputs = {k: v for k, v in inputs.items() if k != "example_index"}
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
 
+    def _is_scheduled(self) -> bool:
+        return bool(self._scheduled) and (self.distill.temperature_schedule != "constant"
+                                          or self.distill.weight_schedule != "constant")
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._sums["micro"]:
             now = time.time()
             micro = self._sums["micro"]
             logs["ce"] = round(self._sums["ce"] / micro, 4)
-            if self.teacher is not None and self.distill.alpha > 0:
+            if self.teacher is not None and self.distill.uses_kd:
                 logs["kd"] = round(self._sums["kd"] / micro, 4)
+            if self._is_scheduled():  # the values used in the latest step, next to the loss they produced
+                logs.update({k: round(v, 6) for k, v in self._scheduled.items()})
             logs["target_tokens_per_s"] = round(self._sums["tokens"] * self.args.world_size
                                                 / max(now - self._last_log_time, 1e-6), 1)
             self._sums = {"ce": 0.0, "kd": 0.0, "tokens": 0, "micro": 0}
@@ -134,7 +160,8 @@ class LogLines(TrainerCallback):
         where = f"{self.name} step {state.global_step}/{state.max_steps} ep {state.epoch or 0:.2f}"
         if "loss" in logs:
             parts = [f"loss {logs['loss']:.3f}"]
-            parts += [f"{k} {logs[k]:.3f}" for k in ("ce", "kd") if k in logs]
+            parts += [f"{k} {logs[k]:.3f}" for k in ("ce", "kd", "hidden", "attention", "temperature", "alpha", "beta")
+                      if k in logs]
             parts += [f"lr {logs.get('learning_rate', 0):.2e}", f"{logs.get('target_tokens_per_s', 0):,.0f} tgt tok/s"]
             log.info("%s | %s", where, " | ".join(parts))
         elif "eval_bleu" in logs:
