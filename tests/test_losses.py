@@ -396,3 +396,106 @@ def test_dense_and_sparse_forward_kl_are_accurate_for_near_uniform_distributions
     values, ids = torch.log_softmax(t, -1).topk(500, dim=-1)
     assert forward_kl(s, t, mask, 2.0)[0].item() == pytest.approx(ref.item(), rel=2e-6)
     assert sparse_forward_kl(s, ids, values, mask, 2.0)[0].item() == pytest.approx(ref.item(), rel=2e-6)
+
+
+# -- hidden-state and attention distillation (issue 6, methods 3 and 4) -----------------------------------------
+
+from distilmt.losses import (  # noqa: E402
+    attention_kl, attention_mse, group_heads, hidden_state_cosine, hidden_state_mse, match_heads, repeat_heads,
+)
+
+
+def test_hidden_state_mse_hand_value_and_padding():
+    s = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, -9.0]]])
+    t = torch.tensor([[[1.0, 0.0], [3.0, 3.0], [0.0, 0.0]]])
+    mask = torch.tensor([[True, True, False]])
+    loss, n = hidden_state_mse(s, t, mask)
+    assert n == 2 and loss.item() == pytest.approx((0 + 4) / 2 + (0 + 1) / 2)  # mean over width, summed: 2.5
+    # whatever sits at the padded position changes nothing; identical inputs give 0
+    s2 = s.clone()
+    s2[0, 2] = torch.tensor([1e6, float("nan")])
+    assert hidden_state_mse(s2, t, mask)[0].item() == pytest.approx(2.5)
+    assert hidden_state_mse(t, t, torch.ones(1, 3, dtype=torch.bool))[0].item() == 0.0
+
+
+def test_hidden_state_cosine_hand_values():
+    s = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]]])
+    t = torch.tensor([[[0.0, 1.0], [2.0, 2.0], [-1.0, 0.0]]])
+    loss, n = hidden_state_cosine(s, t, torch.ones(1, 3, dtype=torch.bool))
+    assert n == 3 and loss.item() == pytest.approx(1.0 + 0.0 + 2.0, abs=1e-6)  # orthogonal, parallel, opposite
+    assert hidden_state_cosine(s, 5 * s, torch.ones(1, 3, dtype=torch.bool))[0].item() == pytest.approx(0, abs=1e-6)
+
+
+def test_hidden_state_losses_have_finite_gradients_at_zero_and_huge_vectors():
+    s = torch.tensor([[[0.0, 0.0], [1e4, -1e4]]], requires_grad=True)
+    t = torch.tensor([[[1.0, 2.0], [0.0, 0.0]]])
+    for loss in (hidden_state_mse, hidden_state_cosine):
+        s.grad = None
+        loss(s, t, torch.ones(1, 2, dtype=torch.bool))[0].backward()
+        assert torch.isfinite(s.grad).all()
+
+
+def test_group_and_repeat_heads():
+    attn = torch.arange(4.0).view(1, 4, 1, 1).expand(1, 4, 1, 2)  # head h holds h everywhere
+    assert group_heads(attn, 2)[0, :, 0, 0].tolist() == [0.5, 2.5]  # heads (0, 1) and (2, 3) averaged
+    assert group_heads(attn, 1)[0, :, 0, 0].tolist() == [1.5]
+    assert repeat_heads(attn[:, :2], 4)[0, :, 0, 0].tolist() == [0.0, 0.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="not a multiple"):
+        group_heads(attn, 3)
+    student, teacher = match_heads(attn[:, :2], attn, "average")
+    assert teacher.shape[1] == 2 and torch.equal(student, attn[:, :2])
+    student, teacher = match_heads(attn[:, :2], attn, "repeat")
+    assert student.shape[1] == 4 and torch.equal(teacher, attn)
+    # averaging keeps rows distributions
+    probs = torch.softmax(torch.randn(2, 4, 3, 5), -1)
+    torch.testing.assert_close(group_heads(probs, 2).sum(-1), torch.ones(2, 2, 3))
+
+
+def _one_query(student_row, teacher_row):
+    return torch.tensor([[[student_row]]]), torch.tensor([[[teacher_row]]])  # [batch 1, head 1, query 1, keys]
+
+
+def test_attention_kl_and_mse_hand_values():
+    s, t = _one_query([0.25, 0.75, 0.0], [0.5, 0.5, 0.0])  # the third key is padding: 0 on both sides
+    mask = torch.tensor([[True]])
+    loss, n = attention_kl(s, t, mask)
+    assert n == 1 and loss.item() == pytest.approx(0.5 * math.log(2.0) + 0.5 * math.log(2 / 3), abs=1e-6)  # 0.143841
+    ref = F.kl_div(torch.tensor([0.25, 0.75]).log(), torch.tensor([0.5, 0.5]), reduction="sum")
+    assert loss.item() == pytest.approx(ref.item(), abs=1e-6)
+    assert attention_mse(s, t, mask)[0].item() == pytest.approx(0.25**2 + 0.25**2)  # summed over keys: 0.125
+    # more padded keys (0 on both sides) change neither
+    s4, t4 = _one_query([0.25, 0.75, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0, 0.0])
+    assert attention_kl(s4, t4, mask)[0].item() == pytest.approx(loss.item())
+    assert attention_mse(s4, t4, mask)[0].item() == pytest.approx(0.125)
+
+
+def test_attention_losses_average_heads_ignore_padded_queries_and_vanish_on_identical_maps():
+    torch.manual_seed(0)
+    t = torch.softmax(torch.randn(2, 3, 4, 5), -1)
+    s = torch.softmax(torch.randn(2, 3, 4, 5), -1)
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    for loss in (attention_kl, attention_mse):
+        assert loss(t, t, mask)[0].item() == pytest.approx(0.0, abs=1e-6)
+        value, n = loss(s, t, mask)
+        assert n == 5
+        # the same as the per-head losses averaged over heads
+        per_head = sum(loss(s[:, h:h + 1], t[:, h:h + 1], mask)[0] for h in range(3)) / 3
+        assert value.item() == pytest.approx(per_head.item(), rel=1e-6)
+        garbage = s.clone()
+        garbage[1, :, 2:] = torch.rand(3, 2, 5)  # padded query rows of the second sentence
+        assert loss(garbage, t, mask)[0].item() == pytest.approx(value.item(), rel=1e-6)
+
+
+def test_attention_kl_gradient_is_finite_where_the_student_gives_zero():
+    logits = torch.tensor([[[[0.0, -1e4, 0.0]]]], requires_grad=True)  # softmax underflows to 0 at key 1
+    teacher = torch.tensor([[[[0.4, 0.2, 0.4]]]])
+    loss, _ = attention_kl(torch.softmax(logits, -1), teacher, torch.tensor([[True]]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    for dtype in (torch.float32, torch.bfloat16):
+        s = torch.softmax(torch.randn(1, 2, 3, 4) * 30, -1).to(dtype).requires_grad_(True)
+        t = torch.softmax(torch.randn(1, 2, 3, 4), -1).to(dtype)
+        for fn in (attention_kl, attention_mse):
+            s.grad = None
+            fn(s, t, torch.ones(1, 3, dtype=torch.bool))[0].backward()
+            assert torch.isfinite(s.grad.float()).all()

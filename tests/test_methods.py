@@ -69,3 +69,138 @@ def test_kd_weight_rising_from_zero_still_runs_the_teacher(tmp_path, tokenizer, 
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert [h["alpha"] for h in logged] == pytest.approx([0.0, 0.5])
     assert all("kd" in h for h in logged) and logged[-1]["kd"] >= 0
+
+
+# -- layer maps (pure) ----------------------------------------------------------------------------------------
+
+def test_layer_maps():
+    from distilmt.config import ConfigError
+    from distilmt.intermediate import layer_map
+
+    assert layer_map("uniform", 2, 6) == [(0, 2), (1, 5)]
+    assert layer_map("uniform", 3, 3) == [(0, 0), (1, 1), (2, 2)]
+    assert layer_map("uniform", 1, 3) == [(0, 2)]
+    assert layer_map("uniform", 4, 2) == [(0, 0), (1, 0), (2, 1), (3, 1)]
+    assert layer_map("last", 2, 6) == [(1, 5)]
+    assert layer_map("last:2", 2, 6) == [(0, 4), (1, 5)]
+    assert layer_map([[0, 1], [1, 3]], 2, 4) == [(0, 1), (1, 3)]
+    with pytest.raises(ConfigError, match=r"distill.hidden_layer_map: last:3 asks for 3 layers .* use last:2"):
+        layer_map("last:3", 2, 6)
+    with pytest.raises(ConfigError, match=r"pair \[2, 0\] is out of range: the student has layers 0..1"):
+        layer_map([[2, 0]], 2, 6)
+
+
+# -- hidden-state and attention distillation in training ---------------------------------------------------------
+
+def _narrow_student(teacher, seed=1):
+    """Half the teacher's width, depth and heads (d_model 16, 1+1 layers, 2 heads): adapters and head groups."""
+    from distilmt.models.build import derive_student
+
+    return derive_student(teacher, StudentConfig(depth_ratio=0.5, width_ratio=0.5, heads_ratio=0.5), seed=seed)
+
+
+def test_hidden_state_kd_trains_adapters_and_exports_a_plain_student(tmp_path, tokenizer, tiny_teacher, verse_pairs):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSeq2SeqLM
+
+    student = _narrow_student(tiny_teacher)
+    before = copy.deepcopy(student.state_dict())
+    distill = DistillConfig(hidden_weight=1.0, hidden_loss="mse", hidden_layer_map="uniform")
+    trainer = _trainer(tmp_path, tokenizer, verse_pairs[:48], student, tiny_teacher, distill, steps=6, lr=1e-2)
+    assert trainer.intermediate.hidden_pairs == {"encoder": [(0, 1)], "decoder": [(0, 1)]}
+    adapters = {k: v.weight.detach().clone() for k, v in trainer.intermediate.adapters.items()}
+    assert set(adapters) == {"encoder_0_1", "decoder_0_1"}
+    assert {tuple(w.shape) for w in adapters.values()} == {(32, 16)}  # student width 16 -> teacher width 32
+    trainer.train()
+
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    hidden = [h["hidden"] for h in logged]
+    assert all(torch.isfinite(torch.tensor(h)) for h in hidden) and hidden[-1] < hidden[0]
+    for key, weight in adapters.items():  # the optimizer updated the adapters
+        assert not torch.equal(trainer.intermediate.adapters[key].weight, weight), key
+    assert any(not torch.equal(p, before[n]) for n, p in student.state_dict().items())
+    assert not hasattr(student, trainer.ADAPTERS)  # detached after training
+
+    trainer.save_model(str(tmp_path / "student"))
+    saved = set(load_file(str(tmp_path / "student" / "model.safetensors")))
+    _narrow_student(tiny_teacher).save_pretrained(str(tmp_path / "plain"))
+    assert saved == set(load_file(str(tmp_path / "plain" / "model.safetensors")))
+    assert not any("adapter" in k for k in saved)
+    loaded, info = AutoModelForSeq2SeqLM.from_pretrained(str(tmp_path / "student"), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    torch.testing.assert_close(loaded.model.encoder.layers[0].fc1.weight, student.model.encoder.layers[0].fc1.weight)
+
+
+def _peaked(teacher):
+    """The tiny teacher with sharper attention (query and key weights x 20): an untrained model attends almost
+    uniformly, which would leave the attention term nothing to teach."""
+    teacher = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for name, p in teacher.named_parameters():
+            if "q_proj.weight" in name or "k_proj.weight" in name:
+                p.mul_(20.0)
+    return teacher
+
+
+@pytest.mark.parametrize("loss, heads", [("kl", "average"), ("mse", "repeat")])
+def test_attention_kd_across_head_counts(tmp_path, tokenizer, tiny_teacher, verse_pairs, loss, heads):
+    teacher = _peaked(tiny_teacher)
+    student = _narrow_student(tiny_teacher)
+    assert student.config.encoder_attention_heads == 2 and teacher.config.encoder_attention_heads == 4
+    assert student.config._attn_implementation != "eager"
+    distill = DistillConfig(attention_weight=5.0, attention_loss=loss, attention_heads=heads)
+    # one batch of 8 pairs seen 8 times: the logged terms are comparable from step to step
+    trainer = _trainer(tmp_path, tokenizer, verse_pairs[:8], student, teacher, distill, steps=8, lr=1e-2)
+    assert student.config._attn_implementation == "eager"  # SDPA returns no weights
+    assert set(trainer.intermediate.attention_pairs) == {"encoder", "decoder", "cross"}
+    assert len(trainer.intermediate.adapters) == 0  # attention maps need no adapters
+    trainer.train()
+    attention = [h["attention"] for h in trainer.state.log_history if "loss" in h]
+    assert attention[0] > 0.01 and attention[-1] < attention[0]
+    assert student.config._attn_implementation != "eager"  # restored after training
+
+
+@pytest.mark.parametrize("hidden_loss", ["mse", "cosine"])
+def test_micro_batches_with_accumulation_equal_the_full_batch_for_hidden_and_attention(
+        tmp_path, tokenizer, tiny_teacher, verse_pairs, hidden_loss):
+    # As tests/test_training.py: one SGD step; sentences of different lengths, so a per-micro-batch mean would
+    # weight tokens unequally. Adapter updates must agree too.
+    data_pairs = verse_pairs[:4]
+    teacher = _peaked(tiny_teacher)
+    distill = DistillConfig(alpha=0.5, beta=0.5, hidden_weight=1.0, hidden_loss=hidden_loss, attention_weight=1.0)
+    results = []
+    for batch, accum in ((4, 1), (2, 2), (1, 4)):
+        student = _narrow_student(tiny_teacher)
+        init = copy.deepcopy(student)
+        trainer = _trainer(tmp_path / f"{batch}", tokenizer, data_pairs, student, teacher, distill, steps=1,
+                           batch=batch, accum=accum, lr=0.5, optim="sgd", max_grad_norm=0.0)
+        adapters_init = copy.deepcopy(trainer.intermediate.adapters)
+        trainer.train()
+        delta = [(a - b).flatten() for a, b in zip(student.parameters(), init.parameters())]
+        delta += [(a - b).flatten() for a, b in zip(trainer.intermediate.adapters.parameters(),
+                                                     adapters_init.parameters())]
+        results.append(torch.cat(delta))
+    assert results[0].abs().max() > 0
+    torch.testing.assert_close(results[1], results[0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(results[2], results[0], rtol=1e-4, atol=1e-6)
+
+
+def test_clear_errors_for_bad_intermediate_settings(tmp_path, tokenizer, tiny_teacher, verse_pairs):
+    from distilmt.config import ConfigError
+
+    pairs = verse_pairs[:8]
+    with pytest.raises(ConfigError, match="need a live teacher model"):
+        _trainer(tmp_path, tokenizer, pairs, copy.deepcopy(tiny_teacher), None, DistillConfig(hidden_weight=1.0))
+    with pytest.raises(ConfigError, match=r"distill.hidden_layer_map: pair \[5, 0\] is out of range"):
+        _trainer(tmp_path, tokenizer, pairs, _narrow_student(tiny_teacher), tiny_teacher,
+                 DistillConfig(hidden_weight=1.0, hidden_layer_map=[[5, 0]]))
+    # 3 student heads cannot face 4 teacher heads
+    from distilmt.models.build import derive_student
+    odd = derive_student(tiny_teacher, StudentConfig(depth_ratio=0.5, width_ratio=0.75, heads_ratio=0.75), seed=1)
+    assert odd.config.encoder_attention_heads == 3
+    with pytest.raises(ConfigError, match="3 student and 4 teacher attention heads; one count must divide"):
+        _trainer(tmp_path, tokenizer, pairs, odd, tiny_teacher, DistillConfig(attention_weight=1.0))
+    layerdrop = copy.deepcopy(tiny_teacher)
+    layerdrop.config.encoder_layerdrop = 0.1
+    with pytest.raises(ConfigError, match="the student drops layers at random"):
+        _trainer(tmp_path, tokenizer, pairs, layerdrop, tiny_teacher, DistillConfig(hidden_weight=1.0))

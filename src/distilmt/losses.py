@@ -282,3 +282,97 @@ __all__ = [
     "DIVERGENCES", "IGNORE_INDEX", "forward_kl", "generalized_jsd", "label_smoothed_cross_entropy", "normalise",
     "reverse_kl", "skew_kl", "sparse_forward_kl", "target_mask", "token_kd_objective", "total_variation",
 ]
+
+
+# -- intermediate-layer distillation (hidden states, attention maps) --------------------------------------------
+#
+# Same contract as the divergences: ``(loss_sum, n_positions)`` summed over real positions, normalised once by
+# the caller. The trainer divides these sums by the global target-token count too (see DistilTrainer), so the
+# terms are "per target token" and micro-batch x accumulation equals the full batch. Maths in fp32.
+
+
+def hidden_state_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, mask: torch.Tensor) -> LossSum:
+    """Mean squared error over the width, ``mean_d (h_s - h_t)^2`` per position, summed over masked positions.
+
+    ``student_hidden`` (already projected to the teacher's width by an adapter when widths differ) and
+    ``teacher_hidden`` are ``[batch, length, width]``; ``mask`` ``[batch, length]`` marks real positions
+    (encoder: the attention mask; decoder: ``labels != -100``).
+    """
+    per_position = (student_hidden.float() - teacher_hidden.float()).pow(2).mean(-1)
+    return _masked_sum(per_position, mask.bool())
+
+
+def hidden_state_cosine(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, mask: torch.Tensor,
+                        eps: float = 1e-8) -> LossSum:
+    """Cosine distance ``1 - cos(h_s, h_t)`` per position (0 for parallel vectors, 2 for opposite ones),
+    summed over masked positions; insensitive to the scale of either side."""
+    cos = torch.nn.functional.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1, eps=eps)
+    return _masked_sum(1.0 - cos, mask.bool())
+
+
+def group_heads(attention: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Average consecutive groups of heads: ``[batch, H, q, k]`` -> ``[batch, n_heads, q, k]`` (H divisible by
+    n_heads); each result row is still a distribution. Used on the teacher when it has more heads."""
+    batch, heads, q, k = attention.shape
+    if heads % n_heads:
+        raise ValueError(f"cannot group {heads} attention heads into {n_heads}: {heads} is not a multiple")
+    return attention.reshape(batch, n_heads, heads // n_heads, q, k).mean(2)
+
+
+def repeat_heads(attention: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Repeat each head ``n_heads / H`` times in place (``[s0, s0, s1, s1]``), so head g of the result faces
+    teacher head g: each student head then learns from every teacher head of its group."""
+    heads = attention.shape[1]
+    if n_heads % heads:
+        raise ValueError(f"cannot repeat {heads} attention heads into {n_heads}: {n_heads} is not a multiple")
+    return attention.repeat_interleave(n_heads // heads, dim=1)
+
+
+def match_heads(student_attention: torch.Tensor, teacher_attention: torch.Tensor,
+                mode: str = "average") -> tuple[torch.Tensor, torch.Tensor]:
+    """Bring student and teacher attention ``[batch, heads, q, k]`` to one head count.
+
+    ``average``: teacher heads averaged in groups down to the student's count (or, if the student has more
+    heads, student heads averaged down to the teacher's); ``repeat``: the side with fewer heads is repeated.
+    """
+    hs, ht = student_attention.shape[1], teacher_attention.shape[1]
+    if hs == ht:
+        return student_attention, teacher_attention
+    if mode == "average":
+        return (student_attention, group_heads(teacher_attention, hs)) if ht > hs else (
+            group_heads(student_attention, ht), teacher_attention)
+    if mode == "repeat":
+        return (repeat_heads(student_attention, ht), teacher_attention) if ht > hs else (
+            student_attention, repeat_heads(teacher_attention, hs))
+    raise ValueError(f"unknown head matching '{mode}'; choose average or repeat")
+
+
+def attention_kl(student_attention: torch.Tensor, teacher_attention: torch.Tensor, query_mask: torch.Tensor,
+                 eps: float = 1e-10) -> LossSum:
+    """``KL(a_teacher || a_student)`` over the keys of each query, averaged over heads, summed over masked queries.
+
+    Inputs are attention probabilities ``[batch, heads, q, k]`` with equal head counts (see :func:`match_heads`);
+    ``query_mask`` ``[batch, q]`` marks real query positions. Keys the teacher gives probability 0 (padding,
+    future positions) contribute exactly 0; the student's probabilities are floored at ``eps`` in the log.
+    """
+    t = teacher_attention.float()
+    log_s = student_attention.float().clamp_min(eps).log()
+    terms = torch.where(t > 0, t * (t.clamp_min(eps).log() - log_s), torch.zeros_like(t))
+    return _masked_sum(terms.sum(-1).mean(1), query_mask.bool())
+
+
+def attention_mse(student_attention: torch.Tensor, teacher_attention: torch.Tensor,
+                  query_mask: torch.Tensor) -> LossSum:
+    """Squared error summed over the keys, ``sum_k (a_s - a_t)^2``, averaged over heads, summed over masked
+    queries. Summing (not averaging) over keys keeps padded keys, where both are 0, from diluting it."""
+    diff = (student_attention.float() - teacher_attention.float()).pow(2).sum(-1).mean(1)
+    return _masked_sum(diff, query_mask.bool())
+
+
+HIDDEN_LOSSES = {"mse": hidden_state_mse, "cosine": hidden_state_cosine}
+ATTENTION_LOSSES = {"kl": attention_kl, "mse": attention_mse}
+
+__all__ += [
+    "ATTENTION_LOSSES", "HIDDEN_LOSSES", "attention_kl", "attention_mse", "group_heads", "hidden_state_cosine",
+    "hidden_state_mse", "match_heads", "repeat_heads",
+]

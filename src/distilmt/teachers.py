@@ -1,9 +1,11 @@
 """Where the teacher's signal comes from.
 
-The trainer only ever calls ``signal.logits(batch)``; anything whose softmax is the teacher's
-distribution over the student's vocabulary for each target position will do (logits, log-probabilities,
+The trainer calls ``signal.logits(batch)`` (or ``signal.topk(batch)`` where a cache offers it); anything whose
+softmax is the teacher's distribution over the student's vocabulary for each target position will do (logits, log-probabilities,
 or a top-k cache with ``-inf`` elsewhere). A live frozen teacher is the first implementation; a cache of
 top-k probabilities, generated translations and ensembles plug in here without touching the trainer.
+Hidden-state and attention distillation need more than a distribution: they call the optional
+``signal.outputs(batch, hidden=True, attentions=True)`` (the full model output), which only a live teacher has.
 """
 
 from __future__ import annotations
@@ -41,6 +43,22 @@ class LiveTeacher:
             out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              decoder_input_ids=batch["decoder_input_ids"], use_cache=False)
         return out.logits
+
+    @torch.no_grad()
+    def outputs(self, batch: dict[str, torch.Tensor], hidden: bool = False, attentions: bool = False):
+        """The teacher's full model output on the batch: ``.logits`` and, when asked, ``encoder_hidden_states``,
+        ``decoder_hidden_states`` (embeddings + one per layer) and ``encoder_attentions``, ``decoder_attentions``,
+        ``cross_attentions`` (one ``[batch, heads, query, key]`` per layer) for hidden-state and attention KD.
+
+        Attention weights need eager attention (SDPA does not return them): the model is switched to it here.
+        """
+        if attentions and self.model.config._attn_implementation != "eager":
+            self.model.set_attn_implementation("eager")
+        device = batch["input_ids"].device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              decoder_input_ids=batch["decoder_input_ids"], use_cache=False,
+                              output_hidden_states=hidden, output_attentions=attentions)
 
 
 class CachedTeacher:

@@ -28,7 +28,18 @@ log = logging.getLogger(__name__)
 
 
 class DistilTrainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer whose loss is ``alpha * T^2 * KL + beta * CE_ls`` (plain CE when there is no teacher)."""
+    """Seq2SeqTrainer whose loss is ``alpha * T^2 * KL + beta * CE_ls`` (plain CE when there is no teacher),
+    plus ``hidden_weight * hidden + attention_weight * attention`` when those terms are on.
+
+    Every term is a sum over positions divided once by the global target-token count (over accumulation
+    micro-batches and processes): the hidden-state and attention sums too, encoder positions included, so
+    they are "per target token" and micro-batch x accumulation equals the full batch for them as well.
+    T, alpha and beta follow ``distill.*_schedule`` (progress = global_step / max_steps).
+
+    The hidden-state adapters (:class:`distilmt.intermediate.IntermediateKD`) are attached to the student as
+    the submodule ``distil_adapters`` for the duration of :meth:`train` only: the Trainer's optimizer, DDP,
+    checkpoints and best-model reload then include them, and the student saved after training does not.
+    """
 
     # compute_loss returns sum / (global token count over accumulation steps): already scaled for GA.
     loss_is_scaled_for_ga = True
@@ -45,6 +56,42 @@ class DistilTrainer(Seq2SeqTrainer):
         self._sums = {"ce": 0.0, "kd": 0.0, "tokens": 0, "micro": 0}
         self._last_log_time = time.time()
         self._scheduled: dict[str, float] = {}  # T, alpha, beta of the latest training micro-batch, for the log
+        self.intermediate = self._intermediate_terms()
+
+    ADAPTERS = "distil_adapters"
+
+    def _intermediate_terms(self):
+        """The hidden-state/attention terms and their adapters, or None when both weights are 0."""
+        d = self.distill
+        if d.hidden_weight == 0 and d.attention_weight == 0:
+            return None
+        from .config import ConfigError
+        from .intermediate import IntermediateKD
+
+        if self.teacher is None or not hasattr(self.teacher, "outputs"):
+            raise ConfigError("distill.hidden_weight/attention_weight: hidden-state and attention KD need a live "
+                              "teacher model (not a teacher cache, not none); set distill.teacher_cache to false "
+                              "or both weights to 0")
+        terms = IntermediateKD(d, self.model.config, self.teacher.model.config).to(self.args.device)
+        if terms.needs_attentions and self.model.config._attn_implementation != "eager":
+            # SDPA and flash attention return no weights; eager does (same maths). Restored after train().
+            self._attn_to_restore = self.model.config._attn_implementation
+            self.model.set_attn_implementation("eager")
+        return terms
+
+    def train(self, *args, **kwargs):
+        attach = self.intermediate is not None and len(self.intermediate.adapters) > 0
+        if attach:
+            self.model.add_module(self.ADAPTERS, self.intermediate.adapters)
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            if attach and hasattr(self.model, self.ADAPTERS):
+                delattr(self.model, self.ADAPTERS)
+            restore = getattr(self, "_attn_to_restore", None)
+            if restore:
+                self.model.set_attn_implementation(restore)
+                self._attn_to_restore = None
 
     # -- data ---------------------------------------------------------------------------------------------
     def get_train_dataloader(self) -> DataLoader:
@@ -58,12 +105,19 @@ class DistilTrainer(Seq2SeqTrainer):
     # -- loss ---------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
+        extra = self.intermediate if model.training else None  # hidden-state / attention terms
+        hidden, attentions = (extra.needs_hidden, extra.needs_attentions) if extra is not None else (False, False)
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        decoder_input_ids=inputs["decoder_input_ids"], use_cache=False)
+                        decoder_input_ids=inputs["decoder_input_ids"], use_cache=False,
+                        **({"output_hidden_states": True} if hidden else {}),
+                        **({"output_attentions": True} if attentions else {}))
         d = self.distill
         now = self.scheduled_values()
-        teacher_logits = teacher_topk = None
-        if self.teacher is not None and d.uses_kd and model.training:
+        teacher_logits = teacher_topk = teacher_out = None
+        if extra is not None:  # one teacher pass gives the logits, hidden states and attentions
+            teacher_out = self.teacher.outputs(inputs, hidden=hidden, attentions=attentions)
+            teacher_logits = teacher_out.logits if d.uses_kd else None
+        elif self.teacher is not None and d.uses_kd and model.training:
             if hasattr(self.teacher, "topk"):  # a sparse signal (teacher cache): KL on its k entries only
                 teacher_topk = self.teacher.topk(inputs)
             else:
@@ -71,6 +125,14 @@ class DistilTrainer(Seq2SeqTrainer):
         terms = token_kd_objective(outputs.logits, teacher_logits, labels, alpha=now["alpha"], beta=now["beta"],
                                    temperature=now["temperature"], label_smoothing=self.label_smoothing,
                                    teacher_topk=teacher_topk)
+        if extra is not None:
+            source_mask, tgt_mask = inputs["attention_mask"].bool(), labels.ne(-100)
+            if hidden:
+                terms["hidden"] = extra.hidden_sum(outputs, teacher_out, source_mask, tgt_mask)
+                terms["total"] = terms["total"] + d.hidden_weight * terms["hidden"]
+            if attentions:
+                terms["attention"] = extra.attention_sum(outputs, teacher_out, source_mask, tgt_mask)
+                terms["total"] = terms["total"] + d.attention_weight * terms["attention"]
         if num_items_in_batch is None:
             loss = terms["total"] / terms["n_tokens"].clamp(min=1)
         else:
@@ -82,6 +144,9 @@ class DistilTrainer(Seq2SeqTrainer):
             n = max(int(terms["n_tokens"]), 1)
             self._sums["ce"] += float(terms["ce"].detach()) / n
             self._sums["kd"] += float(terms["kd"].detach()) / n
+            for key in ("hidden", "attention"):
+                if key in terms:
+                    self._sums[key] = self._sums.get(key, 0.0) + float(terms[key].detach()) / n
             self._sums["tokens"] += int(terms["n_tokens"])
             self._sums["micro"] += 1
             self._scheduled = now
@@ -119,6 +184,9 @@ class DistilTrainer(Seq2SeqTrainer):
             logs["ce"] = round(self._sums["ce"] / micro, 4)
             if self.teacher is not None and self.distill.uses_kd:
                 logs["kd"] = round(self._sums["kd"] / micro, 4)
+            for key in ("hidden", "attention"):  # per target token, like ce and kd
+                if key in self._sums:
+                    logs[key] = round(self._sums[key] / micro, 4)
             if self._is_scheduled():  # the values used in the latest step, next to the loss they produced
                 logs.update({k: round(v, 6) for k, v in self._scheduled.items()})
             logs["target_tokens_per_s"] = round(self._sums["tokens"] * self.args.world_size
