@@ -204,3 +204,38 @@ def test_clear_errors_for_bad_intermediate_settings(tmp_path, tokenizer, tiny_te
     layerdrop.config.encoder_layerdrop = 0.1
     with pytest.raises(ConfigError, match="the student drops layers at random"):
         _trainer(tmp_path, tokenizer, pairs, layerdrop, tiny_teacher, DistillConfig(hidden_weight=1.0))
+
+
+def test_adapters_live_in_checkpoints_so_a_killed_run_resumes_exactly(tmp_path, tokenizer, tiny_teacher, verse_pairs):
+    # Through train_seq2seq as the pipeline runs it: checkpoints, dev BLEU, best-model reload, export.
+    from safetensors.torch import load_file
+
+    from distilmt.config import TrainConfig
+    from distilmt.training import last_checkpoint, train_seq2seq
+    from test_training import _Interrupt
+
+    cfg = TrainConfig(learning_rate=3e-3, warmup_steps=1, max_steps=6, batch_tokens=200, bf16=False,
+                      eval_every_epoch=False)
+    distill = DistillConfig(hidden_weight=1.0, attention_weight=1.0)
+    train, dev = verse_pairs[:80], verse_pairs[80:84]
+
+    def run(name, student, **kwargs):
+        return train_seq2seq(student, tokenizer, train, dev, cfg, tmp_path / name, tmp_path / f"tb-{name}", 0,
+                             teacher=LiveTeacher(tiny_teacher), distill=distill, eval_steps=3, **kwargs)
+
+    reference = _narrow_student(tiny_teacher)
+    straight = run("straight", reference)
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed", _narrow_student(tiny_teacher), callbacks=[_Interrupt(at_step=4)])
+    checkpoint = last_checkpoint(tmp_path / "resumed")
+    assert checkpoint.name == "checkpoint-3"
+    assert any(k.startswith("distil_adapters.") for k in load_file(str(checkpoint / "model.safetensors")))
+    resumed = _narrow_student(tiny_teacher)
+    trainer = run("resumed", resumed, resume=True)
+    assert trainer.state.global_step == 6
+    for (name, a), b in zip(reference.named_parameters(), resumed.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    for a, b in zip(straight.intermediate.adapters.parameters(), trainer.intermediate.adapters.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    exported = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert not any("adapter" in k for k in exported)
