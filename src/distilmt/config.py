@@ -289,6 +289,8 @@ class EvalConfig:
     speed_sentences: int = _help("test sentences timed for speed and memory, each model in its own process "
                                  "(0 = skip speed)", 64)
     export_ct2: bool = _help("export the KD student to CTranslate2 int8 and evaluate it too", True)
+    semantic: bool = _help("semantic similarity to the references (BERTScore F1 for English, e5 cosine otherwise) "
+                           "when pip install 'distilmt[semantic]' is installed", True)
 
     def __post_init__(self):
         _check(self.num_beams >= 1, "eval.num_beams", "must be at least 1")

@@ -289,7 +289,7 @@ def evaluate(cfg: RunConfig, run_dir: Path, models: tuple[str, ...] = ("teacher"
     rows, hyps = evaluate_models(entries, [s for s, _ in test], [t for _, t in test], cfg.data.target_lang,
                                  reference_name="teacher", num_beams=cfg.eval.num_beams,
                                  batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
-                                 speed_sentences=cfg.eval.speed_sentences)
+                                 speed_sentences=cfg.eval.speed_sentences, semantic=cfg.eval.semantic)
     write_json(rows, run_dir / "metrics.json")
     write_csv(rows, run_dir / "metrics.csv")
     (run_dir / "translations.json").write_text(json.dumps(

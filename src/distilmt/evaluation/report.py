@@ -8,7 +8,7 @@ import io
 import json
 from pathlib import Path
 
-from .compare import DISPLAY, cell, to_markdown
+from .compare import DISPLAY, cell, semantic_note, to_markdown
 
 def training_curves(tb_root: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """{model: {tag: [(step, value), ...]}} read back from the TensorBoard event files of a run."""
@@ -156,6 +156,8 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", 
     signature = next((r.get("bleu_signature") for r in rows if r.get("bleu_signature")), None)
     if signature:
         md += [f"sacrebleu: `{signature}`", ""]
+    if semantic_note(rows):
+        md += [semantic_note(rows), ""]
     for name, data in images.items():
         file = run_dir / f"report-{name.replace(' ', '-')}.png"
         file.write_bytes(base64.b64decode(data))
@@ -183,6 +185,8 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", 
         cls = " class='bad'" if r.get("collapsed") else ""
         parts.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(cell(r, k, p))}</td>" for k, _, p in DISPLAY) + "</tr>")
     parts.append("</table>")
+    if semantic_note(rows):
+        parts.append(f"<p>{html.escape(semantic_note(rows))}</p>")
     for name, data in images.items():
         parts.append(f"<h2>{html.escape(name.capitalize())}</h2><img alt='{html.escape(name)}' "
                      f"src='data:image/png;base64,{data}'>")

@@ -20,21 +20,42 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_SETTINGS: dict = {
-    "batch_sizes": [32, 1],   # one measurement per batch size (1 gives latency_ms)
-    "num_beams": 1,           # greedy
-    "repeats": 3,             # timed passes; the median is reported
-    "warmup": 1,              # untimed passes first
+    "batch_sizes": [1, 32, 128],  # greedy, one measurement per batch size (1 gives latency_ms)
+    "num_beams": 1,               # beam size of the batch_sizes measurements (1 = greedy)
+    "beam_batch_sizes": [32],     # also timed with beam search of `beam` beams ([] = skip)
+    "beam": 4,
+    "repeats": 3,                 # timed passes; the median is reported, with the slowest and fastest
+    "warmup": 1,                  # untimed passes first
     "max_new_tokens": 128,
-    "latency_sentences": 16,  # batch size 1 is timed on at most this many sentences
-    "ct2": {},                # Ct2Translator options, e.g. {"intra_threads": 1, "inter_threads": 2}
-    "torch_threads": 0,       # torch.set_num_threads for HF models (0 = torch's default)
+    "latency_sentences": 16,      # batch size 1 is timed on at most this many sentences
+    "ct2": {},                    # Ct2Translator options, e.g. {"intra_threads": 1, "inter_threads": 2}
+    "torch_threads": 0,           # torch.set_num_threads for HF models (0 = torch's default)
 }
+"""What :func:`profile` measures. A batch size larger than the number of sentences is one batch of all of
+them (with the default 64 timed sentences, "batch 128" is one batch of 64)."""
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MiB."""
+    """This process's peak resident memory so far (since :func:`reset_peak_rss`), in MiB."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def reset_peak_rss() -> bool:
+    """Set the peak resident memory back to the current one (Linux: /proc/self/clear_refs); False if impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def current_rss_mb() -> float:
@@ -53,9 +74,10 @@ def measure_speed(translator, sentences: Sequence[str], batch_size: int = 32, nu
                   repeats: int = 3, warmup: int = 1, max_new_tokens: int = 128) -> dict:
     """Time ``repeats`` full passes over ``sentences`` after ``warmup`` untimed ones.
 
-    Returns sentences_per_s (median pass), spread (slowest, fastest sentences/s), tokens_per_s (output
-    subword tokens per second at the median), latency_ms (median ms per sentence, batch size 1 only)
-    and peak_rss_mb (peak memory of this process so far).
+    Returns sentences (timed per pass), sentences_per_s (median pass), spread (slowest, fastest
+    sentences/s), tokens_per_s (output subword tokens per second at the median), latency_ms (median ms per
+    sentence, batch size 1 only), latency_spread (fastest, slowest ms per sentence, batch size 1 only) and
+    peak_rss_mb (peak memory of this process so far).
     """
     if not sentences:
         raise ValueError("no sentences to time")
@@ -72,21 +94,28 @@ def measure_speed(translator, sentences: Sequence[str], batch_size: int = 32, nu
         times.append(max(time.perf_counter() - start, 1e-9))
     median = statistics.median(times)
     n = len(sentences)
+    single = batch_size == 1
     result = {
+        "sentences": n,
         "sentences_per_s": n / median,
         "spread": (n / max(times), n / min(times)),
         "tokens_per_s": count_output_tokens(translator.tokenizer, hyps) / median,
-        "latency_ms": 1000 * median / n if batch_size == 1 else None,
+        "latency_ms": 1000 * median / n if single else None,
+        "latency_spread": (1000 * min(times) / n, 1000 * max(times) / n) if single else None,
         "peak_rss_mb": peak_rss_mb(),
     }
     return result
 
 
 def profile(model_dir: str | Path, sentences: Sequence[str], settings: dict | None = None) -> dict:
-    """Load one model and time it at each of ``settings['batch_sizes']`` (see DEFAULT_SETTINGS).
+    """Load one model and time it at each of ``settings['batch_sizes']`` and, with beam search, at each of
+    ``settings['beam_batch_sizes']`` (see DEFAULT_SETTINGS).
 
-    Returns engine, load_s, peak_rss_mb (whole process), model_mem_mb (peak minus the memory after
-    imports, i.e. what the model and generation added) and by_batch_size {"32": measure_speed(...)}.
+    Returns engine, load_s, peak_rss_mb (whole process, all measurements), model_mem_mb (that peak minus
+    the memory after imports, i.e. what the model and generation added), by_batch_size
+    {"32": measure_speed(...)}, beam and by_beam_batch_size (same, with beam search), and peak_reset:
+    True when the peak memory was reset before each measurement, so each one's peak_rss_mb is the peak of
+    that batch size alone (Linux); otherwise they are cumulative (measured smallest batch first).
     Memory figures describe one model only when this runs in a fresh process (measure_in_subprocess).
     """
     from distilmt.evaluation.translate import open_model
@@ -103,16 +132,25 @@ def profile(model_dir: str | Path, sentences: Sequence[str], settings: dict | No
     start = time.perf_counter()
     translator = open_model(model_dir, **settings["ct2"])
     load_s = time.perf_counter() - start
-    by_batch_size = {}
-    for batch_size in settings["batch_sizes"]:
+    peaks = [peak_rss_mb()]
+    reset = True
+
+    def timed(batch_size: int, num_beams: int) -> dict:
+        nonlocal reset
+        reset = reset_peak_rss() and reset
         subset = list(sentences)[: settings["latency_sentences"]] if batch_size == 1 else sentences
-        by_batch_size[str(batch_size)] = measure_speed(
-            translator, subset, batch_size=batch_size, num_beams=settings["num_beams"],
-            repeats=settings["repeats"], warmup=settings["warmup"], max_new_tokens=settings["max_new_tokens"],
-        )
-    peak = peak_rss_mb()
+        result = measure_speed(translator, subset, batch_size=batch_size, num_beams=num_beams,
+                               repeats=settings["repeats"], warmup=settings["warmup"],
+                               max_new_tokens=settings["max_new_tokens"])
+        peaks.append(result["peak_rss_mb"])
+        return result
+
+    by_batch_size = {str(bs): timed(bs, settings["num_beams"]) for bs in sorted(settings["batch_sizes"])}
+    by_beam = {str(bs): timed(bs, settings["beam"]) for bs in sorted(settings["beam_batch_sizes"])}
+    peak = max(peaks)
     return {"engine": translator.engine, "load_s": load_s, "peak_rss_mb": peak,
-            "model_mem_mb": max(peak - baseline, 0.0), "by_batch_size": by_batch_size}
+            "model_mem_mb": max(peak - baseline, 0.0), "by_batch_size": by_batch_size,
+            "beam": settings["beam"], "by_beam_batch_size": by_beam, "peak_reset": reset}
 
 
 def measure_in_subprocess(model_dir: str | Path, sentences: Sequence[str], settings: dict | None = None,
