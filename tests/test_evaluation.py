@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import sys
 from importlib.util import find_spec
 from pathlib import Path
@@ -358,3 +359,46 @@ def test_collapsed_rows_are_red_and_relative_columns_need_the_reference():
 def test_compare_rejects_mismatched_inputs(tiny_dirs):
     with pytest.raises(ValueError, match="pair up"):
         evaluate_models([("teacher", tiny_dirs["teacher"])], ["a", "b"], ["a"], "en")
+
+
+# ---------------------------------------------------------------- trying sentences
+
+
+def test_interactive_translate_shows_every_model_side_by_side(tiny_dirs, monkeypatch, capsys):
+    import io
+
+    from distilmt.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("the cat sat\na red house\n:q\nnever read\n"))
+    assert main(["translate", "--interactive", "--beams", "1", str(tiny_dirs["teacher"]),
+                 f"small={tiny_dirs['student']}"]) == 0
+    out = capsys.readouterr().out
+    teacher, student = open_model(tiny_dirs["teacher"]), open_model(tiny_dirs["student"])
+    for sentence in ("the cat sat", "a red house"):
+        for name, translator in (("teacher", teacher), ("small", student)):
+            expected = translator.translate([sentence], num_beams=1)[0]
+            assert re.search(rf"^(> )*{name} +{re.escape(expected)}  \(\d+ ms\)$", out, re.M), (name, out)
+    assert out.count("teacher ") == 2  # stopped at ':q': the last line was never translated
+
+
+def test_interactive_translate_takes_the_run_models_and_stops_at_end_of_input(tiny_dirs, tmp_path, monkeypatch,
+                                                                             capsys):
+    import io
+    import shutil
+
+    from distilmt.cli import main
+
+    run_dir = tmp_path / "run"
+    for name in ("teacher", "student-kd"):
+        shutil.copytree(tiny_dirs["teacher" if name == "teacher" else "student"], run_dir / name)
+        (run_dir / name / ".complete").write_text("{}")
+    shutil.copytree(tiny_dirs["student"], run_dir / "student-baseline")  # not complete: left out
+    monkeypatch.setattr(sys, "stdin", io.StringIO("the dog\n"))  # end of input, no :q
+    assert main(["translate", "-i", "--run-dir", str(run_dir), "--beams", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 model(s): teacher, student-kd" in out
+    assert re.search(r"teacher +.*\(\d+ ms\)", out) and re.search(r"student-kd +.*\(\d+ ms\)", out)
+    assert "student-baseline" not in out
+    assert main(["translate", "-i", "--run-dir", str(tmp_path / "none")]) == 2
+    assert "no models to try" in capsys.readouterr().err

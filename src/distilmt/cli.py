@@ -72,12 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beams", type=int, default=4, help="beam size")
     p.add_argument("--max-sentences", type=int, default=0, help="use only the first N test sentences")
 
-    p = sub.add_parser("translate", help="translate --text or stdin with a model of a run (or any model dir)")
-    p.add_argument("model", nargs="?", default="student-kd",
-                   help="a model name inside --run-dir (teacher, student-kd, ...) or a model directory")
+    p = sub.add_parser("translate", help="translate --text or stdin with models of a run (or any model dirs); "
+                                         "--interactive tries sentences on them side by side")
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help="model names inside --run-dir (teacher, student-kd, student-kd-ct2-int8, ...) or model "
+                        "directories, NAME=DIR names one (default: student-kd; with --interactive every model of "
+                        "--run-dir)")
     _run_dir_arg(p)
     p.add_argument("--text", action="append", help="a sentence to translate (repeatable); default: read stdin")
     p.add_argument("--beams", type=int, default=4, help="beam size")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="a prompt loop: type a sentence, see each model's translation and time; an empty line, "
+                        ":q or end of input (Ctrl-D) quits")
 
     p = sub.add_parser("export", help="export a model to CTranslate2 or a plain Hugging Face directory")
     p.add_argument("model_dir"); p.add_argument("out_dir")
@@ -293,22 +299,74 @@ def _compare(args) -> int:
     return 0
 
 
+def _translate_models(args) -> list[tuple[str, Path]]:
+    """(name, directory) of each model named on the command line, or every model of --run-dir."""
+    from .pipeline import RunDirError, is_complete
+
+    run_dir = Path(args.run_dir)
+    exported = run_dir / "export" / "student-kd-ct2-int8"
+    names = list(args.models)
+    if not names and args.interactive:
+        names = [d.name for d in sorted(run_dir.iterdir()) if is_complete(d) and (d / "config.json").is_file()]             if run_dir.is_dir() else []
+        names = sorted(names, key=lambda n: (n != "teacher", n)) + (["student-kd-ct2-int8"] if exported.is_dir() else [])
+        if not names:
+            raise RunDirError(f"{run_dir}: no models to try; name model directories or point --run-dir at a run")
+    models = []
+    for item in names or ["student-kd"]:
+        name, _, given = item.rpartition("=") if "=" in item else (item, "", item)
+        path = Path(given)
+        if not path.is_dir():
+            path = exported if given == "student-kd-ct2-int8" else run_dir / given
+        if not path.is_dir():
+            raise RunDirError(f"{given}: no such model directory, and none named so in {run_dir}")
+        models.append((Path(name).name or name, path))
+    return models
+
+
 def _translate(args) -> int:
-    from .evaluation.translate import open_model
+    from .evaluation.translate import ModelLoadError, open_model
+    from .pipeline import RunDirError
 
-    path = Path(args.model)
-    if not path.is_dir():
-        path = Path(args.run_dir) / args.model
-        if args.model == "student-kd-ct2-int8":
-            path = Path(args.run_dir) / "export" / args.model
-    if not path.is_dir():
-        from .pipeline import RunDirError
-
-        raise RunDirError(f"{args.model}: no such model directory, and none named so in {args.run_dir}")
+    try:
+        models = [(name, open_model(path)) for name, path in _translate_models(args)]
+    except ModelLoadError as exc:
+        raise RunDirError(str(exc)) from None
+    if args.interactive:
+        return _interactive(models, args.beams)
     sentences = args.text or [line.strip() for line in sys.stdin if line.strip()]
-    translator = open_model(path)
-    for line in translator.translate(sentences, num_beams=args.beams):
-        print(line)
+    if len(models) == 1:
+        for line in models[0][1].translate(sentences, num_beams=args.beams):
+            print(line)
+        return 0
+    outputs = [translator.translate(sentences, num_beams=args.beams) for _, translator in models]
+    width = max(len(name) for name, _ in models)
+    for i, sentence in enumerate(sentences):
+        print(f"{'source':<{width}}  {sentence}")
+        for (name, _), out in zip(models, outputs):
+            print(f"{name:<{width}}  {out[i]}")
+        print()
+    return 0
+
+
+def _interactive(models: list, num_beams: int) -> int:
+    """Read sentences until end of input, an empty line or ':q'; print every model's translation and time."""
+    import time
+
+    width = max(len(name) for name, _ in models)
+    print(f"Type a sentence; {len(models)} model(s): {', '.join(n for n, _ in models)}. "
+          "Empty line, :q or Ctrl-D quits.")
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            print()
+            break
+        if not line or line == ":q":
+            break
+        for name, translator in models:
+            start = time.perf_counter()
+            output = translator.translate([line], num_beams=num_beams)[0]
+            print(f"{name:<{width}}  {output}  ({1000 * (time.perf_counter() - start):.0f} ms)", flush=True)
     return 0
 
 
