@@ -45,7 +45,7 @@ def main() -> None:
              else FALLBACK_SENTENCES)
     lines = [line.strip() for line in lines if line.strip()]
     sentences = (lines * (args.n // len(lines) + 1))[: args.n]
-    base = {"batch_sizes": [32], "num_beams": 1, "repeats": args.repeats, "warmup": 1,
+    base = {"batch_sizes": [32], "num_beams": 1, "beam_batch_sizes": [], "repeats": args.repeats, "warmup": 1,
             "max_new_tokens": args.max_new_tokens}
 
     def timed(name: str, model_dir, **extra) -> float:
