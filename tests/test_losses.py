@@ -499,3 +499,75 @@ def test_attention_kl_gradient_is_finite_where_the_student_gives_zero():
             s.grad = None
             fn(s, t, torch.ones(1, 3, dtype=torch.bool))[0].backward()
             assert torch.isfinite(s.grad.float()).all()
+
+
+# -- ensembles, on-policy divergences, mutual learning (issue 6, methods 5-7) ------------------------------------
+
+def test_mixture_hand_value():
+    from distilmt.losses import mixture_log_probs
+
+    # Teacher A p = [0.25, 0.75], teacher B p = [0.5, 0.5]; weights [0.2, 0.8] -> [0.45, 0.55].
+    a, b = TEACHER, STUDENT
+    mixed = mixture_log_probs([a, b], torch.tensor([0.2, 0.8]))
+    assert mixed.exp().flatten().tolist() == pytest.approx([0.2 * 0.25 + 0.8 * 0.5, 0.2 * 0.75 + 0.8 * 0.5])
+    # At T = 2 each teacher is softened first: A^(1/2) renormalised = [1, sqrt 3] / (1 + sqrt 3).
+    soft_a = [1 / (1 + math.sqrt(3)), math.sqrt(3) / (1 + math.sqrt(3))]
+    mixed_t = mixture_log_probs([a, b], torch.tensor([0.5, 0.5]), temperature=2.0)
+    assert mixed_t.exp().flatten().tolist() == pytest.approx([0.5 * soft_a[0] + 0.25, 0.5 * soft_a[1] + 0.25])
+
+
+def test_mixture_of_identical_teachers_is_the_teacher_and_keeps_zeros():
+    from distilmt.losses import mixture_log_probs
+
+    z = torch.randn(2, 3, 7)
+    z[0, 0, 2] = float("-inf")
+    for t in (1.0, 2.0):
+        mixed = mixture_log_probs([z, z.clone()], torch.tensor([0.3, 0.7]), temperature=t)
+        assert torch.allclose(mixed, torch.log_softmax(z / t, -1), atol=1e-6, equal_nan=True)
+        assert mixed[0, 0, 2] == float("-inf")
+    with pytest.raises(ValueError, match="2 teachers but 3 weights"):
+        mixture_log_probs([z, z], torch.tensor([0.2, 0.3, 0.5]))
+
+
+def test_mixture_nll_hand_value_padding_and_gradient():
+    from distilmt.losses import mixture_nll
+
+    # Reference token probabilities: teacher A 0.75, teacher B 0.5; weights softmax([0, 0]) = [0.5, 0.5].
+    label_lp = torch.log(torch.tensor([[[0.75, 0.9]], [[0.5, 0.1]]]))  # [K=2, B=1, L=2]
+    scores = torch.zeros(2, requires_grad=True)
+    total, n = mixture_nll(label_lp, torch.log_softmax(scores, 0), torch.tensor([[True, False]]))
+    assert float(total.detach()) == pytest.approx(-math.log(0.625)) and int(n) == 1  # the padded position adds nothing
+    total.backward()
+    assert scores.grad[0] < 0 < scores.grad[1]  # the better teacher's weight grows
+    zero, n0 = mixture_nll(label_lp, torch.log(torch.tensor([0.5, 0.5])), torch.zeros(1, 2, dtype=torch.bool))
+    assert float(zero) == 0 and int(n0) == 0
+
+
+@pytest.mark.parametrize("name", ["forward_kl", "reverse_kl", "jsd", "skew_kl", "tvd"])
+def test_divergence_sum_dispatches_and_is_zero_for_identical(name):
+    from distilmt.losses import divergence_sum
+
+    z = torch.randn(2, 3, 5)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    zero, n = divergence_sum(name, z, z.clone(), mask, temperature=2.0)
+    assert float(zero) == pytest.approx(0.0, abs=1e-6) and int(n) == 3
+    value, _ = divergence_sum(name, STUDENT, TEACHER, MASK, beta=0.5)
+    expected = {"forward_kl": kl(P, Q), "reverse_kl": kl(Q, P), "tvd": 0.25,
+                "jsd": 0.5 * kl(P, [0.375, 0.625]) + 0.5 * kl(Q, [0.375, 0.625]),
+                "skew_kl": kl(P, [0.375, 0.625])}[name]
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="unknown divergence"):
+        divergence_sum("kl", z, z, mask)
+
+
+def test_mutual_kl_is_forward_kl_with_the_peer_detached():
+    from distilmt.losses import mutual_kl
+
+    mine = STUDENT.clone().requires_grad_(True)
+    peer = TEACHER.clone().requires_grad_(True)
+    value, n = mutual_kl(mine, peer, MASK)
+    assert float(value.detach()) == pytest.approx(kl(P, Q)) and int(n) == 1
+    value.backward()
+    assert peer.grad is None and mine.grad is not None
+    padded = torch.cat([STUDENT, torch.randn(1, 1, 2)], 1), torch.cat([TEACHER, torch.randn(1, 1, 2)], 1)
+    assert float(mutual_kl(*padded, torch.tensor([[True, False]]))[0]) == pytest.approx(kl(P, Q))

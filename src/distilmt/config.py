@@ -173,6 +173,25 @@ class DistillConfig:
                                  "encoder,decoder,cross")
     attention_heads: str = _help("when head counts differ: average (teacher heads averaged in groups) or repeat "
                                  "(each student head repeated to face every teacher head of its group)", "average")
+    # -- on-policy distillation (method 5) -----------------------------------------------------------------------
+    on_policy_ratio: float = _help("probability lambda that a training batch's KD term is computed on the student's "
+                                   "own translations of its sources instead of the references (GKD; 0 = off)", 0.0)
+    on_policy_decoding: str = _help("how the student generates them: sample or greedy", "sample")
+    on_policy_temperature: float = _help("sampling temperature of that generation (sample only)", 1.0)
+    on_policy_max_new_tokens: int = _help("longest student translation generated for the on-policy term", 64)
+    on_policy_divergence: str = _help("divergence on the student's translations: forward_kl, reverse_kl, jsd, "
+                                      "skew_kl or tvd", "jsd")
+    on_policy_beta: float = _help("beta of the on-policy jsd (alpha of skew_kl), in [0, 1]", 0.5)
+    # -- multi-teacher (method 6) --------------------------------------------------------------------------------
+    teachers: list = _help("an ensemble: Hugging Face teacher directories sharing the student's vocabulary, mixed "
+                           "in probability space (empty = the single run teacher)", factory=list)
+    teacher_weights: list | str | None = _help("mixture weights of distill.teachers: a list of numbers (normalised), "
+                                               "'learned' (softmax weights trained with the student on the "
+                                               "references), or empty for uniform", None)
+    # -- mutual learning (method 7) ------------------------------------------------------------------------------
+    mutual: bool = _help("deep mutual learning: train two students together, each also learning KL to the other's "
+                         "distribution (plus the teacher's when alpha > 0)", False)
+    mutual_weight: float = _help("weight of each student's KL to its peer, times T^2 like the KD term", 1.0)
 
     def __post_init__(self):
         _check(self.alpha is not None and self.alpha >= 0, "distill.alpha", "must be a number >= 0")
@@ -185,6 +204,7 @@ class DistillConfig:
                f"'{self.cache_dtype}' is not float16 or float32")
         self._check_schedules()
         self._check_intermediate()
+        self._check_online()
 
     def _check_schedules(self) -> None:
         from .schedules import SCHEDULES
@@ -237,6 +257,49 @@ class DistillConfig:
                 _check(getattr(self, name) == 0, f"distill.{name}",
                        "the teacher cache holds only output probabilities, not hidden states or attentions: "
                        "set distill.teacher_cache to false (live teacher) or this weight to 0")
+
+    def _check_online(self) -> None:
+        from .losses import DIVERGENCES
+
+        _check(isinstance(self.on_policy_ratio, (int, float)) and 0 <= self.on_policy_ratio <= 1,
+               "distill.on_policy_ratio", f"{self.on_policy_ratio!r} must be a probability in [0, 1] (0 = off)")
+        _check(self.on_policy_decoding in ("sample", "greedy"), "distill.on_policy_decoding",
+               f"'{self.on_policy_decoding}' is not sample or greedy")
+        _check(self.on_policy_temperature > 0, "distill.on_policy_temperature", "must be > 0")
+        _check(self.on_policy_max_new_tokens >= 1, "distill.on_policy_max_new_tokens", "must be at least 1")
+        _check(self.on_policy_divergence in DIVERGENCES, "distill.on_policy_divergence",
+               f"'{self.on_policy_divergence}' is not one of {', '.join(DIVERGENCES)}")
+        _check(0 <= self.on_policy_beta <= 1, "distill.on_policy_beta", "must be in [0, 1]")
+        if self.on_policy_ratio > 0:
+            _check(not self.teacher_cache, "distill.on_policy_ratio", "the teacher cache only scores the references, "
+                   "not the student's own translations: set distill.teacher_cache to false or on_policy_ratio to 0")
+        _check(isinstance(self.teachers, (list, tuple)) and all(isinstance(t, str) and t for t in self.teachers),
+               "distill.teachers", f"{self.teachers!r} must be a list of teacher directories, e.g. [dir1, dir2]")
+        w = self.teacher_weights
+        if w not in (None, "", []):
+            _check(bool(self.teachers), "distill.teacher_weights", "is set but distill.teachers is empty: list the "
+                   "ensemble's teacher directories in distill.teachers")
+            if isinstance(w, str):
+                _check(w == "learned", "distill.teacher_weights", f"'{w}' is not 'learned' nor a list of numbers")
+            else:
+                _check(isinstance(w, (list, tuple)) and len(w) == len(self.teachers)
+                       and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in w)
+                       and sum(w) > 0, "distill.teacher_weights",
+                       f"{w!r} must be {len(self.teachers)} numbers >= 0 (one per teacher, not all 0) or 'learned'")
+        if self.teachers:
+            _check(not self.teacher_cache, "distill.teachers", "the teacher cache holds one teacher's probabilities: "
+                   "set distill.teacher_cache to false to run the ensemble")
+        _check(isinstance(self.mutual_weight, (int, float)) and self.mutual_weight >= 0, "distill.mutual_weight",
+               "must be a number >= 0")
+        if self.mutual:
+            for name in ("hidden_weight", "attention_weight", "on_policy_ratio"):
+                _check(getattr(self, name) == 0, f"distill.{name}",
+                       "is not supported together with distill.mutual yet: set it to 0 or mutual to false")
+
+    @property
+    def ensemble_weights(self) -> list[float] | str | None:
+        """distill.teacher_weights as EnsembleTeacher.load takes it: None (uniform), a list, or 'learned'."""
+        return None if self.teacher_weights in (None, "", []) else self.teacher_weights
 
     @property
     def final_alpha(self) -> float:

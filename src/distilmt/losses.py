@@ -376,3 +376,59 @@ __all__ += [
     "ATTENTION_LOSSES", "HIDDEN_LOSSES", "attention_kl", "attention_mse", "group_heads", "hidden_state_cosine",
     "hidden_state_mse", "match_heads", "repeat_heads",
 ]
+
+
+# -- ensembles, on-policy and mutual distillation (issue 6, methods 5-7) -----------------------------------------
+
+
+def mixture_log_probs(teacher_logits: list[torch.Tensor] | tuple[torch.Tensor, ...], weights: torch.Tensor,
+                      temperature: float = 1.0) -> torch.Tensor:
+    """Log of the teachers' mixture in probability space, ``log sum_k w_k softmax(z_k / T)`` ``[batch, length, V]``.
+
+    ``weights`` ``[K]`` are the mixture weights (non-negative, summing to 1: fixed, or a softmax of learned
+    scores). The temperature is applied here, once, to each teacher before mixing; a caller that hands the
+    result to a divergence that divides by T again must undo that (see :class:`distilmt.teachers.EnsembleTeacher`,
+    which returns ``T * log p_mix`` so that ``softmax(returned / T) = p_mix``). Computed in fp32 with
+    logsumexp, so a token every teacher gives probability 0 stays ``-inf`` and no probability underflows early.
+    Gradients flow to ``weights`` (and to the logits, when they have any).
+    """
+    if len(teacher_logits) != weights.numel():
+        raise ValueError(f"{len(teacher_logits)} teachers but {weights.numel()} weights")
+    stacked = torch.stack([_log_probs(z, temperature) for z in teacher_logits])  # [K, B, L, V]
+    log_w = weights.float().log().view(-1, *([1] * (stacked.dim() - 1)))
+    return torch.logsumexp(stacked + log_w, dim=0)
+
+
+def mixture_nll(label_log_probs: torch.Tensor, log_weights: torch.Tensor, mask: torch.Tensor) -> LossSum:
+    """Negative log-likelihood of the reference under the mixture, ``-log sum_k w_k p_k(y)``, summed over masked
+    positions.
+
+    ``label_log_probs`` ``[K, batch, length]`` are each teacher's ``log p_k(y_t)`` of the reference token (at
+    T = 1), ``log_weights`` ``[K]`` the log mixture weights. This is what learned ensemble weights minimise: the
+    weights that make the ensemble the best predictor of the references (it never looks at the student).
+    """
+    log_w = log_weights.float().view(-1, *([1] * (label_log_probs.dim() - 1)))
+    return _masked_sum(-torch.logsumexp(label_log_probs.float() + log_w, dim=0), mask)
+
+
+def divergence_sum(name: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
+                   temperature: float = 1.0, beta: float = 0.5) -> LossSum:
+    """The divergence called ``name`` in :data:`DIVERGENCES` (forward_kl, reverse_kl, jsd, skew_kl, tvd), as
+    ``(loss_sum, n_tokens)``; ``beta`` is the JSD's beta and the skew KL's alpha (ignored by the others)."""
+    if name not in DIVERGENCES:
+        raise ValueError(f"unknown divergence '{name}'; choose one of {', '.join(DIVERGENCES)}")
+    if name == "jsd":
+        return generalized_jsd(student_logits, teacher_logits, mask, beta=beta, temperature=temperature)
+    if name == "skew_kl":
+        return skew_kl(student_logits, teacher_logits, mask, alpha=beta, temperature=temperature)
+    return DIVERGENCES[name](student_logits, teacher_logits, mask, temperature=temperature)
+
+
+def mutual_kl(student_logits: torch.Tensor, peer_logits: torch.Tensor, mask: torch.Tensor,
+              temperature: float = 1.0) -> LossSum:
+    """Deep mutual learning's term for one student: ``KL(p_peer^T || p_student^T)`` with the peer detached (the
+    peer is a target here; it learns from this student through its own, symmetric term)."""
+    return forward_kl(student_logits, peer_logits.detach(), mask, temperature)
+
+
+__all__ += ["divergence_sum", "mixture_log_probs", "mixture_nll", "mutual_kl"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import time
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingA
 
 from .config import DistillConfig, TrainConfig
 from .data.batching import ParallelDataset, Seq2SeqCollator, TokenBatchSampler
-from .losses import token_kd_objective
+from .losses import divergence_sum, mutual_kl, target_mask, token_kd_objective
+from .mutual import MutualPair
 from .schedules import schedule_value
 from .teachers import TeacherSignal
 
@@ -38,7 +40,19 @@ class DistilTrainer(Seq2SeqTrainer):
 
     The hidden-state adapters (:class:`distilmt.intermediate.IntermediateKD`) are attached to the student as
     the submodule ``distil_adapters`` for the duration of :meth:`train` only: the Trainer's optimizer, DDP,
-    checkpoints and best-model reload then include them, and the student saved after training does not.
+    checkpoints and best-model reload then include them, and the student saved after training does not. Learned
+    ensemble weights (:class:`distilmt.teachers.EnsembleTeacher`) are attached the same way as ``distil_ensemble``;
+    their term ``ensemble_nll`` (the mixture's NLL of the references) moves only them.
+
+    On-policy distillation (``distill.on_policy_ratio`` = lambda): for a fraction lambda of training batches the
+    student first translates the batch's sources itself (no gradient, eval mode), and the KD term is
+    ``T^2 * divergence(student, teacher)`` (``distill.on_policy_divergence``) on those translations, teacher-forced
+    through both models in one pass each; CE stays on the reference. That sum runs over the generated tokens
+    (labels -100 after the first eos) and is divided, like every other term, by the global count of *reference*
+    target tokens, so micro-batch x accumulation still equals the full batch.
+
+    Mutual learning: when the model is a :class:`distilmt.mutual.MutualPair`, each student gets its own terms plus
+    ``mutual_weight * T^2 * KL(p_peer^T || p_self^T)`` (peer detached), and the loss is the sum of both.
     """
 
     # compute_loss returns sum / (global token count over accumulation steps): already scaled for GA.
@@ -57,8 +71,25 @@ class DistilTrainer(Seq2SeqTrainer):
         self._last_log_time = time.time()
         self._scheduled: dict[str, float] = {}  # T, alpha, beta of the latest training micro-batch, for the log
         self.intermediate = self._intermediate_terms()
+        self._policy_rng = random.Random(self.args.seed)  # on-policy coin flips; never touches torch's RNG
+        if self.distill.mutual and not isinstance(self.accelerator.unwrap_model(self.model), MutualPair):
+            from .config import ConfigError
+
+            raise ConfigError("distill.mutual: the trainer's model must be a distilmt.mutual.MutualPair of two "
+                              "students (train_seq2seq builds one for you)")
 
     ADAPTERS = "distil_adapters"
+    ENSEMBLE = "distil_ensemble"
+    EXTRA_TERMS = ("hidden", "attention", "ensemble_nll", "mutual", "ce_b", "kd_b", "mutual_b")
+
+    def _attachments(self) -> dict:
+        """Trainable modules that are not the student: attached to it during train() only."""
+        found = {}
+        if self.intermediate is not None and len(self.intermediate.adapters) > 0:
+            found[self.ADAPTERS] = self.intermediate.adapters
+        if getattr(self.teacher, "learned", False):
+            found[self.ENSEMBLE] = self.teacher.weights
+        return found
 
     def _intermediate_terms(self):
         """The hidden-state/attention terms and their adapters, or None when both weights are 0."""
@@ -70,8 +101,8 @@ class DistilTrainer(Seq2SeqTrainer):
 
         if self.teacher is None or not hasattr(self.teacher, "outputs"):
             raise ConfigError("distill.hidden_weight/attention_weight: hidden-state and attention KD need a live "
-                              "teacher model (not a teacher cache, not none); set distill.teacher_cache to false "
-                              "or both weights to 0")
+                              "teacher model (one, not a teacher cache, an ensemble or none); set "
+                              "distill.teacher_cache to false, distill.teachers to [] or both weights to 0")
         terms = IntermediateKD(d, self.model.config, self.teacher.model.config).to(self.args.device)
         if terms.needs_attentions and self.model.config._attn_implementation != "eager":
             # SDPA and flash attention return no weights; eager does (same maths). Restored after train().
@@ -80,14 +111,15 @@ class DistilTrainer(Seq2SeqTrainer):
         return terms
 
     def train(self, *args, **kwargs):
-        attach = self.intermediate is not None and len(self.intermediate.adapters) > 0
-        if attach:
-            self.model.add_module(self.ADAPTERS, self.intermediate.adapters)
+        attach = self._attachments()
+        for name, module in attach.items():
+            self.model.add_module(name, module)
         try:
             return super().train(*args, **kwargs)
         finally:
-            if attach and hasattr(self.model, self.ADAPTERS):
-                delattr(self.model, self.ADAPTERS)
+            for name in attach:
+                if hasattr(self.model, name):
+                    delattr(self.model, name)
             restore = getattr(self, "_attn_to_restore", None)
             if restore:
                 self.model.set_attn_implementation(restore)
@@ -103,8 +135,40 @@ class DistilTrainer(Seq2SeqTrainer):
         return self.accelerator.prepare(loader)
 
     # -- loss ---------------------------------------------------------------------------------------------
+    def _teacher_logits(self, batch: dict, temperature: float) -> torch.Tensor:
+        if getattr(self.teacher, "applies_temperature", False):  # an ensemble mixes at T itself
+            return self.teacher.logits(batch, temperature=temperature)
+        return self.teacher.logits(batch)
+
+    def _draw_on_policy(self) -> bool:
+        ratio = self.distill.on_policy_ratio
+        return ratio >= 1 or (ratio > 0 and self._policy_rng.random() < ratio)
+
+    @torch.no_grad()
+    def student_translations(self, model, inputs) -> dict[str, torch.Tensor]:
+        """The student's own translations of the batch's sources as a teacher-forcing batch: ``input_ids``,
+        ``attention_mask``, ``decoder_input_ids`` (start token + generated tokens) and ``labels`` (the generated
+        tokens up to and including the first eos, -100 after it). Sampled at ``on_policy_temperature`` or greedy,
+        in eval mode (no dropout); the model's training mode is restored afterwards."""
+        d = self.distill
+        student = self.accelerator.unwrap_model(model)
+        was_training = student.training
+        student.eval()
+        try:
+            options = {"do_sample": True, "temperature": d.on_policy_temperature, "top_k": 0, "top_p": 1.0} \
+                if d.on_policy_decoding == "sample" else {"do_sample": False}
+            sequences = student.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                         num_beams=1, max_new_tokens=d.on_policy_max_new_tokens, **options)
+        finally:
+            student.train(was_training)
+        decoder_input_ids, labels = generated_targets(sequences, student.generation_config.eos_token_id)
+        return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
+                "decoder_input_ids": decoder_input_ids, "labels": labels}
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
+        if isinstance(self.accelerator.unwrap_model(model), MutualPair):
+            return self._mutual_loss(model, inputs, return_outputs, num_items_in_batch)
         extra = self.intermediate if model.training else None  # hidden-state / attention terms
         hidden, attentions = (extra.needs_hidden, extra.needs_attentions) if extra is not None else (False, False)
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
@@ -117,14 +181,20 @@ class DistilTrainer(Seq2SeqTrainer):
         if extra is not None:  # one teacher pass gives the logits, hidden states and attentions
             teacher_out = self.teacher.outputs(inputs, hidden=hidden, attentions=attentions)
             teacher_logits = teacher_out.logits if d.uses_kd else None
-        elif self.teacher is not None and d.uses_kd and model.training:
-            if hasattr(self.teacher, "topk"):  # a sparse signal (teacher cache): KL on its k entries only
-                teacher_topk = self.teacher.topk(inputs)
-            else:
-                teacher_logits = self.teacher.logits(inputs)
+        on_policy = self.teacher is not None and d.uses_kd and model.training and self._draw_on_policy()
+        if on_policy:  # KD on the student's own translations; the reference only feeds the CE term
+            teacher_logits = teacher_topk = None
+        elif extra is None:
+            teacher_logits, teacher_topk = self._teacher_signal(inputs, now, model.training)
         terms = token_kd_objective(outputs.logits, teacher_logits, labels, alpha=now["alpha"], beta=now["beta"],
                                    temperature=now["temperature"], label_smoothing=self.label_smoothing,
                                    teacher_topk=teacher_topk)
+        if on_policy:
+            terms["kd"] = self._on_policy_kd(model, inputs, now["temperature"])
+            terms["total"] = now["alpha"] * terms["kd"] + now["beta"] * terms["ce"]
+        elif getattr(self.teacher, "learned", False) and model.training and teacher_logits is not None:
+            terms["ensemble_nll"] = self.teacher.weight_nll(inputs)
+            terms["total"] = terms["total"] + terms["ensemble_nll"]
         if extra is not None:
             source_mask, tgt_mask = inputs["attention_mask"].bool(), labels.ne(-100)
             if hidden:
@@ -133,24 +203,109 @@ class DistilTrainer(Seq2SeqTrainer):
             if attentions:
                 terms["attention"] = extra.attention_sum(outputs, teacher_out, source_mask, tgt_mask)
                 terms["total"] = terms["total"] + d.attention_weight * terms["attention"]
-        if num_items_in_batch is None:
-            loss = terms["total"] / terms["n_tokens"].clamp(min=1)
-        else:
-            loss = terms["total"] / torch.as_tensor(num_items_in_batch, device=labels.device).clamp(min=1)
-            if self.args.average_tokens_across_devices and self.args.world_size > 1:
-                # DDP averages gradients over processes; the count is global, so undo that mean.
-                loss = loss * self.args.world_size
+        loss = self._normalised(terms, num_items_in_batch, labels.device)
         if model.training:
-            n = max(int(terms["n_tokens"]), 1)
-            self._sums["ce"] += float(terms["ce"].detach()) / n
-            self._sums["kd"] += float(terms["kd"].detach()) / n
-            for key in ("hidden", "attention"):
-                if key in terms:
-                    self._sums[key] = self._sums.get(key, 0.0) + float(terms[key].detach()) / n
-            self._sums["tokens"] += int(terms["n_tokens"])
-            self._sums["micro"] += 1
-            self._scheduled = now
+            self._record(terms, now)
         return (loss, outputs) if return_outputs else loss
+
+    def _teacher_signal(self, inputs, now, training: bool):
+        """(teacher_logits, teacher_topk) for the KD term on the reference batch; both None without KD."""
+        if self.teacher is None or not self.distill.uses_kd or not training:
+            return None, None
+        if hasattr(self.teacher, "topk"):  # a sparse signal (teacher cache): KL on its k entries only
+            return None, self.teacher.topk(inputs)
+        return self._teacher_logits(inputs, now["temperature"]), None
+
+    def _on_policy_kd(self, model, inputs, temperature: float) -> torch.Tensor:
+        """``T^2 * divergence`` summed over the student's own translations of the batch (see the class doc)."""
+        d = self.distill
+        policy = self.student_translations(model, inputs)
+        student_logits = model(input_ids=policy["input_ids"], attention_mask=policy["attention_mask"],
+                               decoder_input_ids=policy["decoder_input_ids"], use_cache=False).logits
+        teacher_batch = {k: v for k, v in policy.items() if k != "labels"}  # ensemble: no weight NLL on these
+        teacher_logits = self._teacher_logits(teacher_batch, temperature)
+        kd, _ = divergence_sum(d.on_policy_divergence, student_logits, teacher_logits, target_mask(policy["labels"]),
+                               temperature, beta=d.on_policy_beta)
+        self._last_policy = policy
+        return kd * temperature**2
+
+    def _normalised(self, terms, num_items_in_batch, device) -> torch.Tensor:
+        if num_items_in_batch is None:
+            return terms["total"] / terms["n_tokens"].clamp(min=1)
+        loss = terms["total"] / torch.as_tensor(num_items_in_batch, device=device).clamp(min=1)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            # DDP averages gradients over processes; the count is global, so undo that mean.
+            loss = loss * self.args.world_size
+        return loss
+
+    def _record(self, terms, now) -> None:
+        n = max(int(terms["n_tokens"]), 1)
+        self._sums["ce"] += float(terms["ce"].detach()) / n
+        self._sums["kd"] += float(terms["kd"].detach()) / n
+        for key in self.EXTRA_TERMS:
+            if key in terms:
+                self._sums[key] = self._sums.get(key, 0.0) + float(terms[key].detach()) / n
+        self._sums["tokens"] += int(terms["n_tokens"])
+        self._sums["micro"] += 1
+        self._scheduled = now
+
+    def _mutual_loss(self, model, inputs, return_outputs, num_items_in_batch):
+        """Both students of a MutualPair: each one's CE (+ KD) + ``mutual_weight * T^2 * KL(peer || self)``."""
+        labels, d = inputs["labels"], self.distill
+        now = self.scheduled_values()
+        out_a, out_b = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                             decoder_input_ids=inputs["decoder_input_ids"], use_cache=False, peer=True)
+        teacher_logits, teacher_topk = self._teacher_signal(inputs, now, model.training)
+        t, mask = now["temperature"], target_mask(labels)
+        both = []
+        for mine, peer in ((out_a.logits, out_b.logits), (out_b.logits, out_a.logits)):
+            terms = token_kd_objective(mine, teacher_logits, labels, alpha=now["alpha"], beta=now["beta"],
+                                       temperature=t, label_smoothing=self.label_smoothing, teacher_topk=teacher_topk)
+            terms["mutual"] = mutual_kl(mine, peer, mask, t)[0] * t**2
+            terms["total"] = terms["total"] + d.mutual_weight * terms["mutual"]
+            both.append(terms)
+        a, b = both
+        terms = {**a, "ce_b": b["ce"], "kd_b": b["kd"], "mutual_b": b["mutual"], "total": a["total"] + b["total"]}
+        loss = self._normalised(terms, num_items_in_batch, labels.device)
+        if model.training:
+            self._record(terms, now)
+        return (loss, out_a) if return_outputs else loss
+
+    # -- a MutualPair is saved and loaded as two plain student directories -----------------------------------
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        pair = self.accelerator.unwrap_model(self.model)
+        if not isinstance(pair, MutualPair):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        attached = {name: pair._modules.pop(name) for name in list(pair._modules) if name.startswith("distil_")}
+        try:
+            pair.save_pretrained(output_dir, self.processing_class)
+        finally:
+            pair._modules.update(attached)
+        if attached:  # adapters / ensemble weights of a checkpoint, for resume
+            torch.save({k: m.state_dict() for k, m in attached.items()}, os.path.join(output_dir, "distil_extra.pt"))
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_mutual(self, directory) -> None:
+        pair = self.accelerator.unwrap_model(self.model)
+        pair.load_students(directory)
+        extra = os.path.join(directory, "distil_extra.pt")
+        if os.path.isfile(extra):
+            for name, state in torch.load(extra, weights_only=True).items():
+                if name in pair._modules:
+                    pair._modules[name].load_state_dict(state)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if isinstance(self.accelerator.unwrap_model(model or self.model), MutualPair):
+            return self._load_mutual(resume_from_checkpoint)
+        return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        if isinstance(self.accelerator.unwrap_model(self.model), MutualPair):
+            return self._load_mutual(self.state.best_model_checkpoint)
+        return super()._load_best_model()
 
     def scheduled_values(self) -> dict[str, float]:
         """T, alpha and beta at this point of training (distill.*_schedule; constant by default).
@@ -184,7 +339,7 @@ class DistilTrainer(Seq2SeqTrainer):
             logs["ce"] = round(self._sums["ce"] / micro, 4)
             if self.teacher is not None and self.distill.uses_kd:
                 logs["kd"] = round(self._sums["kd"] / micro, 4)
-            for key in ("hidden", "attention"):  # per target token, like ce and kd
+            for key in self.EXTRA_TERMS:  # per target token, like ce and kd
                 if key in self._sums:
                     logs[key] = round(self._sums[key] / micro, 4)
             if self._is_scheduled():  # the values used in the latest step, next to the loss they produced
@@ -194,6 +349,17 @@ class DistilTrainer(Seq2SeqTrainer):
             self._sums = {"ce": 0.0, "kd": 0.0, "tokens": 0, "micro": 0}
             self._last_log_time = now
         super().log(logs, start_time)
+
+
+def generated_targets(sequences: torch.Tensor, eos_token_id: int, ignore_index: int = -100):
+    """``(decoder_input_ids, labels)`` for teacher-forcing generated ``sequences`` (which begin with the decoder
+    start token): inputs are all but the last token, labels all but the first, with every label after the first
+    eos set to ``ignore_index`` (the eos itself is kept: the student learns to stop). A row without eos keeps all."""
+    decoder_input_ids = sequences[:, :-1]
+    labels = sequences[:, 1:].clone()
+    is_eos = labels.eq(eos_token_id)
+    after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0
+    return decoder_input_ids, labels.masked_fill(after_eos, ignore_index)
 
 
 def bleu_metric(tokenizer):
@@ -228,8 +394,8 @@ class LogLines(TrainerCallback):
         where = f"{self.name} step {state.global_step}/{state.max_steps} ep {state.epoch or 0:.2f}"
         if "loss" in logs:
             parts = [f"loss {logs['loss']:.3f}"]
-            parts += [f"{k} {logs[k]:.3f}" for k in ("ce", "kd", "hidden", "attention", "temperature", "alpha", "beta")
-                      if k in logs]
+            parts += [f"{k} {logs[k]:.3f}" for k in ("ce", "kd", *DistilTrainer.EXTRA_TERMS, "temperature", "alpha",
+                                                      "beta") if k in logs]
             parts += [f"lr {logs.get('learning_rate', 0):.2e}", f"{logs.get('target_tokens_per_s', 0):,.0f} tgt tok/s"]
             log.info("%s | %s", where, " | ".join(parts))
         elif "eval_bleu" in logs:
@@ -293,9 +459,15 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
     """Train ``model`` on the pairs (with a teacher signal when given) and save the best one to ``out_dir``.
 
     Returns the trainer (its ``state.log_history`` holds the curves). The best checkpoint by dev BLEU is
-    loaded at the end and saved with its tokenizer as a plain Hugging Face directory.
+    loaded at the end and saved with its tokenizer as a plain Hugging Face directory. With ``distill.mutual`` the
+    model is trained as a :class:`MutualPair` with a freshly initialised peer (seed ``cfg.seed + 1``; or pass a
+    MutualPair): ``out_dir`` holds the first student, ``out_dir/peer`` the second.
     """
     out_dir = Path(out_dir)
+    if distill is not None and distill.mutual and not isinstance(model, MutualPair):
+        from .mutual import fresh_peer
+
+        model = MutualPair(model, fresh_peer(model, cfg.seed + 1))
     train_set = ParallelDataset(train_pairs, tokenizer, max_tokens,
                                 with_index=getattr(teacher, "needs_example_index", False))
     dev_set = ParallelDataset(dev_pairs, tokenizer, 0)
