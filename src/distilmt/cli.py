@@ -54,9 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p); _run_dir_arg(p)
     p.add_argument("--rebuild", action="store_true", help="delete the run's teacher cache and build it again")
 
-    p = sub.add_parser("distill", help="train the no-KD baseline student and the KD student")
+    p = sub.add_parser("generate-labels", help="the teacher translates the training sources into RUN_DIR/distilled/ "
+                                               "(sequence-level KD labels; settings under seqkd)")
+    _config_args(p); _run_dir_arg(p)
+    p.add_argument("--rebuild", action="store_true", help="delete the run's distilled corpus and generate it again")
+
+    p = sub.add_parser("distill", help="train the no-KD baseline student and the KD student (and student-seqkd "
+                                       "when seqkd.enabled)")
     _config_args(p); _run_dir_arg(p); _resume_arg(p)
-    p.add_argument("--only", choices=["baseline", "kd"], help="train just one of the two students")
+    p.add_argument("--only", choices=["baseline", "kd", "seqkd"], help="train just one of the students")
 
     p = sub.add_parser("evaluate", help="evaluate every trained model of the run on its test set")
     _run_dir_arg(p)
@@ -172,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         from .data.readers import CorpusError
         from .models.build import ModelError
         from .pipeline import RunDirError
+        from .seqkd import LabelsError
 
-        if isinstance(exc, (ConfigError, CorpusError, ModelError, RunDirError, CacheError, FileNotFoundError)):
+        if isinstance(exc, (ConfigError, CorpusError, ModelError, RunDirError, CacheError, LabelsError,
+                            FileNotFoundError)):
             print(f"distilmt: error: {exc}", file=sys.stderr)
             return 2
         raise
@@ -216,8 +224,15 @@ def _dispatch(args) -> int:
         print(f"teacher cache: {stats['n_tokens']:,} target tokens, top-{stats['k']}, "
               f"{stats['bytes_per_token']:.1f} bytes per target token, {stats['total_bytes'] / 1e6:.1f} MB "
               f"in {run_dir / 'teacher-cache'}")
+    elif args.command == "generate-labels":
+        stats = pipeline.generate_labels(cfg, run_dir, rebuild=args.rebuild)
+        filtered = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in stats["filtered"].items())
+        speed = f", {stats['sentences_per_s']:.1f} sentences/s" if "sentences_per_s" in stats else ""
+        print(f"distilled corpus: {stats['kept']} of {stats['sources']} pairs kept (filtered: {filtered}){speed} "
+              f"in {run_dir / 'distilled' / 'train.tsv'}")
     elif args.command == "distill":
-        names = {"baseline": ("student-baseline",), "kd": ("student-kd",), None: tuple(pipeline.STUDENTS)}[args.only]
+        names = {"baseline": ("student-baseline",), "kd": ("student-kd",), "seqkd": (pipeline.SEQKD_STUDENT,),
+                 None: pipeline.student_names(cfg)}[args.only]
         pipeline.distill(cfg, run_dir, names, resume=args.resume)
     return 0
 

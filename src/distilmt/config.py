@@ -343,6 +343,66 @@ def _layer_map_problem(spec) -> str | None:
             "[[0, 1], [1, 3]]")
 
 
+SEQKD_TRAIN_ON = ("original", "distilled", "mix")
+
+
+@dataclass
+class SeqKDConfig:
+    """Sequence-level KD: the teacher's own translations of the training sources become the student's labels."""
+
+    enabled: bool = _help("generate the distilled corpus (RUN_DIR/distilled/) and train a third student, "
+                          "student-seqkd, on it; off keeps a run's students and metrics rows as they are", False)
+    num_beams: int = _help("beam size of the teacher's translations", 4)
+    length_penalty: float = _help("beam-search length penalty (> 1 favours longer, < 1 shorter translations)", 1.0)
+    max_new_tokens: int = _help("longest translation generated, in tokens (also capped by the model's positions)",
+                                128)
+    do_sample: bool = _help("sample translations instead of searching for the best one", False)
+    top_p: float = _help("nucleus sampling: keep the most probable tokens holding this mass (needs do_sample)", 1.0)
+    temperature: float = _help("sampling temperature (needs do_sample)", 1.0)
+    seed: int = _help("seed of sampled translations (each shard is seeded from it, so a resumed run is identical)", 0)
+    num_return_sequences: int = _help("hypotheses kept per source in distilled/nbest.jsonl (the best one is the "
+                                      "label); at most num_beams unless sampling", 1)
+    batch_tokens: int = _help("source tokens per generation batch (rows x longest source; beams multiply memory)",
+                              2000)
+    shard_size: int = _help("sentences per shard file; each finished shard survives an interruption", 1000)
+    min_length_ratio: float = _help("drop pairs whose target/source word ratio is below this (0 = off)", 0.0)
+    max_length_ratio: float = _help("drop pairs whose target/source word ratio is above this (0 = off)", 0.0)
+    min_score: float | None = _help("drop pairs whose teacher log-probability per target token is below this "
+                                    "(e.g. -1.5; None = off)", None)
+    train_on: str = _help("what student-seqkd learns from: distilled (the teacher's translations), original "
+                          "(the references) or mix (all references plus mix_ratio of the distilled pairs)",
+                          "distilled")
+    mix_ratio: float = _help("for train_on=mix: share of the sources whose distilled pair is added to the original "
+                             "pairs (a seeded random sample; 1 = both full sets)", 1.0)
+    with_token_kd: bool = _help("also apply token-level KD (the distill section, live teacher) on the distilled "
+                                "targets; off = no teacher in memory while student-seqkd trains", False)
+
+    def __post_init__(self):
+        for name in ("num_beams", "max_new_tokens", "num_return_sequences", "shard_size"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"seqkd.{name}",
+                   f"{value!r} must be a whole number >= 1")
+        _check(self.batch_tokens >= 16, "seqkd.batch_tokens", f"{self.batch_tokens} is too small; use at least 16")
+        _check(0 < self.top_p <= 1, "seqkd.top_p", f"{self.top_p} must be in (0, 1]")
+        _check(self.temperature > 0, "seqkd.temperature", f"{self.temperature} must be > 0")
+        if not self.do_sample:
+            _check(self.top_p == 1 and self.temperature == 1, "seqkd.do_sample",
+                   "top_p/temperature only act when sampling: set seqkd.do_sample=true or leave them at 1")
+            _check(self.num_return_sequences <= self.num_beams, "seqkd.num_return_sequences",
+                   f"{self.num_return_sequences} hypotheses need at least as many beams: raise seqkd.num_beams to "
+                   f"{self.num_return_sequences} or lower num_return_sequences")
+        for name in ("min_length_ratio", "max_length_ratio"):
+            _check(getattr(self, name) >= 0, f"seqkd.{name}", "must be >= 0 (0 = off)")
+        if self.min_length_ratio and self.max_length_ratio:
+            _check(self.min_length_ratio <= self.max_length_ratio, "seqkd.min_length_ratio",
+                   f"{self.min_length_ratio} is above max_length_ratio {self.max_length_ratio}: nothing would be kept")
+        _check(self.min_score is None or self.min_score <= 0, "seqkd.min_score",
+               f"{self.min_score} is a log-probability per token, which is <= 0: use e.g. -1.5, or leave it unset")
+        _check(self.train_on in SEQKD_TRAIN_ON, "seqkd.train_on",
+               f"'{self.train_on}' is not one of {', '.join(SEQKD_TRAIN_ON)}")
+        _check(0 < self.mix_ratio <= 1, "seqkd.mix_ratio", f"{self.mix_ratio} must be in (0, 1]")
+
+
 @dataclass
 class EvalConfig:
     num_beams: int = _help("beam size for test translations", 4)
@@ -391,6 +451,7 @@ class RunConfig:
     teacher_train: TrainConfig = _help("training recipe of a teacher trained here", factory=TrainConfig)
     student_train: TrainConfig = _help("training recipe of both students (baseline and KD)", factory=TrainConfig)
     distill: DistillConfig = _help("token-level KD", factory=DistillConfig)
+    seqkd: SeqKDConfig = _help("sequence-level KD: the teacher's translations as labels", factory=SeqKDConfig)
     eval: EvalConfig = _help("final evaluation", factory=EvalConfig)
     monitor: MonitorConfig = _help("the visual distillation monitor", factory=MonitorConfig)
 

@@ -10,8 +10,10 @@ continues from its last checkpoint with ``resume=True``.
       tokenizer/             joint subword tokenizer (plain transformers)
       teacher/               teacher (Hugging Face directory; checkpoints/ while training)
       teacher-cache/         the teacher's top-k probabilities on the training set (distill.teacher_cache)
+      distilled/             the teacher's translations of the training sources (sequence-level KD, seqkd)
       student-baseline/      student trained on references only (the no-KD twin)
       student-kd/            the same student trained with token-level KD
+      student-seqkd/         the same student trained on the teacher's translations (only with seqkd.enabled)
       export/                CTranslate2 export of the KD student
       tb/<model>/            TensorBoard event files
       metrics.json, metrics.csv, report.md, report.html
@@ -29,6 +31,12 @@ from .config import ConfigError, RunConfig, load_config, save_config
 log = logging.getLogger("distilmt")
 
 STUDENTS = {"student-baseline": False, "student-kd": True}  # name -> uses the teacher
+SEQKD_STUDENT = "student-seqkd"  # trained on RUN_DIR/distilled/ (the teacher's translations); only with seqkd.enabled
+
+
+def student_names(cfg: RunConfig) -> tuple[str, ...]:
+    """The students a run trains: the two of STUDENTS, and student-seqkd when seqkd.enabled."""
+    return (*STUDENTS, SEQKD_STUDENT) if cfg.seqkd.enabled else tuple(STUDENTS)
 
 
 class RunDirError(ValueError):
@@ -187,8 +195,55 @@ def _cached_teacher(cfg: RunConfig, run_dir: Path, train_pairs, tokenizer):
                               teacher_fingerprint(run_dir / "teacher"), cfg.data.max_tokens)
 
 
-def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] = tuple(STUDENTS), resume: bool = False) -> dict:
-    """Train each named student: ``student-baseline`` on references only, ``student-kd`` with the teacher.
+def generate_labels(cfg: RunConfig, run_dir: Path, rebuild: bool = False, on_shard=None) -> dict:
+    """The teacher translates the training sources (``distilled/``): the labels of sequence-level KD.
+
+    Resumable shard by shard; a complete corpus made from the same sources, tokenizer, teacher and generation
+    settings is skipped, a stale one refused (``rebuild=True`` deletes and rebuilds it). Returns its stats.
+    """
+    import shutil
+
+    import torch
+
+    from .cache import teacher_fingerprint
+    from .data.corpus import load_splits
+    from .models.build import load_seq2seq
+    from .seqkd import build_distilled, labels_fingerprint, tokenizer_fingerprint
+
+    if not is_complete(run_dir / "teacher"):
+        raise RunDirError(f"{run_dir}: no trained teacher yet; run `distilmt train-teacher --run-dir {run_dir}`")
+    out = run_dir / "distilled"
+    if rebuild and out.exists():
+        shutil.rmtree(out)
+    sources = [s for s, _ in load_splits(run_dir / "data").train]
+    tokenizer = load_tokenizer(run_dir)
+    fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(tokenizer),
+                                     teacher_fingerprint(run_dir / "teacher"), cfg.seqkd)
+
+    def load_teacher():
+        model, _ = load_seq2seq(run_dir / "teacher")
+        return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+    hint = f"rebuild it with `distilmt generate-labels --run-dir {run_dir} --rebuild`, or delete {out}"
+    stats = build_distilled(out, sources, tokenizer, load_teacher, cfg.seqkd, fingerprint, hint, on_shard)
+    mark_complete(out, kept=stats["kept"], sources=stats["sources"])
+    return stats
+
+
+def _seqkd_pairs(cfg: RunConfig, run_dir: Path, original):
+    """student-seqkd's training pairs (seqkd.train_on), generating the distilled corpus first when needed."""
+    from .seqkd import read_distilled, training_pairs
+
+    if cfg.seqkd.train_on == "original":
+        return list(original)
+    generate_labels(cfg, run_dir)
+    return training_pairs(original, read_distilled(run_dir / "distilled"), cfg.seqkd.train_on,
+                          cfg.seqkd.mix_ratio, seed=cfg.student_train.seed)
+
+
+def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] | None = None, resume: bool = False) -> dict:
+    """Train each named student: ``student-baseline`` on references only, ``student-kd`` with the teacher,
+    ``student-seqkd`` on the teacher's translations (default: :func:`student_names`).
 
     Returns ``{name: trainer}`` for the students trained now (their callbacks include the monitor).
     """
@@ -202,28 +257,36 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] = tuple(STUDEN
     splits = load_splits(run_dir / "data")
     tokenizer = load_tokenizer(run_dir)
     trainers = {}
-    for name in names:
-        if name not in STUDENTS:
-            raise RunDirError(f"unknown student '{name}'; choose from {', '.join(STUDENTS)}")
+    for name in student_names(cfg) if names is None else names:
+        if name not in STUDENTS and name != SEQKD_STUDENT:
+            raise RunDirError(f"unknown student '{name}'; choose from {', '.join([*STUDENTS, SEQKD_STUDENT])}")
         out = run_dir / name
         if is_complete(out):
             log.info("%s: complete, skipped", name)
             continue
+        train_pairs, uses_teacher = splits.train, STUDENTS.get(name)
+        if name == SEQKD_STUDENT:  # the teacher's translations as labels; the live teacher only with token KD
+            train_pairs, uses_teacher = _seqkd_pairs(cfg, run_dir, splits.train), cfg.seqkd.with_token_kd
         teacher_model, teacher_tok = load_seq2seq(run_dir / "teacher")
         check_same_vocabulary(teacher_tok, tokenizer, teacher_model, where=f"teacher in {run_dir / 'teacher'}")
-        # Both students start from the same derived weights, so KD is the only difference.
+        # Every student starts from the same derived weights, so its training signal is the only difference.
         student = derive_student(teacher_model, cfg.student, seed=cfg.student_train.seed)
-        uses_teacher = STUDENTS[name]
-        if uses_teacher and cfg.distill.teacher_cache:
+        if uses_teacher and cfg.distill.teacher_cache and name != SEQKD_STUDENT:
             teacher = _cached_teacher(cfg, run_dir, splits.train, tokenizer)
-        else:
+        else:  # (the cache holds the teacher on the references, not on the distilled targets: live teacher)
             teacher = LiveTeacher(teacher_model, bf16=cfg.student_train.bf16) if uses_teacher else None
         distill_cfg = cfg.distill if uses_teacher else None
-        callbacks = _monitor_callbacks(cfg, run_dir, name, teacher_model, tokenizer, splits)
+        teacher_params = teacher_model.num_parameters()
+        if name == SEQKD_STUDENT and not uses_teacher:  # the monitor runs the teacher: not while seq-KD trains
+            callbacks, teacher_model = [], None
+            log.info("%s: %d training pairs (seqkd.train_on=%s); teacher released, the monitor is off", name,
+                     len(train_pairs), cfg.seqkd.train_on)
+        else:
+            callbacks = _monitor_callbacks(cfg, run_dir, name, teacher_model, tokenizer, splits)
         log.info("%s: training %s parameters (teacher has %s)", name, f"{student.num_parameters():,}",
-                 f"{teacher_model.num_parameters():,}")
+                 f"{teacher_params:,}")
         started = time.time()
-        trainers[name] = train_seq2seq(student, tokenizer, splits.train, _dev_subset(cfg, splits), cfg.student_train,
+        trainers[name] = train_seq2seq(student, tokenizer, train_pairs, _dev_subset(cfg, splits), cfg.student_train,
                                        out, run_dir / "tb" / name, cfg.data.max_tokens, teacher=teacher,
                                        distill=distill_cfg, resume=resume, callbacks=callbacks)
         for monitor in callbacks:  # what the monitor saw, for the report's panel history
@@ -269,7 +332,8 @@ class _LogStream:
         pass
 
 
-def evaluate(cfg: RunConfig, run_dir: Path, models: tuple[str, ...] = ("teacher", *STUDENTS)) -> list[dict]:
+def evaluate(cfg: RunConfig, run_dir: Path,
+             models: tuple[str, ...] = ("teacher", *STUDENTS, SEQKD_STUDENT)) -> list[dict]:
     """Translate the test set with every model, measure quality, health, size and speed; write metrics."""
     from .data.corpus import load_splits
     from .evaluation.compare import evaluate_models, write_csv, write_json
@@ -343,6 +407,8 @@ def run(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> list[dict]
     train_teacher(cfg, run_dir, resume=resume)
     if cfg.distill.teacher_cache:
         cache_teacher(cfg, run_dir)
+    if cfg.seqkd.enabled and cfg.seqkd.train_on != "original":
+        generate_labels(cfg, run_dir)
     distill(cfg, run_dir, resume=resume)
     rows = evaluate(cfg, run_dir)
     report(cfg, run_dir)
@@ -370,5 +436,6 @@ def quick_visual_distill(run_dir: str | Path = "runs/visual", preset: str = "qui
     return next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, DistillationMonitor))
 
 
-__all__ = ["quick_visual_distill", "ConfigError", "RunDirError", "cache_teacher", "distill", "evaluate", "open_run", "prepare_data", "report", "run",
+__all__ = ["quick_visual_distill", "ConfigError", "RunDirError", "cache_teacher", "distill", "evaluate",
+           "generate_labels", "student_names", "open_run", "prepare_data", "report", "run",
            "train_teacher"]

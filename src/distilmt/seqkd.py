@@ -1,0 +1,311 @@
+"""Sequence-level KD (hard labels): the teacher translates the training sources once, the student learns from that.
+
+Kim & Rush (2016): a student trained on the teacher's beam-search translations of the training sources imitates the
+teacher's *sequence* distribution (its mode), not only its next-token distributions; and the student never needs
+the teacher while it trains — the labels are plain text on disk.
+
+On disk (``RUN_DIR/distilled/``)::
+
+    manifest.json           written before the first shard: the fingerprint (sha256 of the training sources, of
+                            the tokenizer, of the teacher's weights, of the generation settings) and the settings
+    shard-00000.tsv         source <TAB> label <TAB> teacher score, for sources [0, shard_size), in corpus order
+    shard-00000.nbest.jsonl the n-best of that shard (only when num_return_sequences > 1)
+    ...
+    train.tsv               source <TAB> label: every kept pair in the original order (filters applied)
+    nbest.jsonl             {"index", "source", "hypotheses": [{"text", "score"}, ...]} per source (n-best only)
+    stats.json              written last: counts (generated, kept, filtered by reason), throughput, the filters
+
+The *teacher score* of a translation is its mean log-probability per target token under the teacher at
+temperature 1, teacher-forced on the translation itself (every generated token up to and including the first
+end-of-sentence token): ``(1 / |y|) * sum_t log p_teacher(y_t | y_<t, x)``, always <= 0.
+
+Generation is resumable: each shard holds a fixed range of sources, its batches are formed inside the shard (sorted
+by source length, cut by a token budget) and sampling is seeded per shard, and it is written to a temporary file and
+renamed into place (``os.replace``) once complete. An interrupted run leaves only whole shards; a rerun continues from
+the first missing one and ends with the same files an uninterrupted run writes. A corpus whose fingerprint does not
+match the run's sources, tokenizer, teacher or generation settings is refused (:class:`LabelsError`), never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from .config import SeqKDConfig
+from .data.batching import token_batches
+from .data.readers import atomic_open, normalize, read_tsv, write_tsv
+
+log = logging.getLogger(__name__)
+
+FORMAT = "distilmt-distilled/1"
+MANIFEST, STATS, TRAIN, NBEST = "manifest.json", "stats.json", "train.tsv", "nbest.jsonl"
+GENERATION_KEYS = ("num_beams", "length_penalty", "max_new_tokens", "do_sample", "top_p", "temperature", "seed",
+                   "num_return_sequences", "batch_tokens", "shard_size")
+FILTER_KEYS = ("min_length_ratio", "max_length_ratio", "min_score")
+
+
+class LabelsError(ValueError):
+    """A distilled corpus that cannot be used as asked (made from other sources, teacher or settings)."""
+
+
+# -- fingerprint --------------------------------------------------------------------------------------
+def sources_fingerprint(sources: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's definition, without its padding/truncation state (which tokenizing with
+    ``truncation=True`` or ``pad`` changes on a fast tokenizer: the same tokenizer must keep one fingerprint)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        definition = json.loads(backend.to_str())
+        definition.pop("truncation", None)
+        definition.pop("padding", None)
+        text = json.dumps(definition, sort_keys=True, ensure_ascii=False)
+    else:
+        text = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    specials = json.dumps([tokenizer.pad_token_id, tokenizer.eos_token_id, len(tokenizer)])
+    return hashlib.sha256((text + specials).encode("utf-8")).hexdigest()
+
+
+def generation_settings(cfg: SeqKDConfig) -> dict:
+    """The settings that decide the generated shards (filters and training choices do not)."""
+    return {key: getattr(cfg, key) for key in GENERATION_KEYS}
+
+
+def labels_fingerprint(sources: Sequence[str], tokenizer_id: str, teacher_id: str, cfg: SeqKDConfig) -> dict:
+    settings = generation_settings(cfg)
+    return {"sources": sources_fingerprint(sources), "tokenizer": tokenizer_id, "teacher": teacher_id,
+            "generation": hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()}
+
+
+_WHAT = {"sources": "other training sources", "tokenizer": "another tokenizer", "teacher": "another teacher"}
+
+
+def check_manifest(out_dir: Path, expected: dict, cfg: SeqKDConfig, rebuild_hint: str) -> None:
+    """Refuse a distilled corpus made from anything else than what it is used with now."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        return
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise LabelsError(f"{path}: unreadable manifest; {rebuild_hint}") from None
+    stored = manifest.get("fingerprint", {})
+    for key in ("sources", "tokenizer", "teacher"):
+        if stored.get(key) != expected[key]:
+            raise LabelsError(f"{out_dir}: this distilled corpus was made from {_WHAT[key]} than the run's "
+                              f"(fingerprint mismatch); {rebuild_hint}")
+    if stored.get("generation") != expected["generation"]:
+        was, now = manifest.get("settings", {}), generation_settings(cfg)
+        changed = next((f"seqkd.{k}: {was.get(k)!r} there, {now[k]!r} now" for k in GENERATION_KEYS
+                        if was.get(k) != now[k]), "generation settings")
+        raise LabelsError(f"{out_dir}: this distilled corpus was generated with other settings ({changed}); "
+                          f"{rebuild_hint}")
+
+
+# -- generation ---------------------------------------------------------------------------------------
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.tsv"
+
+
+def _max_positions(model, tokenizer) -> int:
+    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    return min([int(x) for x in limits if isinstance(x, int) and 0 < x < 10**9] or [1024])
+
+
+@torch.no_grad()
+def translate_scored(model, tokenizer, sources: Sequence[str], cfg: SeqKDConfig,
+                     seed: int | None = None) -> list[list[tuple[str, float]]]:
+    """The teacher's ``cfg.num_return_sequences`` translations of each source with their teacher scores.
+
+    Sources are sorted by length and cut into batches of at most ``cfg.batch_tokens`` source tokens
+    (:func:`~distilmt.data.batching.token_batches`); results come back in input order, best hypothesis first (the
+    order ``generate`` returns them in). With ``cfg.do_sample`` the draws are seeded by ``seed``.
+    """
+    if not sources:
+        return []
+    model.eval()
+    device = model.device
+    limit = _max_positions(model, tokenizer)
+    encoded = tokenizer(list(sources), truncation=True, max_length=limit)["input_ids"]
+    n = cfg.num_return_sequences
+    options = dict(num_beams=cfg.num_beams, length_penalty=cfg.length_penalty, do_sample=cfg.do_sample,
+                   max_new_tokens=min(cfg.max_new_tokens, limit), num_return_sequences=n)
+    if cfg.do_sample:
+        options.update(top_p=cfg.top_p, temperature=cfg.temperature)
+    results: list[list[tuple[str, float]]] = [[] for _ in sources]
+    with torch.random.fork_rng(devices=[] if device.type != "cuda" else None, enabled=cfg.do_sample):
+        if cfg.do_sample:
+            torch.manual_seed(cfg.seed if seed is None else seed)
+        for batch in token_batches([len(ids) for ids in encoded], cfg.batch_tokens, seed=0):
+            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+            input_ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
+            sequences = model.generate(input_ids=input_ids, attention_mask=mask, **options)
+            scores = sequence_scores(model, input_ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
+                                     sequences, tokenizer.eos_token_id)
+            for row, (ids, score) in enumerate(zip(sequences.tolist(), scores.tolist())):
+                text = normalize(tokenizer.decode(ids, skip_special_tokens=True))
+                results[batch[row // n]].append((text, float(score)))
+    return results
+
+
+@torch.no_grad()
+def sequence_scores(model, input_ids, attention_mask, sequences, eos_token_id: int) -> torch.Tensor:
+    """Mean log-probability per target token of each generated sequence under ``model`` (T = 1, teacher-forced).
+
+    ``sequences`` start with the decoder start token, as ``generate`` returns them; the scored tokens are every
+    later token up to and including the first end-of-sentence token (what follows is padding).
+    """
+    decoder_input, targets = sequences[:, :-1], sequences[:, 1:]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input,
+                   use_cache=False).logits.float()
+    token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    is_eos = (targets == eos_token_id).long()
+    keep = (torch.cumsum(is_eos, dim=1) - is_eos) == 0  # up to and including the first EOS
+    return (token_logp * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+def build_distilled(out_dir: str | Path, sources: Sequence[str], tokenizer, load_teacher: Callable[[], object],
+                    cfg: SeqKDConfig, fingerprint: dict, rebuild_hint: str = "delete the directory and run again",
+                    on_shard: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Write (or complete) the distilled corpus in ``out_dir``; returns its stats.
+
+    ``load_teacher()`` gives the teacher model; it is called only when a shard is missing. ``on_shard(done, total,
+    info)`` is called after each shard written now (``info``: sentences, seconds, sentences_per_s). A complete
+    corpus made with the same fingerprint is not regenerated; only ``train.tsv`` is reassembled when the filters
+    changed. A stale one is refused (:class:`LabelsError`).
+    """
+    out_dir = Path(out_dir)
+    check_manifest(out_dir, fingerprint, cfg, rebuild_hint)
+    stats_path = out_dir / STATS
+    if stats_path.is_file():
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        if stats.get("filters") == _filters(cfg):
+            return stats
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_shards = max(1, -(-len(sources) // cfg.shard_size))
+    if not (out_dir / MANIFEST).is_file():
+        with atomic_open(out_dir / MANIFEST) as f:
+            json.dump({"format": FORMAT, "fingerprint": fingerprint, "settings": generation_settings(cfg),
+                       "n_sources": len(sources), "n_shards": n_shards}, f, indent=1)
+    missing = [i for i in range(n_shards) if not (out_dir / shard_name(i)).is_file()]
+    generated, seconds = 0, 0.0
+    if missing:
+        teacher = load_teacher()
+        log.info("generate-labels: %d of %d shards to translate (%d sources, beam %d%s)", len(missing), n_shards,
+                 len(sources), cfg.num_beams, ", sampling" if cfg.do_sample else "")
+        for index in missing:
+            chunk = sources[index * cfg.shard_size:(index + 1) * cfg.shard_size]
+            started = time.perf_counter()
+            hyps = translate_scored(teacher, tokenizer, chunk, cfg, seed=cfg.seed * 1_000_003 + index)
+            took = time.perf_counter() - started
+            if cfg.num_return_sequences > 1:
+                with atomic_open(out_dir / shard_name(index).replace(".tsv", ".nbest.jsonl")) as f:
+                    for offset, (source, nbest) in enumerate(zip(chunk, hyps)):
+                        f.write(json.dumps({"index": index * cfg.shard_size + offset, "source": source,
+                                            "hypotheses": [{"text": t, "score": round(s, 6)} for t, s in nbest]},
+                                           ensure_ascii=False) + "\n")
+            write_tsv(((s, h[0][0], f"{h[0][1]:.6f}") for s, h in zip(chunk, hyps)), out_dir / shard_name(index))
+            generated, seconds = generated + len(chunk), seconds + took
+            info = {"sentences": len(chunk), "seconds": took, "sentences_per_s": len(chunk) / max(took, 1e-9)}
+            log.info("generate-labels: shard %d/%d written (%d sentences, %.1f sentences/s)", index + 1, n_shards,
+                     len(chunk), info["sentences_per_s"])
+            if on_shard is not None:
+                on_shard(index + 1, n_shards, info)
+    stats = _assemble(out_dir, sources, cfg, n_shards)
+    if generated:
+        stats.update(generated_now=generated, seconds=round(seconds, 2),
+                     sentences_per_s=round(generated / max(seconds, 1e-9), 2))
+        log.info("generate-labels: %d sentences in %.1fs, %.1f sentences/s", generated, seconds,
+                 stats["sentences_per_s"])
+    elif stats_path.is_file():  # reassembled for new filters: keep the throughput of the generation
+        old = json.loads(stats_path.read_text(encoding="utf-8"))
+        stats.update({k: old[k] for k in ("generated_now", "seconds", "sentences_per_s") if k in old})
+    with atomic_open(stats_path) as f:
+        json.dump(stats, f, indent=1)
+    return stats
+
+
+def _filters(cfg: SeqKDConfig) -> dict:
+    return {key: getattr(cfg, key) for key in FILTER_KEYS}
+
+
+def filter_reason(source: str, label: str, score: float, cfg: SeqKDConfig) -> str | None:
+    """Why a distilled pair is dropped (empty, length_ratio, score), or None when it is kept.
+
+    The length ratio is target words / source words; each pair counts under the first filter it fails.
+    """
+    if not label.strip():
+        return "empty"
+    ratio = len(label.split()) / max(1, len(source.split()))
+    if (cfg.min_length_ratio and ratio < cfg.min_length_ratio) or (cfg.max_length_ratio and ratio > cfg.max_length_ratio):
+        return "length_ratio"
+    if cfg.min_score is not None and score < cfg.min_score:
+        return "score"
+    return None
+
+
+def _assemble(out_dir: Path, sources: Sequence[str], cfg: SeqKDConfig, n_shards: int) -> dict:
+    """train.tsv (and nbest.jsonl) from the shards in corpus order, with the filters applied; the counts."""
+    kept, filtered, scores = [], {"empty": 0, "length_ratio": 0, "score": 0}, []
+    rows = [row for i in range(n_shards) for row in read_tsv(out_dir / shard_name(i), columns=3)]
+    if [row[0] for row in rows] != list(sources):
+        raise LabelsError(f"{out_dir}: the shards do not hold the run's training sources in order; "
+                          "delete the directory (or pass --rebuild) and generate again")
+    for source, label, score in rows:
+        scores.append(float(score))
+        reason = filter_reason(source, label, float(score), cfg)
+        if reason is None:
+            kept.append((source, label))
+        else:
+            filtered[reason] += 1
+    write_tsv(kept, out_dir / TRAIN)
+    if cfg.num_return_sequences > 1:
+        with atomic_open(out_dir / NBEST) as f:
+            for i in range(n_shards):
+                f.write((out_dir / shard_name(i).replace(".tsv", ".nbest.jsonl")).read_text(encoding="utf-8"))
+    log.info("generate-labels: %d of %d pairs kept (filtered: %d empty, %d by length ratio, %d by teacher score)",
+             len(kept), len(rows), filtered["empty"], filtered["length_ratio"], filtered["score"])
+    return {"format": FORMAT, "sources": len(rows), "kept": len(kept), "filtered": filtered,
+            "filtered_total": sum(filtered.values()), "mean_score": round(sum(scores) / max(len(scores), 1), 4),
+            "filters": _filters(cfg)}
+
+
+def read_distilled(out_dir: str | Path) -> list[tuple[str, str]]:
+    """The kept (source, teacher translation) pairs of a complete distilled corpus, in corpus order."""
+    out_dir = Path(out_dir)
+    if not (out_dir / STATS).is_file():
+        raise LabelsError(f"{out_dir}: no complete distilled corpus; run `distilmt generate-labels` first")
+    return [(s, t) for s, t in read_tsv(out_dir / TRAIN, columns=2)]
+
+
+def training_pairs(original: Sequence[tuple[str, str]], distilled: Sequence[tuple[str, str]], train_on: str,
+                   mix_ratio: float = 1.0, seed: int = 0) -> list[tuple[str, str]]:
+    """What student-seqkd learns from (``seqkd.train_on``).
+
+    * ``original``: the reference pairs as they are;
+    * ``distilled``: the kept teacher translations;
+    * ``mix``: every original pair, followed by a seeded random sample of ``round(mix_ratio * len(distilled))``
+      distilled pairs (in corpus order); ``mix_ratio = 1`` gives both full sets (a source then appears twice,
+      once with its reference and once with the teacher's translation).
+    """
+    if train_on == "original":
+        return list(original)
+    if train_on == "distilled":
+        return list(distilled)
+    if train_on != "mix":
+        raise ValueError(f"train_on={train_on!r}: expected original, distilled or mix")
+    count = round(mix_ratio * len(distilled))
+    chosen = sorted(random.Random(seed).sample(range(len(distilled)), count))
+    return list(original) + [distilled[i] for i in chosen]
