@@ -38,13 +38,15 @@ def teacher_dir(tmp_path_factory, tokenizer_dir, verse_pairs) -> Path:
 
     from conftest import TINY_TEACHER
 
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    quiet, level = logging.getLogger("transformers"), logging.getLogger("transformers").level
+    quiet.setLevel(logging.ERROR)  # no max_length / max_new_tokens chatter from generate while it trains
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     model = build_model(TeacherConfig(**TINY_TEACHER), tokenizer, seed=0)
     work = tmp_path_factory.mktemp("seqkd-teacher")
     cfg = TrainConfig(max_steps=300, batch_tokens=1200, warmup_steps=10, learning_rate=5e-3, label_smoothing=0.0,
                       bf16=False, eval_every_epoch=False)
     train_seq2seq(model, tokenizer, verse_pairs[:600], [], cfg, work / "train", work / "tb", 24)
+    quiet.setLevel(level)
     return work / "train"
 
 
@@ -163,7 +165,8 @@ def test_filters_count_what_they_drop_and_only_reassemble(tmp_path, tokenizer, t
             expected[reason] += 1
     assert stats["filtered"] == expected and expected["length_ratio"] > 0 and expected["score"] > 0
     assert stats["kept"] == 60 - sum(expected.values()) == len(read_distilled(tmp_path / "d"))
-    assert all(float(s) >= strict.min_score for s_, label, s in rows if (s_, label) in set(read_distilled(tmp_path / "d")))
+    kept = set(read_distilled(tmp_path / "d"))
+    assert all(float(score) >= strict.min_score for source, label, score in rows if (source, label) in kept)
     assert filter_reason("a b", "", 0.0, cfg) == "empty"
     assert filter_reason("a b c d", "x", -0.1, dataclasses.replace(cfg, min_length_ratio=0.5)) == "length_ratio"
     assert filter_reason("a b", "x y", -2.0, dataclasses.replace(cfg, min_score=-1.0)) == "score"

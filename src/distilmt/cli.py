@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
-        print("distilmt: interrupted; continue with the same command and --resume", file=sys.stderr)
+        again = "the same command" + ("" if args.command in ("generate-labels", "cache-teacher") else " and --resume")
+        print(f"distilmt: interrupted; continue with {again}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
         from .cache import CacheError

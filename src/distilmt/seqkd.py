@@ -249,7 +249,8 @@ def filter_reason(source: str, label: str, score: float, cfg: SeqKDConfig) -> st
     if not label.strip():
         return "empty"
     ratio = len(label.split()) / max(1, len(source.split()))
-    if (cfg.min_length_ratio and ratio < cfg.min_length_ratio) or (cfg.max_length_ratio and ratio > cfg.max_length_ratio):
+    too_short = cfg.min_length_ratio and ratio < cfg.min_length_ratio
+    if too_short or (cfg.max_length_ratio and ratio > cfg.max_length_ratio):
         return "length_ratio"
     if cfg.min_score is not None and score < cfg.min_score:
         return "score"
