@@ -243,3 +243,39 @@ def test_example_index_is_added_only_when_asked(tokenizer, verse_pairs):
     batch = collator([indexed[4], indexed[1]])
     assert batch["example_index"].tolist() == [4, 1]
     assert torch.equal(batch["labels"], collator([plain[4], plain[1]])["labels"])
+
+
+def test_other_divergences_train_from_the_cache_on_its_dense_logits(tmp_path, tokenizer, tiny_teacher, verse_pairs):
+    from distilmt.config import ConfigError
+    from distilmt.losses import skew_kl, target_mask
+    from distilmt.training import DistilTrainer, train_seq2seq
+
+    pairs, dev = verse_pairs[:40], verse_pairs[40:42]
+    teacher_id = teacher_fingerprint(tiny_teacher)
+    build_teacher_cache(tmp_path / "cache", pairs, tokenizer, tiny_teacher, teacher_id=teacher_id, max_tokens=24,
+                        top_k=8, shard_size=40)
+    teacher = CachedTeacher.open(tmp_path / "cache", pairs, tokenizer, teacher_id, max_tokens=24)
+    # skew KL on the cache's dense -inf logits: finite, and what the loss function gives on them.
+    batch = _batch(pairs, tokenizer, tiny_teacher, range(3), max_tokens=24)
+    student = build_model(TeacherConfig(**{**TINY_TEACHER, "decoder_layers": 1}), tokenizer, seed=2)
+    logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     decoder_input_ids=batch["decoder_input_ids"]).logits
+    value, _ = skew_kl(logits, teacher.logits(batch), target_mask(batch["labels"]), alpha=0.5, temperature=2.0)
+    value.backward()
+    assert torch.isfinite(value) and value > 0
+    assert all(torch.isfinite(p.grad).all() for p in student.parameters() if p.grad is not None)
+
+    cfg = TrainConfig(learning_rate=3e-3, warmup_steps=1, max_steps=2, batch_tokens=200, bf16=False,
+                      eval_every_epoch=False)
+    distill = DistillConfig(alpha=0.5, beta=0.5, temperature=2.0, teacher_cache=True, divergence="tvd")
+    trainer = train_seq2seq(student, tokenizer, pairs, dev, cfg, tmp_path / "kd", tmp_path / "tb", 24,
+                            teacher=teacher, distill=distill)
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert trainer.state.global_step == 2 and logged
+    assert all(np.isfinite(h["kd"]) and h["kd"] > 0 for h in logged)
+
+    # The reverse KL is infinite on a truncated distribution: refused, even when the config did not say cache.
+    with pytest.raises(ConfigError, match="distill.divergence: reverse_kl"):
+        DistilTrainer(model=student, args=trainer.args, train_dataset=trainer.train_dataset,
+                      data_collator=trainer.data_collator, teacher=teacher,
+                      distill=DistillConfig(divergence="reverse_kl"))

@@ -571,3 +571,81 @@ def test_mutual_kl_is_forward_kl_with_the_peer_detached():
     assert peer.grad is None and mine.grad is not None
     padded = torch.cat([STUDENT, torch.randn(1, 1, 2)], 1), torch.cat([TEACHER, torch.randn(1, 1, 2)], 1)
     assert float(mutual_kl(*padded, torch.tensor([[True, False]]))[0]) == pytest.approx(kl(P, Q))
+
+
+# -- token_kd_objective with each divergence (distill.divergence) ----------------------------------------------
+
+def _softmax(logits, t):
+    exps = [math.exp(z / t) for z in logits]
+    return [e / sum(exps) for e in exps]
+
+
+def _mix(a, b, w):
+    return [w * x + (1 - w) * y for x, y in zip(a, b)]
+
+
+# Two positions, three tokens; the second position is padding (label -100) with logits that would count if unmasked.
+_T_LOGITS = [0.0, math.log(3.0), -1.0]
+_S_LOGITS = [0.5, 0.0, 0.2]
+_KD_TEACHER = torch.tensor([[_T_LOGITS, [5.0, -5.0, 0.0]]])
+_KD_STUDENT = torch.tensor([[_S_LOGITS, [-4.0, 4.0, 1.0]]])
+_KD_LABELS = torch.tensor([[1, -100]])
+
+
+def _hand_divergence(name, p, q, b):
+    if name == "forward_kl":
+        return kl(p, q)
+    if name == "reverse_kl":
+        return kl(q, p)
+    if name == "jsd":
+        m = _mix(p, q, b)
+        return b * kl(p, m) + (1 - b) * kl(q, m)
+    if name == "skew_kl":
+        return kl(p, _mix(p, q, b))
+    return 0.5 * sum(abs(x - y) for x, y in zip(p, q))
+
+
+@pytest.mark.parametrize("name", ["forward_kl", "reverse_kl", "jsd", "skew_kl", "tvd"])
+def test_token_kd_objective_uses_the_chosen_divergence(name):
+    t, alpha, beta, b = 2.0, 0.7, 0.4, 0.3
+    p, q = _softmax(_T_LOGITS, t), _softmax(_S_LOGITS, t)
+    kd = _hand_divergence(name, p, q, b) * t**2
+    ce = -math.log(_softmax(_S_LOGITS, 1.0)[1])
+    terms = token_kd_objective(_KD_STUDENT, _KD_TEACHER, _KD_LABELS, alpha=alpha, beta=beta, temperature=t,
+                               divergence=name, divergence_beta=b)
+    assert terms["n_tokens"] == 1
+    assert terms["kd"].item() == pytest.approx(kd, abs=1e-6)
+    assert terms["ce"].item() == pytest.approx(ce, abs=1e-6)
+    assert terms["total"].item() == pytest.approx(alpha * kd + beta * ce, abs=1e-6)
+
+
+def test_token_kd_objective_default_divergence_is_todays_forward_kl():
+    today = token_kd_objective(_KD_STUDENT, _KD_TEACHER, _KD_LABELS, alpha=0.5, beta=0.5, temperature=2.0)
+    chosen = token_kd_objective(_KD_STUDENT, _KD_TEACHER, _KD_LABELS, alpha=0.5, beta=0.5, temperature=2.0,
+                                divergence="forward_kl")
+    assert torch.equal(today["total"], chosen["total"])
+
+
+@pytest.mark.parametrize("name", ["jsd", "skew_kl", "tvd"])
+def test_divergences_on_a_truncated_teacher_with_minus_inf_are_finite(name):
+    # A teacher cache's dense logits: log-probabilities at the top k, -inf elsewhere (teacher p = [0.25, 0, 0.75]).
+    teacher = torch.tensor([[[math.log(0.25), float("-inf"), math.log(0.75)]]])
+    student = torch.tensor([[_S_LOGITS]], requires_grad=True)
+    t, b = 2.0, 0.5
+    p = _softmax([math.log(0.25), -math.inf, math.log(0.75)], t)
+    q = _softmax(_S_LOGITS, t)
+    terms = token_kd_objective(student, teacher, torch.tensor([[2]]), alpha=1.0, beta=0.0, temperature=t,
+                               divergence=name, divergence_beta=b)
+    assert terms["kd"].item() == pytest.approx(_hand_divergence(name, p, q, b) * t**2, abs=1e-6)
+    terms["total"].backward()
+    assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+
+
+def test_token_kd_objective_refuses_a_top_k_signal_for_other_divergences():
+    ids, logp = torch.tensor([[[0, 2]]]), torch.tensor([[[math.log(0.25), math.log(0.75)]]])
+    with pytest.raises(ValueError, match="only forward_kl"):
+        token_kd_objective(STUDENT.new_zeros(1, 1, 3), None, torch.tensor([[1]]), alpha=1.0, beta=0.0,
+                           temperature=1.0, teacher_topk=(ids, logp), divergence="jsd")
+    with pytest.raises(ValueError, match="unknown divergence 'kl'"):
+        token_kd_objective(_KD_STUDENT, _KD_TEACHER, _KD_LABELS, alpha=1.0, beta=0.0, temperature=1.0,
+                           divergence="kl")

@@ -8,6 +8,7 @@ from, the adapters are trained but never exported, and misconfigurations fail wi
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -239,3 +240,52 @@ def test_adapters_live_in_checkpoints_so_a_killed_run_resumes_exactly(tmp_path, 
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     exported = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert not any("adapter" in k for k in exported)
+
+
+# -- the token-KD divergence (distill.divergence) --------------------------------------------------------------
+
+def test_training_with_the_jsd_divergence_runs_and_logs(tmp_path, tokenizer, tiny_teacher, verse_pairs):
+    from distilmt.config import TeacherConfig
+    from distilmt.losses import generalized_jsd, label_smoothed_cross_entropy, target_mask
+    from distilmt.models.build import build_model
+
+    from conftest import TINY_TEACHER
+
+    student = build_model(TeacherConfig(**{**TINY_TEACHER, "decoder_layers": 1}), tokenizer, seed=7)
+    distill = DistillConfig(alpha=0.5, beta=0.5, temperature=2.0, divergence="jsd", divergence_beta=0.3)
+    trainer = _trainer(tmp_path, tokenizer, verse_pairs[:16], student, tiny_teacher, distill, steps=2)
+    # The loss of a batch is (alpha * T^2 * JSD_0.3(student, teacher) + beta * CE_ls) / tokens, from separate passes.
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "decoder_input_ids")}
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+        student_logits, teacher_logits = trainer.model(**inputs).logits, tiny_teacher(**inputs).logits
+    mask = target_mask(batch["labels"])
+    jsd, n = generalized_jsd(student_logits, teacher_logits, mask, beta=0.3, temperature=2.0)
+    ce, _ = label_smoothed_cross_entropy(student_logits, batch["labels"], 0.1)
+    torch.testing.assert_close(loss, (0.5 * 4.0 * jsd + 0.5 * ce) / n, rtol=1e-5, atol=1e-6)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert trainer.state.global_step == 2 and len(logged) == 2
+    assert all(math.isfinite(h["kd"]) and h["kd"] > 0 for h in logged)
+
+
+@pytest.mark.parametrize("values, field, words", [
+    ({"divergence": "kl"}, "distill.divergence", "forward_kl, reverse_kl, jsd, skew_kl, tvd"),
+    ({"divergence_beta": 1.5}, "distill.divergence_beta", "[0, 1]"),
+    ({"divergence": "reverse_kl", "teacher_cache": True}, "distill.divergence", "teacher_cache to false"),
+    ({"divergence": "jsd", "divergence_beta": 1, "teacher_cache": True}, "distill.divergence", "reverse KL"),
+])
+def test_bad_divergence_settings_fail_with_one_clear_sentence(values, field, words):
+    from distilmt.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError) as err:
+        from_dict(DistillConfig, values, "distill")
+    message = str(err.value)
+    assert message.startswith(field + ":") and words in message and "\n" not in message
+
+
+def test_cache_friendly_divergences_are_accepted_with_the_cache():
+    for name in ("forward_kl", "jsd", "skew_kl", "tvd"):
+        assert DistillConfig(teacher_cache=True, divergence=name, divergence_beta=0.5).divergence == name

@@ -139,6 +139,11 @@ class DistillConfig:
     alpha: float = _help("weight of the KD term  alpha * T^2 * KL(p_teacher^T || p_student^T)", 0.5)
     beta: float = _help("weight of the label-smoothed cross-entropy on the reference", 0.5)
     temperature: float = _help("softmax temperature T applied to teacher and student logits", 2.0)
+    divergence: str = _help("divergence of the token-level KD term on the references: forward_kl (default), "
+                            "reverse_kl, jsd, skew_kl or tvd (the on-policy term has its own "
+                            "on_policy_divergence)", "forward_kl")
+    divergence_beta: float = _help("beta of distill.divergence=jsd (alpha of skew_kl), in [0, 1]; ignored by the "
+                                   "others", 0.5)
     teacher_cache: bool = _help("read the teacher's top-k probabilities from RUN_DIR/teacher-cache (built once by "
                                 "`distilmt cache-teacher`) instead of running the teacher in every step", False)
     cache_top_k: int = _help("token ids (and probabilities) kept per target token in the teacher cache", 16)
@@ -202,9 +207,25 @@ class DistillConfig:
                f"{self.cache_top_k!r} must be a whole number >= 1 (16 is a good start)")
         _check(self.cache_dtype in ("float16", "float32"), "distill.cache_dtype",
                f"'{self.cache_dtype}' is not float16 or float32")
+        self._check_divergence()
         self._check_schedules()
         self._check_intermediate()
         self._check_online()
+
+    def _check_divergence(self) -> None:
+        from .losses import DIVERGENCES
+
+        _check(self.divergence in DIVERGENCES, "distill.divergence",
+               f"'{self.divergence}' is not one of {', '.join(DIVERGENCES)}")
+        _check(isinstance(self.divergence_beta, (int, float)) and not isinstance(self.divergence_beta, bool)
+               and 0 <= self.divergence_beta <= 1, "distill.divergence_beta",
+               f"{self.divergence_beta!r} must be a number in [0, 1] (0.5 is a good start)")
+        if self.teacher_cache:  # the cache is the teacher's top k, 0 elsewhere: KL(student || teacher) is infinite
+            reverse = self.divergence == "reverse_kl" or (self.divergence == "jsd" and self.divergence_beta == 1)
+            what = "jsd with divergence_beta 1 (the reverse KL)" if self.divergence == "jsd" else "reverse_kl"
+            _check(not reverse, "distill.divergence",
+                   f"{what} is infinite on the teacher cache's truncated top-k distribution: choose forward_kl, jsd "
+                   "(divergence_beta < 1), skew_kl or tvd, or set distill.teacher_cache to false")
 
     def _check_schedules(self) -> None:
         from .schedules import SCHEDULES

@@ -249,24 +249,37 @@ DIVERGENCES = {
 def token_kd_objective(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor,
                        alpha: float, beta: float, temperature: float, label_smoothing: float = 0.0,
                        ignore_index: int = IGNORE_INDEX,
-                       teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Token-level KD: ``alpha * T^2 * KL(p_t^T || p_s^T) + beta * CE_ls(student, reference)``, as sums.
+                       teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       divergence: str = "forward_kl", divergence_beta: float = 0.5) -> dict[str, torch.Tensor]:
+    """Token-level KD: ``alpha * T^2 * D(p_t^T, p_s^T) + beta * CE_ls(student, reference)``, as sums.
 
-    Returns the summed terms ``{"kd", "ce", "total", "n_tokens"}``; divide by the global target-token count.
-    With ``teacher_logits=None`` (no teacher) the KD term is 0 and only ``beta * CE`` remains.
-    ``teacher_topk=(ids, log_probs)`` (a teacher cache) takes the place of ``teacher_logits``: the KL is then
-    :func:`sparse_forward_kl` on the k stored entries.
+    ``D`` is the divergence called ``divergence`` in :data:`DIVERGENCES` (default ``forward_kl``, i.e.
+    ``KL(p_t^T || p_s^T)``); ``divergence_beta`` is the JSD's beta and the skew KL's alpha (see
+    :func:`divergence_sum`). Returns the summed terms ``{"kd", "ce", "total", "n_tokens"}``; divide by the global
+    target-token count. With ``teacher_logits=None`` (no teacher) the KD term is 0 and only ``beta * CE`` remains.
+    ``teacher_topk=(ids, log_probs)`` (a teacher cache) takes the place of ``teacher_logits`` for the forward KL
+    only: the KL is then :func:`sparse_forward_kl` on the k stored entries. Any other divergence needs the dense
+    ``teacher_logits`` (for a cache: ``-inf`` outside the top k, see :meth:`CachedTeacher.logits`).
     """
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"unknown divergence '{divergence}'; choose one of {', '.join(DIVERGENCES)}")
     ce, n_tokens = label_smoothed_cross_entropy(student_logits, labels, label_smoothing, ignore_index)
     if teacher_topk is not None and alpha != 0:
+        if divergence != "forward_kl":
+            raise ValueError(f"a top-k teacher signal supports only forward_kl, not {divergence}: pass the dense "
+                             "teacher_logits (CachedTeacher.logits) instead")
         kl, _ = sparse_forward_kl(student_logits, teacher_topk[0], teacher_topk[1],
                                   target_mask(labels, ignore_index), temperature)
         kd = kl * temperature**2
     elif teacher_logits is None or alpha == 0:
         kd = torch.zeros((), device=ce.device)
-    else:
+    elif divergence == "forward_kl":
         kl, _ = forward_kl(student_logits, teacher_logits, target_mask(labels, ignore_index), temperature)
         kd = kl * temperature**2
+    else:
+        div, _ = divergence_sum(divergence, student_logits, teacher_logits, target_mask(labels, ignore_index),
+                                temperature, beta=divergence_beta)
+        kd = div * temperature**2
     total = alpha * kd + beta * ce
     return {"kd": kd, "ce": ce, "total": total, "n_tokens": n_tokens}
 

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class DistilTrainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer whose loss is ``alpha * T^2 * KL + beta * CE_ls`` (plain CE when there is no teacher),
+    """Seq2SeqTrainer whose loss is ``alpha * T^2 * D + beta * CE_ls`` (plain CE when there is no teacher), with
+    D the divergence ``distill.divergence`` (forward KL by default; a teacher cache gives it on its top k),
     plus ``hidden_weight * hidden + attention_weight * attention`` when those terms are on.
 
     Every term is a sum over positions divided once by the global target-token count (over accumulation
@@ -77,6 +78,14 @@ class DistilTrainer(Seq2SeqTrainer):
 
             raise ConfigError("distill.mutual: the trainer's model must be a distilmt.mutual.MutualPair of two "
                               "students (train_seq2seq builds one for you)")
+        d = self.distill
+        if hasattr(self.teacher, "topk") and d.uses_kd and (
+                d.divergence == "reverse_kl" or (d.divergence == "jsd" and d.divergence_beta == 1)):
+            from .config import ConfigError
+
+            raise ConfigError(f"distill.divergence: {d.divergence} (the reverse KL) is infinite on a teacher cache's "
+                              "truncated top-k distribution: choose forward_kl, jsd (divergence_beta < 1), skew_kl "
+                              "or tvd, or use a live teacher")
 
     ADAPTERS = "distil_adapters"
     ENSEMBLE = "distil_ensemble"
@@ -188,7 +197,8 @@ class DistilTrainer(Seq2SeqTrainer):
             teacher_logits, teacher_topk = self._teacher_signal(inputs, now, model.training)
         terms = token_kd_objective(outputs.logits, teacher_logits, labels, alpha=now["alpha"], beta=now["beta"],
                                    temperature=now["temperature"], label_smoothing=self.label_smoothing,
-                                   teacher_topk=teacher_topk)
+                                   teacher_topk=teacher_topk, divergence=d.divergence,
+                                   divergence_beta=d.divergence_beta)
         if on_policy:
             terms["kd"] = self._on_policy_kd(model, inputs, now["temperature"])
             terms["total"] = now["alpha"] * terms["kd"] + now["beta"] * terms["ce"]
@@ -212,8 +222,10 @@ class DistilTrainer(Seq2SeqTrainer):
         """(teacher_logits, teacher_topk) for the KD term on the reference batch; both None without KD."""
         if self.teacher is None or not self.distill.uses_kd or not training:
             return None, None
-        if hasattr(self.teacher, "topk"):  # a sparse signal (teacher cache): KL on its k entries only
-            return None, self.teacher.topk(inputs)
+        if hasattr(self.teacher, "topk"):  # a teacher cache: forward KL on its k entries only, else dense -inf logits
+            if self.distill.divergence == "forward_kl":
+                return None, self.teacher.topk(inputs)
+            return self.teacher.logits(inputs), None
         return self._teacher_logits(inputs, now["temperature"]), None
 
     def _on_policy_kd(self, model, inputs, temperature: float) -> torch.Tensor:
@@ -260,7 +272,8 @@ class DistilTrainer(Seq2SeqTrainer):
         both = []
         for mine, peer in ((out_a.logits, out_b.logits), (out_b.logits, out_a.logits)):
             terms = token_kd_objective(mine, teacher_logits, labels, alpha=now["alpha"], beta=now["beta"],
-                                       temperature=t, label_smoothing=self.label_smoothing, teacher_topk=teacher_topk)
+                                       temperature=t, label_smoothing=self.label_smoothing, teacher_topk=teacher_topk,
+                                       divergence=d.divergence, divergence_beta=d.divergence_beta)
             terms["mutual"] = mutual_kl(mine, peer, mask, t)[0] * t**2
             terms["total"] = terms["total"] + d.mutual_weight * terms["mutual"]
             both.append(terms)
