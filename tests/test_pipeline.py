@@ -150,3 +150,48 @@ def test_teacher_with_another_vocabulary_is_refused(tmp_path, capsys, verse_pair
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "vocabulary" in err[0] and "teacher" in err[0]
     assert not (run_dir / "student-kd").exists()
+
+
+def test_distill_trains_student_kd_from_the_listed_teacher_ensemble(tmp_path, capsys):
+    from distilmt import pipeline
+    from distilmt.config import TeacherConfig
+    from distilmt.models.build import build_model
+    from distilmt.pipeline import load_tokenizer
+    from distilmt.teachers import EnsembleTeacher
+
+    from conftest import TINY_TEACHER
+
+    run_dir, first, second = tmp_path / "run", tmp_path / "teacher-a", tmp_path / "teacher-b"
+    assert main(["prepare-data", "--config", str(write_config(tmp_path)), "--set", "monitor.enabled=false",
+                 "--set", f"distill.teachers=['{first}', '{second}']", "--set", "distill.teacher_weights=[1, 3]",
+                 "--run-dir", str(run_dir)]) == 0
+    tokenizer = load_tokenizer(run_dir)
+    for directory, seed in ((run_dir / "teacher", 0), (first, 1), (second, 2)):
+        build_model(TeacherConfig(**TINY_TEACHER), tokenizer, seed=seed).save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+    (run_dir / "teacher" / ".complete").write_text("{}")
+
+    cfg = pipeline.open_run(run_dir)
+    trainer = pipeline.distill(cfg, run_dir, ("student-kd",))["student-kd"]
+    assert isinstance(trainer.teacher, EnsembleTeacher)
+    assert len(trainer.teacher.teachers) == 2  # the listed teachers only: the run's own teacher is not added
+    assert trainer.teacher.weights().tolist() == pytest.approx([0.25, 0.75])
+    assert trainer.state.global_step == 4
+    assert all(h["kd"] > 0 for h in trainer.state.log_history if "loss" in h)
+    assert (run_dir / "student-kd" / ".complete").is_file()
+
+    # A listed teacher with another vocabulary: one line naming its directory, before any student trains.
+    other = tmp_path / "other-vocab"
+    build_model(TeacherConfig(**TINY_TEACHER), tokenizer, seed=3).save_pretrained(other)
+    tokenizer.add_tokens(["<only-here>"])
+    tokenizer.save_pretrained(other)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["distill"]["teachers"] = [str(first), str(other)]
+    config["distill"]["teacher_weights"] = None
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / "student-kd" / ".complete").unlink()
+    capsys.readouterr()
+    assert main(["distill", "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(other) in err[0] and "vocabulary" in err[0]
+    assert not (run_dir / "student-baseline" / ".complete").exists()

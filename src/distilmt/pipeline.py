@@ -249,15 +249,18 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] | None = None,
     """
     from .data.corpus import load_splits
     from .models.build import check_same_vocabulary, derive_student, load_seq2seq
-    from .teachers import LiveTeacher
+    from .teachers import EnsembleTeacher, LiveTeacher
     from .training import train_seq2seq
 
     if not is_complete(run_dir / "teacher"):
         raise RunDirError(f"{run_dir}: no trained teacher yet; run `distilmt train-teacher --run-dir {run_dir}`")
     splits = load_splits(run_dir / "data")
     tokenizer = load_tokenizer(run_dir)
+    todo = student_names(cfg) if names is None else names
+    if cfg.distill.teachers and "student-kd" in todo and not is_complete(run_dir / "student-kd"):
+        _check_ensemble_vocabularies(cfg.distill.teachers, tokenizer)  # before any student trains
     trainers = {}
-    for name in student_names(cfg) if names is None else names:
+    for name in todo:
         if name not in STUDENTS and name != SEQKD_STUDENT:
             raise RunDirError(f"unknown student '{name}'; choose from {', '.join([*STUDENTS, SEQKD_STUDENT])}")
         out = run_dir / name
@@ -273,6 +276,10 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] | None = None,
         student = derive_student(teacher_model, cfg.student, seed=cfg.student_train.seed)
         if uses_teacher and cfg.distill.teacher_cache and name != SEQKD_STUDENT:
             teacher = _cached_teacher(cfg, run_dir, splits.train, tokenizer)
+        elif uses_teacher and cfg.distill.teachers and name == "student-kd":  # only the listed teachers
+            teacher = EnsembleTeacher.load(cfg.distill.teachers, tokenizer, student, cfg.distill.ensemble_weights,
+                                           bf16=cfg.student_train.bf16)
+            log.info("%s: learning from an ensemble of %d teachers (distill.teachers)", name, len(teacher.teachers))
         else:  # (the cache holds the teacher on the references, not on the distilled targets: live teacher)
             teacher = LiveTeacher(teacher_model, bf16=cfg.student_train.bf16) if uses_teacher else None
         distill_cfg = cfg.distill if uses_teacher else None
@@ -294,6 +301,25 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] | None = None,
             monitor.save(run_dir / "monitor" / f"{name}.json")
         mark_complete(out, seconds=round(time.time() - started, 1))
     return trainers
+
+
+def _check_ensemble_vocabularies(directories: list, tokenizer) -> None:
+    """Refuse (ModelError naming the directory) an ensemble teacher whose tokenizer is not the run's, reading only
+    the tokenizers, so a mismatch stops the run before the baseline trains; EnsembleTeacher.load checks the models."""
+    from transformers import AutoTokenizer
+
+    from .models.build import ModelError, check_same_vocabulary
+
+    for directory in directories:
+        if not (Path(directory) / "config.json").is_file():
+            raise ModelError(f"{directory}: distill.teachers lists it but it is not a Hugging Face model directory "
+                             "(no config.json); fix the path or remove it from distill.teachers")
+        try:
+            teacher_tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        except Exception as exc:  # noqa: BLE001 - transformers raises many kinds here
+            raise ModelError(f"{directory}: no usable tokenizer saved next to the model ({exc.__class__.__name__}); "
+                             "save the tokenizer into the same directory") from None
+        check_same_vocabulary(teacher_tokenizer, tokenizer, where=f"teacher in {directory}")
 
 
 def _dev_subset(cfg: RunConfig, splits):
