@@ -279,3 +279,18 @@ def test_other_divergences_train_from_the_cache_on_its_dense_logits(tmp_path, to
         DistilTrainer(model=student, args=trainer.args, train_dataset=trainer.train_dataset,
                       data_collator=trainer.data_collator, teacher=teacher,
                       distill=DistillConfig(divergence="reverse_kl"))
+
+
+def test_tokenizer_fingerprint_ignores_truncation_and_padding_state(tokenizer):
+    from distilmt import seqkd
+    from distilmt.cache import tokenizer_fingerprint
+
+    before = tokenizer_fingerprint(tokenizer)
+    definition = tokenizer.backend_tokenizer.to_str()
+    tokenizer(["In the beginning God created the heavens and the earth.", "Light."], truncation=True, max_length=8,
+              padding=True)
+    assert tokenizer.backend_tokenizer.to_str() != definition  # the fast tokenizer now carries those settings
+    assert tokenizer_fingerprint(tokenizer) == before
+    assert seqkd.tokenizer_fingerprint is tokenizer_fingerprint  # one definition for the cache and seq-KD
+    tokenizer.add_tokens(["<new-token>"])
+    assert tokenizer_fingerprint(tokenizer) != before  # a real change still shows

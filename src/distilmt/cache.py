@@ -50,6 +50,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.tokenizer import tokenizer_fingerprint  # one definition, shared with seqkd
+
 log = logging.getLogger(__name__)
 
 FORMAT = "distilmt-teacher-cache/1"
@@ -74,17 +76,6 @@ def pairs_fingerprint(pairs: Sequence[tuple[str, str]], max_tokens: int = 0) -> 
     for source, target in pairs:
         digest.update(source.encode("utf-8") + b"\t" + target.encode("utf-8") + b"\n")
     return digest.hexdigest()
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """sha256 of the tokenizer's full definition (its tokenizer.json for a fast tokenizer, else its vocabulary)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        text = backend.to_str()
-    else:
-        text = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
-    specials = json.dumps([tokenizer.pad_token_id, tokenizer.eos_token_id, len(tokenizer)])
-    return hashlib.sha256((text + specials).encode("utf-8")).hexdigest()
 
 
 def teacher_fingerprint(teacher) -> str:

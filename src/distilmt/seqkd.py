@@ -41,6 +41,7 @@ import torch
 from .config import SeqKDConfig
 from .data.batching import token_batches
 from .data.readers import atomic_open, normalize, read_tsv, write_tsv
+from .data.tokenizer import tokenizer_fingerprint  # noqa: F401 - re-exported (pipeline, tests)
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +62,6 @@ def sources_fingerprint(sources: Sequence[str]) -> str:
     for source in sources:
         digest.update(source.encode("utf-8") + b"\n")
     return digest.hexdigest()
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """sha256 of the tokenizer's definition, without its padding/truncation state (which tokenizing with
-    ``truncation=True`` or ``pad`` changes on a fast tokenizer: the same tokenizer must keep one fingerprint)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        definition = json.loads(backend.to_str())
-        definition.pop("truncation", None)
-        definition.pop("padding", None)
-        text = json.dumps(definition, sort_keys=True, ensure_ascii=False)
-    else:
-        text = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
-    specials = json.dumps([tokenizer.pad_token_id, tokenizer.eos_token_id, len(tokenizer)])
-    return hashlib.sha256((text + specials).encode("utf-8")).hexdigest()
 
 
 def generation_settings(cfg: SeqKDConfig) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -34,3 +36,22 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=512, **SPECIAL_TOKENS)
     fast.save_pretrained(str(out_dir))
     return fast
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's definition, without its padding/truncation state (which tokenizing with
+    ``truncation=True`` or ``pad`` changes on a fast tokenizer: the same tokenizer must keep one fingerprint).
+
+    A fast tokenizer is its tokenizer.json less those two entries; a slow one its vocabulary; both plus the pad
+    and eos ids and the length. Shared by the teacher cache and the sequence-level KD corpus.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        definition = json.loads(backend.to_str())
+        definition.pop("truncation", None)
+        definition.pop("padding", None)
+        text = json.dumps(definition, sort_keys=True, ensure_ascii=False)
+    else:
+        text = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    specials = json.dumps([tokenizer.pad_token_id, tokenizer.eos_token_id, len(tokenizer)])
+    return hashlib.sha256((text + specials).encode("utf-8")).hexdigest()
