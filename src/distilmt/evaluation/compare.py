@@ -188,9 +188,11 @@ def semantic_note(rows: Sequence[dict]) -> str | None:
 def format_table(rows: Sequence[dict], title: str = "Models compared"):
     """A rich Table of the main columns; collapsed models are shown in red; the caption names the
     semantic metric."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, caption=semantic_note(rows))
+    note = semantic_note(rows)  # escaped: "pip install 'distilmt[semantic]'" is not rich markup
+    table = Table(title=title, caption=escape(note) if note else None)
     for i, (_, header, _) in enumerate(DISPLAY):
         table.add_column(header, justify="left" if i < 2 else "right", no_wrap=i == 0)
     for row in rows:
