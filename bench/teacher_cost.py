@@ -34,17 +34,11 @@ import torch
 
 def unbucketed_batches(lengths, max_tokens, seed):
     """The same token budget, examples in random order (no length bucketing): what a plain shuffle gives."""
+    from distilmt.data.batching import pack_in_order
+
     order = list(range(len(lengths)))
     random.Random(seed).shuffle(order)
-    batches, current, longest = [], [], 0
-    for i in order:
-        longer = max(longest, lengths[i])
-        if current and longer * (len(current) + 1) > max_tokens:
-            batches.append(current)
-            current, longer = [], lengths[i]
-        current.append(i)
-        longest = longer
-    return batches + ([current] if current else [])
+    return pack_in_order(order, lengths, max_tokens)
 
 
 def main() -> None:

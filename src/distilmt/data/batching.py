@@ -56,6 +56,13 @@ def token_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> list[li
     """
     rng = random.Random(seed)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches = pack_in_order(order, lengths, max_tokens)
+    rng.shuffle(batches)
+    return batches
+
+
+def pack_in_order(order: Sequence[int], lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Cut ``order`` into consecutive batches of at most ``max_tokens`` padded tokens (rows x longest)."""
     batches, current, longest = [], [], 0
     for index in order:
         longest_if_added = max(longest, lengths[index])
@@ -66,7 +73,6 @@ def token_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> list[li
         longest = longest_if_added
     if current:
         batches.append(current)
-    rng.shuffle(batches)
     return batches
 
 
