@@ -43,13 +43,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .data.readers import atomic_open
 from .data.tokenizer import tokenizer_fingerprint  # one definition, shared with seqkd
 
 log = logging.getLogger(__name__)
@@ -126,15 +126,6 @@ def record_dtype(k: int, vocab_size: int, dtype: str) -> np.dtype:
     return np.dtype([("ids", ids, (k,)), ("logp", value, (k,)), ("tail", value)])
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _shard_name(index: int) -> str:
     return f"shard-{index:05d}.npy"
 
@@ -183,9 +174,11 @@ def build_teacher_cache(out_dir: str | Path, pairs: Sequence[tuple[str, str]], t
             raise CacheError(f"{out_dir}: holds a teacher cache made with other settings (k, dtype or shard size); "
                              f"{rebuild_hint(out_dir)}")
     else:
-        _atomic_write(out_dir / HEADER, lambda f: f.write(json.dumps(header, indent=1).encode()))
+        with atomic_open(out_dir / HEADER) as f:
+            f.write(json.dumps(header, indent=1))
     if not (out_dir / OFFSETS).is_file():
-        _atomic_write(out_dir / OFFSETS, lambda f: np.save(f, offsets))
+        with atomic_open(out_dir / OFFSETS, binary=True) as f:
+            np.save(f, offsets)
     for stale in out_dir.glob("*.tmp"):  # the half-written shard of an interrupted build
         stale.unlink()
 
@@ -216,13 +209,15 @@ def build_teacher_cache(out_dir: str | Path, pairs: Sequence[tuple[str, str]], t
                 records["ids"][start : start + n] = ids[row, :n]
                 records["logp"][start : start + n] = values[row, :n]
                 records["tail"][start : start + n] = tail[row, :n]
-        _atomic_write(path, lambda f: np.save(f, records))
+        with atomic_open(path, binary=True) as f:
+            np.save(f, records)
         if on_shard is not None:
             on_shard(shard + 1, n_shards)
     teacher.train(was_training)
     if not is_complete(out_dir):
         stats = _stats(out_dir, header)
-        _atomic_write(out_dir / STATS, lambda f: f.write(json.dumps(stats, indent=1).encode()))
+        with atomic_open(out_dir / STATS) as f:
+            f.write(json.dumps(stats, indent=1))
     return json.loads((out_dir / STATS).read_text())
 
 

@@ -210,13 +210,14 @@ def _read_jsonl(path: Path, src_field: str, tgt_field: str, bad: _BadLines) -> l
 
 
 @contextmanager
-def atomic_open(path: str | Path) -> Iterator[TextIO]:
-    """A UTF-8 text file that appears at ``path`` only once it is completely written."""
+def atomic_open(path: str | Path, binary: bool = False) -> Iterator[TextIO]:
+    """A file (UTF-8 text, or bytes with ``binary``) that appears at ``path`` only once it is completely written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    options = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8", "newline": "\n"}
     try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+        with open(tmp, **options) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
