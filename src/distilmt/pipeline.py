@@ -142,6 +142,21 @@ def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
     mark_complete(out, seconds=round(time.time() - started, 1))
 
 
+def _require_teacher(run_dir: Path) -> None:
+    if not is_complete(run_dir / "teacher"):
+        raise RunDirError(f"{run_dir}: no trained teacher yet; run `distilmt train-teacher --run-dir {run_dir}`")
+
+
+def _teacher_on_device(run_dir: Path):
+    """The run's teacher model, on the GPU when there is one (for one pass over the training set)."""
+    import torch
+
+    from .models.build import load_seq2seq
+
+    model, _ = load_seq2seq(run_dir / "teacher")
+    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def cache_teacher(cfg: RunConfig, run_dir: Path, rebuild: bool = False) -> dict:
     """One pass of the frozen teacher over the training set, storing its top-k probabilities (``teacher-cache/``).
 
@@ -150,14 +165,10 @@ def cache_teacher(cfg: RunConfig, run_dir: Path, rebuild: bool = False) -> dict:
     """
     import shutil
 
-    import torch
-
     from .cache import TeacherCache, build_teacher_cache, cache_fingerprint, teacher_fingerprint
     from .data.corpus import load_splits
-    from .models.build import load_seq2seq
 
-    if not is_complete(run_dir / "teacher"):
-        raise RunDirError(f"{run_dir}: no trained teacher yet; run `distilmt train-teacher --run-dir {run_dir}`")
+    _require_teacher(run_dir)
     out = run_dir / "teacher-cache"
     splits = load_splits(run_dir / "data")
     tokenizer = load_tokenizer(run_dir)
@@ -168,8 +179,7 @@ def cache_teacher(cfg: RunConfig, run_dir: Path, rebuild: bool = False) -> dict:
         cache = TeacherCache(out, cache_fingerprint(splits.train, tokenizer, teacher_id, cfg.data.max_tokens))
         log.info("teacher-cache: complete, skipped")
         return cache.stats
-    teacher_model, _ = load_seq2seq(run_dir / "teacher")
-    teacher_model.to("cuda" if torch.cuda.is_available() else "cpu")
+    teacher_model = _teacher_on_device(run_dir)
     log.info("teacher-cache: top-%d teacher probabilities for %d training pairs", cfg.distill.cache_top_k,
              len(splits.train))
     started = time.time()
@@ -203,15 +213,11 @@ def generate_labels(cfg: RunConfig, run_dir: Path, rebuild: bool = False, on_sha
     """
     import shutil
 
-    import torch
-
     from .cache import teacher_fingerprint
     from .data.corpus import load_splits
-    from .models.build import load_seq2seq
     from .seqkd import build_distilled, labels_fingerprint, tokenizer_fingerprint
 
-    if not is_complete(run_dir / "teacher"):
-        raise RunDirError(f"{run_dir}: no trained teacher yet; run `distilmt train-teacher --run-dir {run_dir}`")
+    _require_teacher(run_dir)
     out = run_dir / "distilled"
     if rebuild and out.exists():
         shutil.rmtree(out)
@@ -220,12 +226,8 @@ def generate_labels(cfg: RunConfig, run_dir: Path, rebuild: bool = False, on_sha
     fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(tokenizer),
                                      teacher_fingerprint(run_dir / "teacher"), cfg.seqkd)
 
-    def load_teacher():
-        model, _ = load_seq2seq(run_dir / "teacher")
-        return model.to("cuda" if torch.cuda.is_available() else "cpu")
-
     hint = f"rebuild it with `distilmt generate-labels --run-dir {run_dir} --rebuild`, or delete {out}"
-    stats = build_distilled(out, sources, tokenizer, load_teacher, cfg.seqkd, fingerprint, hint, on_shard)
+    stats = build_distilled(out, sources, tokenizer, lambda: _teacher_on_device(run_dir), cfg.seqkd, fingerprint, hint, on_shard)
     mark_complete(out, kept=stats["kept"], sources=stats["sources"])
     return stats
 
@@ -252,8 +254,7 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] | None = None,
     from .teachers import EnsembleTeacher, LiveTeacher
     from .training import train_seq2seq
 
-    if not is_complete(run_dir / "teacher"):
-        raise RunDirError(f"{run_dir}: no trained teacher yet; run `distilmt train-teacher --run-dir {run_dir}`")
+    _require_teacher(run_dir)
     splits = load_splits(run_dir / "data")
     tokenizer = load_tokenizer(run_dir)
     todo = student_names(cfg) if names is None else names
