@@ -424,6 +424,83 @@ class SeqKDConfig:
         _check(0 < self.mix_ratio <= 1, "seqkd.mix_ratio", f"{self.mix_ratio} must be in (0, 1]")
 
 
+LORA_TARGETS = ("auto", "all-linear")
+_MODULE_NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA (peft): low-rank adapters on the attention and feed-forward projections, the base weights frozen."""
+
+    rank: int = _help("rank r of each adapter (A: r x in, B: out x r)", 8)
+    alpha: float = _help("scaling numerator: the adapter's update is (alpha / rank) * B A", 16.0)
+    dropout: float = _help("dropout on the adapter's input, in [0, 1)", 0.05)
+    target_modules: str | list = _help(
+        "which linear layers get adapters: auto (attention q/k/v/output and feed-forward projections: q_proj, "
+        "k_proj, v_proj, out_proj, fc1, fc2 in Marian/M2M100/BART; q, k, v, o, wi, wo in T5; o_proj, gate_proj, "
+        "up_proj, down_proj in Qwen2-style models), all-linear, or a list of module names", "auto")
+    learning_rate: float = _help("peak learning rate of LoRA training (teacher-lora, and students trained with "
+                                 "LoRA); adapters usually want a higher rate than full fine-tuning", 2e-3)
+    teacher_steps: int = _help("optimizer updates of the teacher's LoRA fine-tune on the parallel data "
+                               "(stage teacher-lora); batches as teacher_train", 500)
+    warmup_steps: int = _help("linear warm-up steps of the teacher's LoRA fine-tune", 50)
+    students: bool = _help("train the run's students (distilmt distill) with LoRA adapters on the derived student "
+                           "instead of fully; each student directory then holds the merged model and adapter/",
+                           False)
+
+    def __post_init__(self):
+        import re
+
+        _check(isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank >= 1, "lora.rank",
+               f"{self.rank!r} must be a whole number >= 1 (8 is a good start)")
+        _check(isinstance(self.alpha, (int, float)) and not isinstance(self.alpha, bool) and self.alpha > 0,
+               "lora.alpha", f"{self.alpha!r} must be a number > 0 (often 2 x rank)")
+        _check(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1, "lora.dropout",
+               f"{self.dropout!r} must be in [0, 1)")
+        names = self.module_names
+        _check(bool(names) and all(isinstance(n, str) and re.fullmatch(_MODULE_NAME, n) for n in names),
+               "lora.target_modules", f"{self.target_modules!r} must be auto, all-linear or module names such as "
+               "[q_proj, v_proj] (comma-separated or a list)")
+        _check(not (len(names) > 1 and set(names) & set(LORA_TARGETS)), "lora.target_modules",
+               f"{self.target_modules!r}: auto and all-linear stand alone, not inside a list of module names")
+        _check(self.learning_rate > 0, "lora.learning_rate", "must be positive")
+        _check(isinstance(self.teacher_steps, int) and self.teacher_steps >= 1, "lora.teacher_steps",
+               f"{self.teacher_steps!r} must be a whole number >= 1")
+        _check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "lora.warmup_steps",
+               "must be a whole number >= 0")
+
+    @property
+    def module_names(self) -> list:
+        """target_modules as a list (a comma-separated string split; auto / all-linear as one entry)."""
+        if isinstance(self.target_modules, str):
+            return [p.strip() for p in self.target_modules.split(",") if p.strip()]
+        return list(self.target_modules) if isinstance(self.target_modules, (list, tuple)) else []
+
+
+STUDY_TEACHERS = ("lora", "base")
+
+
+@dataclass
+class StudyConfig:
+    """`distilmt study`: the base / LoRA / hard-label / soft-label comparison with one budget for every student."""
+
+    kd_teacher: str = _help("teacher of the KD rows (hard-label-kd, soft-label-kd, hard+soft-kd): lora (the "
+                            "LoRA fine-tuned teacher) or base", "lora")
+    label_sources: int = _help("training sources the teacher translates for the hard-label rows (a seeded random "
+                               "sample; 0 = all); generation settings under seqkd", 2000)
+    student_pairs: int = _help("training pairs every student learns from (a seeded random sample; 0 = all): the "
+                               "training-data size of the study's students", 0)
+    seed: int = _help("seed of those samples", 0)
+
+    def __post_init__(self):
+        _check(self.kd_teacher in STUDY_TEACHERS, "study.kd_teacher",
+               f"'{self.kd_teacher}' is not one of {', '.join(STUDY_TEACHERS)}")
+        for name in ("label_sources", "student_pairs"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"study.{name}",
+                   f"{value!r} must be a whole number >= 0 (0 = all)")
+
+
 @dataclass
 class EvalConfig:
     num_beams: int = _help("beam size for test translations", 4)
@@ -475,6 +552,8 @@ class RunConfig:
     seqkd: SeqKDConfig = _help("sequence-level KD: the teacher's translations as labels", factory=SeqKDConfig)
     eval: EvalConfig = _help("final evaluation", factory=EvalConfig)
     monitor: MonitorConfig = _help("the visual distillation monitor", factory=MonitorConfig)
+    lora: LoRAConfig = _help("LoRA adapters (peft): teacher-lora, LoRA students", factory=LoRAConfig)
+    study: StudyConfig = _help("`distilmt study`: what the comparison rows learn from", factory=StudyConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
