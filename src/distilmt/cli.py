@@ -49,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-teacher", help="train the teacher (or take --teacher as it is)")
     _config_args(p); _run_dir_arg(p); _resume_arg(p)
 
+    p = sub.add_parser("train-teacher-lora", help="fine-tune the teacher with LoRA adapters on the parallel data "
+                                                  "into RUN_DIR/teacher-lora (settings under lora)")
+    _config_args(p); _run_dir_arg(p); _resume_arg(p)
+
+    p = sub.add_parser("study", help="base vs LoRA vs hard-label vs soft-label KD with one budget per student: "
+                                     "RUN_DIR/study.json, study.md, report; --sweep for an ablation")
+    _config_args(p); _run_dir_arg(p); _resume_arg(p)
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="one study per value, e.g. --sweep distill.temperature=1,2,4 or --sweep lora.rank=4,8,16 "
+                        "(repeat to change several keys together); writes RUN_DIR/sweep-KEY.md/.json/.png")
+    p.add_argument("--rows", help="comma-separated rows to train and evaluate (default: all seven)")
+
     p = sub.add_parser("cache-teacher", help="store the teacher's top-k probabilities on the training set once, "
                                              "so KD never runs the teacher (distill.teacher_cache=true uses it)")
     _config_args(p); _run_dir_arg(p)
@@ -220,6 +232,13 @@ def _dispatch(args) -> int:
     elif args.command == "train-teacher":
         pipeline.prepare_data(cfg, run_dir)
         pipeline.train_teacher(cfg, run_dir, resume=args.resume)
+    elif args.command == "train-teacher-lora":
+        pipeline.prepare_data(cfg, run_dir)
+        pipeline.train_teacher(cfg, run_dir, resume=args.resume)
+        out = pipeline.train_teacher_lora(cfg, run_dir, resume=args.resume)
+        print(f"teacher-lora: merged model in {out}, adapters in {out / 'adapter'}")
+    elif args.command == "study":
+        return _study(args, cfg, run_dir)
     elif args.command == "cache-teacher":
         stats = pipeline.cache_teacher(cfg, run_dir, rebuild=args.rebuild)
         print(f"teacher cache: {stats['n_tokens']:,} target tokens, top-{stats['k']}, "
@@ -235,6 +254,21 @@ def _dispatch(args) -> int:
         names = {"baseline": ("student-baseline",), "kd": ("student-kd",), "seqkd": (pipeline.SEQKD_STUDENT,),
                  None: pipeline.student_names(cfg)}[args.only]
         pipeline.distill(cfg, run_dir, names, resume=args.resume)
+    return 0
+
+
+def _study(args, cfg, run_dir: Path) -> int:
+    from . import study
+
+    rows = tuple(r.strip() for r in args.rows.split(",") if r.strip()) if args.rows else study.ROWS
+    if args.sweep:
+        summary = study.sweep(cfg, run_dir, args.sweep, rows, resume=args.resume)
+        label = study._safe(",".join(summary["keys"]))
+        print(study.sweep_markdown(summary))
+        print(f"Written to {run_dir}/sweep-{label}.md, .json and .png (one study per value in {run_dir}/sweeps/)")
+        return 0
+    _print_table(study.run_study(cfg, run_dir, rows, resume=args.resume))
+    print(f"\nWritten to {run_dir}/ (study.json, study.md, report.md, report.html)")
     return 0
 
 

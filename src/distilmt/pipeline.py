@@ -9,6 +9,7 @@ continues from its last checkpoint with ``resume=True``.
       data/                  train/dev/test.tsv, stats.json
       tokenizer/             joint subword tokenizer (plain transformers)
       teacher/               teacher (Hugging Face directory; checkpoints/ while training)
+      teacher-lora/          the teacher fine-tuned with LoRA adapters (merged model; adapter/ holds the adapters)
       teacher-cache/         the teacher's top-k probabilities on the training set (distill.teacher_cache)
       distilled/             the teacher's translations of the training sources (sequence-level KD, seqkd)
       student-baseline/      student trained on references only (the no-KD twin)
@@ -31,6 +32,7 @@ from .config import ConfigError, RunConfig, load_config, save_config
 log = logging.getLogger("distilmt")
 
 STUDENTS = {"student-baseline": False, "student-kd": True}  # name -> uses the teacher
+TEACHER_LORA = "teacher-lora"  # the teacher fine-tuned with LoRA on the parallel data (`distilmt train-teacher-lora`)
 SEQKD_STUDENT = "student-seqkd"  # trained on RUN_DIR/distilled/ (the teacher's translations); only with seqkd.enabled
 
 
@@ -155,6 +157,32 @@ def _teacher_on_device(run_dir: Path):
 
     model, _ = load_seq2seq(run_dir / "teacher")
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_teacher_lora(cfg: RunConfig, run_dir: Path, resume: bool = False, out_dir: Path | None = None,
+                       **complete_info) -> Path:
+    """Fine-tune the teacher with LoRA adapters on the training pairs (``teacher-lora/``, or ``out_dir``: the merged
+    model, its ``adapter/``); ``lora.teacher_steps`` updates at ``lora.learning_rate``, batches as ``teacher_train``.
+    ``complete_info`` goes into the stage's ``.complete`` marker."""
+    from .data.corpus import load_splits
+    from .lora import lora_train_config, train_lora
+    from .models.build import load_seq2seq
+
+    _require_teacher(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / TEACHER_LORA
+    if is_complete(out):
+        log.info("%s: complete, skipped", TEACHER_LORA)
+        return out
+    splits = load_splits(run_dir / "data")
+    model, tokenizer = load_seq2seq(run_dir / "teacher")
+    train_cfg = lora_train_config(cfg.teacher_train, cfg.lora, max_steps=cfg.lora.teacher_steps,
+                                  warmup_steps=cfg.lora.warmup_steps)
+    started = time.time()
+    train_lora(model, tokenizer, splits.train, _dev_subset(cfg, splits), train_cfg, cfg.lora, out,
+               out.parent / "tb" / out.name, cfg.data.max_tokens, base_path=run_dir / "teacher", resume=resume,
+               name=TEACHER_LORA)
+    mark_complete(out, seconds=round(time.time() - started, 1), **complete_info)
+    return out
 
 
 def cache_teacher(cfg: RunConfig, run_dir: Path, rebuild: bool = False) -> dict:
@@ -294,9 +322,16 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] | None = None,
         log.info("%s: training %s parameters (teacher has %s)", name, f"{student.num_parameters():,}",
                  f"{teacher_params:,}")
         started = time.time()
-        trainers[name] = train_seq2seq(student, tokenizer, train_pairs, _dev_subset(cfg, splits), cfg.student_train,
-                                       out, run_dir / "tb" / name, cfg.data.max_tokens, teacher=teacher,
-                                       distill=distill_cfg, resume=resume, callbacks=callbacks)
+        train, train_cfg = train_seq2seq, cfg.student_train
+        if cfg.lora.students:  # adapters on the derived student; out holds the merged model and adapter/
+            from functools import partial
+
+            from .lora import lora_train_config, train_lora
+
+            train, train_cfg = partial(train_lora, cfg=cfg.lora), lora_train_config(cfg.student_train, cfg.lora)
+        trainers[name] = train(student, tokenizer, train_pairs, _dev_subset(cfg, splits), train_cfg,
+                               out_dir=out, log_dir=run_dir / "tb" / name, max_tokens=cfg.data.max_tokens,
+                               teacher=teacher, distill=distill_cfg, resume=resume, callbacks=callbacks)
         for monitor in callbacks:  # what the monitor saw, for the report's panel history
             (run_dir / "monitor").mkdir(exist_ok=True)
             monitor.save(run_dir / "monitor" / f"{name}.json")
@@ -360,7 +395,7 @@ class _LogStream:
 
 
 def evaluate(cfg: RunConfig, run_dir: Path,
-             models: tuple[str, ...] = ("teacher", *STUDENTS, SEQKD_STUDENT)) -> list[dict]:
+             models: tuple[str, ...] = ("teacher", TEACHER_LORA, *STUDENTS, SEQKD_STUDENT)) -> list[dict]:
     """Translate the test set with every model, measure quality, health, size and speed; write metrics."""
     from .data.corpus import load_splits
     from .evaluation.compare import evaluate_models, write_csv, write_json
@@ -465,4 +500,4 @@ def quick_visual_distill(run_dir: str | Path = "runs/visual", preset: str = "qui
 
 __all__ = ["quick_visual_distill", "ConfigError", "RunDirError", "cache_teacher", "distill", "evaluate",
            "generate_labels", "student_names", "open_run", "prepare_data", "report", "run",
-           "train_teacher"]
+           "train_teacher", "train_teacher_lora"]
