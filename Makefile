@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test setup clean
+.PHONY: demo study test setup clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/distilmt run --preset quick --run-dir runs/demo
+
+# The hard-label vs soft-label study (issue 4) at CPU scale: the quick preset's models, hard labels for 2000
+# training sources at beam 2, mixed with the references; stages already finished in runs/study are skipped.
+study: $(STAMP)
+	$(BIN)/distilmt study --preset quick --run-dir runs/study --set seqkd.num_beams=2 --set seqkd.train_on=mix \
+		--set study.label_sources=2000
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
