@@ -137,3 +137,27 @@ def test_wrong_lora_settings_are_one_line_errors(tmp_path, marian, capsys):
     assert main(["prepare-data", "--preset", "quick", "--set", "lora.rank=-3", "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("distilmt: error: lora.rank:")
+
+
+def test_train_teacher_lora_command_and_lora_students_through_the_pipeline(tmp_path, verse_pairs, monkeypatch):
+    """`distilmt train-teacher-lora` writes teacher-lora/, and lora.students trains `distill`'s students with
+    adapters: each directory holds the merged model and its adapter/, and the base teacher is left as it was."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from test_study import study_config
+
+    monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
+    config, run_dir = study_config(tmp_path, verse_pairs), tmp_path / "run"
+    args = ["--config", str(config), "--run-dir", str(run_dir), "--set", "lora.students=true"]
+    assert main(["train-teacher-lora", *args]) == 0
+    teacher_bytes = (run_dir / "teacher" / "model.safetensors").read_bytes()
+    assert (run_dir / "teacher-lora" / "adapter" / "adapter_config.json").is_file()
+    adapter = json.loads((run_dir / "teacher-lora" / "adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(run_dir / "teacher") and adapter["r"] == 2
+    assert main(["distill", "--run-dir", str(run_dir), "--only", "baseline"]) == 0
+    out = run_dir / "student-baseline"
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "base" / "config.json").is_file()
+    assert not (out / "adapter_config.json").exists()
+    AutoModelForSeq2SeqLM.from_pretrained(str(out))  # plain transformers
+    assert (run_dir / "teacher" / "model.safetensors").read_bytes() == teacher_bytes
+    assert main(["train-teacher-lora", "--run-dir", str(run_dir)]) == 0  # complete: skipped
