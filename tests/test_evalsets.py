@@ -49,12 +49,14 @@ def _compare(models, test_sets, **kwargs):
 
 
 def test_test_set_specs_and_their_mistakes():
-    assert parse_spec("tatoeba=data/pairs.tsv") == ("tatoeba", "data/pairs.tsv", None)
-    assert parse_spec("flickr=mt/test_2016_flickr@en-de") == ("flickr", "mt/test_2016_flickr", "en-de")
-    assert parse_spec("rev=@hu-en") == ("rev", "", "hu-en")
-    assert parse_spec("odd=runs/a@b/test.tsv") == ("odd", "runs/a@b/test.tsv", None)  # an @ inside a path
+    assert parse_spec("tatoeba=data/pairs.tsv") == ("tatoeba", "data/pairs.tsv", None, False)
+    assert parse_spec("flickr=mt/test_2016_flickr@en-de") == ("flickr", "mt/test_2016_flickr", "en-de", False)
+    assert parse_spec("t=pairs.tsv@en-hu:reverse") == ("t", "pairs.tsv", "en-hu", True)
+    assert parse_spec("rev=@hu-en") == ("rev", "", "hu-en", False)
+    assert parse_spec("odd=runs/a@b/test.tsv") == ("odd", "runs/a@b/test.tsv", None, False)  # an @ inside a path
     for bad, fragment in (("pairs.tsv", "write it as NAME=PATH"), ("x=", "write it as NAME=PATH"),
-                          ("x=@en-en", "two different languages")):
+                          ("x=@en-en", "two different languages"), ("x=a.tsv@en-hu:rev", "is not ':reverse'"),
+                          ("x=@en-hu:reverse", "e.g. @hu-en")):
         with pytest.raises(ConfigError, match=fragment):
             parse_spec(bad)
     with pytest.raises(ConfigError, match="needs --run-dir"):
@@ -66,8 +68,12 @@ def test_test_set_specs_and_their_mistakes():
 
 def test_a_tsv_file_is_scored_in_its_own_column_group(models, tmp_path):
     pairs = [(s, s) for s in toy_sentences(8, seed=7)]  # the copy task the tiny models learnt a little of
-    mine = load_test_set(f"mine={_write_tsv(tmp_path / 'mine.tsv', pairs)}", "en-de")
+    tsv = _write_tsv(tmp_path / "mine.tsv", pairs)
+    mine = load_test_set(f"mine={tsv}", "en-de")
     assert (mine.sources, mine.references, mine.target_lang) == ([s for s, _ in pairs], [t for _, t in pairs], "de")
+    swapped = [(s, " ".join(reversed(s.split()))) for s, _ in pairs]
+    back = load_test_set(f"back={_write_tsv(tmp_path / 'back.tsv', swapped)}@en-de:reverse", "en-hu")
+    assert list(zip(back.sources, back.references)) == [(t, s) for s, t in swapped] and back.direction == "de-en"
 
     result = _compare(models, [mine], speed_sentences=4, speed_settings=SPEED, isolate_speed=False)
     rows, hyps = result  # still unpacks as before
@@ -135,7 +141,7 @@ def test_a_model_collapsed_on_any_set_is_flagged(models, tmp_path):
 # ---------------------------------------------------------------- directions and run directories
 
 
-def _make_run(tmp_path, models, direction="en-hu"):
+def _make_run(tmp_path, models, direction="en-hu", name="run"):
     """A run directory: config.yaml, data/ prepared from a small TSV, and the tiny models as trained stages."""
     from distilmt.data.corpus import prepare_data
 
@@ -146,7 +152,7 @@ def _make_run(tmp_path, models, direction="en-hu"):
         f"data.corpus={corpus}", f"data.source_lang={src}", f"data.target_lang={tgt}", "data.dev_size=4",
         "data.test_size=6", "eval.speed_sentences=0", "eval.export_ct2=false", "eval.semantic=false",
         "eval.num_beams=1", "eval.max_new_tokens=10"])
-    run = tmp_path / "run"
+    run = tmp_path / name
     run.mkdir()
     save_config(cfg, run / "config.yaml")
     splits = prepare_data(cfg.data, run / "data")
@@ -194,6 +200,25 @@ def test_evaluate_scores_extra_sets_and_says_why_a_model_cannot_translate_one(mo
     assert set(translations["test_sets"]["mine"]["hypotheses"]) == {"teacher", "student-kd"}
     assert main(["evaluate", "--run-dir", str(run), "--test-set", "x=@en-de"]) == 2
     assert "the test split of" in capsys.readouterr().err
+
+
+def test_two_runs_of_opposite_directions_get_one_column_group_each(models, tmp_path):
+    from distilmt.cli import main
+
+    forward, _ = _make_run(tmp_path, models, "en-hu", "forward")
+    backward, _ = _make_run(tmp_path, models, "hu-en", "backward")
+    out = tmp_path / "both"
+    assert main(["compare", f"en-hu={forward / 'teacher'}", f"hu-en={backward / 'teacher'}", "--run-dir",
+                 str(forward), "--test-set", "hu-en=@hu-en", "--out", str(out), "--beams", "1",
+                 "--speed-sentences", "0"]) == 0
+    rows = {row["name"]: row for row in json.loads((out / "comparison.json").read_text())["models"]}
+    for model, other in (("en-hu", "hu-en"), ("hu-en", "en-hu")):
+        scored = "test" if model == "en-hu" else "hu-en"  # the primary set is the forward run's en-hu split
+        refused = "hu-en" if model == "en-hu" else "test"
+        assert rows[model]["test_sets"][scored]["chrf"] is not None
+        assert rows[model]["test_sets"][scored]["unavailable"] is None
+        assert f"trained for {model}, cannot translate {other}" in rows[model]["test_sets"][refused]["unavailable"]
+    assert rows["hu-en"]["bleu"] is None  # the primary set's keys stay, empty for a model that cannot do it
 
 
 # ---------------------------------------------------------------- real corpora

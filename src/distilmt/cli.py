@@ -35,10 +35,11 @@ def _resume_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _test_set_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--test-set", dest="test_sets", action="append", default=[], metavar="NAME=PATH[@SRC-TGT]",
+    p.add_argument("--test-set", dest="test_sets", action="append", default=[],
+                   metavar="NAME=PATH[@SRC-TGT[:reverse]]",
                    help="one more test set, scored in its own column group (repeatable): a .tsv, .jsonl or PREFIX "
-                        "of PREFIX.SRC/.TGT, optionally @SRC-TGT for its direction; NAME=@hu-en is the run's test "
-                        "split in that direction")
+                        "of PREFIX.SRC/.TGT, optionally @SRC-TGT for its languages (:reverse translates TGT->SRC); "
+                        "NAME=@hu-en is the run's test split in that direction")
 
 
 def build_parser() -> argparse.ArgumentParser:

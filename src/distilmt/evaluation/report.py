@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+from itertools import groupby
 from pathlib import Path
 
 from .compare import column_cell, columns, semantic_note, set_notes, test_set_names, to_markdown
@@ -145,15 +146,9 @@ def _results_table(rows: list[dict]) -> str:
     """The results as an HTML table; with several test sets a first header row names each set over its columns."""
     shown = columns(rows)
     head = ""
-    if any(c.test_set for c in shown):
-        groups: list[tuple[str, int]] = []  # (set name or "", columns spanned), in column order
-        for c in shown:
-            if groups and groups[-1][0] == (c.test_set or "") and c.test_set:
-                groups[-1] = (groups[-1][0], groups[-1][1] + 1)
-            else:
-                groups.append((c.test_set or "", 1))
-        head = "<tr>" + "".join(f"<th colspan='{n}'>{html.escape(name)}</th>" if n > 1 else f"<th>{html.escape(name)}</th>"
-                                for name, n in groups) + "</tr>"
+    if any(c.test_set for c in shown):  # consecutive columns of one set share a cell naming it
+        groups = [(name, len(list(group))) for name, group in groupby(c.test_set or "" for c in shown)]
+        head = "<tr>" + "".join(f"<th colspan='{n}'>{html.escape(name)}</th>" for name, n in groups) + "</tr>"
     head += "<tr>" + "".join(f"<th>{html.escape(c.header)}</th>" for c in shown) + "</tr>"
     body = "".join(("<tr class='bad'>" if r.get("collapsed") else "<tr>")
                    + "".join(f"<td>{html.escape(column_cell(r, c))}</td>" for c in shown) + "</tr>" for r in rows)

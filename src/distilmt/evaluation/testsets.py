@@ -4,7 +4,10 @@ A set is named; ``--test-set NAME=SPEC`` gives one on the command line, where SP
 
 - ``PATH``: a corpus in any format the readers take (``.tsv``, ``.jsonl``, or ``PREFIX`` of ``PREFIX.SRC`` /
   ``PREFIX.TGT``), in the primary set's direction;
-- ``PATH@SRC-TGT``: the same in the direction SRC -> TGT (``multi30k/test_2016_flickr@en-de``);
+- ``PATH@SRC-TGT``: the same in the direction SRC -> TGT (``multi30k/test_2016_flickr@en-de``); a TSV's
+  first column is then SRC;
+- ``PATH@SRC-TGT:reverse``: read the file as SRC-TGT, translate TGT -> SRC (``tatoeba=pairs.tsv@en-hu:reverse``
+  tests a hu-en model on an English<TAB>Hungarian file);
 - ``@SRC-TGT``: the test split of the run directory, read in that direction (``@hu-en`` on an en-hu run is
   the same sentences translated the other way).
 
@@ -63,20 +66,27 @@ def split_direction(direction: str, what: str = "--direction") -> tuple[str, str
     return match.group(1), match.group(2)
 
 
-def parse_spec(item: str) -> tuple[str, str, str | None]:
-    """``NAME=PATH[@SRC-TGT]`` or ``NAME=@SRC-TGT`` as (name, path or "", direction or None)."""
+def parse_spec(item: str) -> tuple[str, str, str | None, bool]:
+    """``NAME=PATH[@SRC-TGT[:reverse]]`` or ``NAME=@SRC-TGT`` as (name, path or "", file direction or None,
+    reverse)."""
     from distilmt.config import ConfigError
 
     name, sep, spec = item.partition("=")
     name = name.strip()
     if not sep or not name or not spec:
-        raise ConfigError(f"--test-set {item!r}: write it as NAME=PATH, NAME=PATH@SRC-TGT or NAME=@SRC-TGT "
+        raise ConfigError(f"--test-set {item!r}: write it as NAME=PATH, NAME=PATH@SRC-TGT[:reverse] or NAME=@SRC-TGT "
                           "(the run's test split in that direction), e.g. flickr=data/test_2016_flickr@en-de")
     path, at, direction = spec.rpartition("@")
-    if not at or not _DIRECTION.match(direction):
-        return name, spec, None  # an @ that is part of the path
+    direction, colon, flag = direction.partition(":")
+    if not at or not _DIRECTION.match(direction) or (colon and flag != "reverse"):
+        if at and _DIRECTION.match(direction):
+            raise ConfigError(f"--test-set {name}: ':{flag}' after @{direction} is not ':reverse'")
+        return name, spec, None, False  # an @ that is part of the path
     split_direction(direction, f"--test-set {name}")
-    return name, path, direction
+    if colon and not path:
+        raise ConfigError(f"--test-set {name}=@{direction}:reverse: write the run split's direction itself, "
+                          f"e.g. @{'-'.join(reversed(direction.split('-')))}")
+    return name, path, direction, bool(colon)
 
 
 def load_test_set(item: str, default_direction: str, run_dir: str | Path | None = None) -> TestSet:
@@ -84,13 +94,15 @@ def load_test_set(item: str, default_direction: str, run_dir: str | Path | None 
     PATH without ``@SRC-TGT``; ``@SRC-TGT`` reads the test split of ``run_dir``."""
     from distilmt.data.readers import read_parallel
 
-    name, path, direction = parse_spec(item)
+    name, path, direction, reverse = parse_spec(item)
     if not path:
         return run_split(run_dir, direction, name)
     direction = direction or default_direction
     src, tgt = split_direction(direction, f"--test-set {name}")
     pairs, _ = read_parallel(path, src_lang=src, tgt_lang=tgt)  # a CorpusError names the file and line
-    return from_pairs(name, pairs, direction, origin=str(path))
+    if reverse:
+        pairs, direction = [(t, s) for s, t in pairs], f"{tgt}-{src}"
+    return from_pairs(name, pairs, direction, origin=f"{path} ({direction})")
 
 
 def run_split(run_dir: str | Path | None, direction: str, name: str = "test") -> TestSet:
