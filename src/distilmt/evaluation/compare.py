@@ -121,7 +121,7 @@ def evaluate_models(entries: Sequence[tuple[str, str | Path]], sources: Sequence
     "" if unknown); ``test_sets`` are more sets, each scored for quality, semantic similarity, retention and
     health (speed, size and memory stay once per model). A model trained in a run directory for another
     direction than a set's is not scored on it (its ``unavailable`` says why).
-    Returns ``Comparison(rows, hyps, hyps_by_set, test_sets)``; rows keep the ROW_KEYS, translations stay
+    Returns ``Comparison(rows, hyps, hyps_by_set, sets)``; rows keep the ROW_KEYS, translations stay
     out of them.
     """
     sets = [TestSet(test_set_name, list(sources), list(references), target_lang, direction), *test_sets]
