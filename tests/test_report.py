@@ -49,11 +49,11 @@ def test_report_has_table_plots_and_samples(tmp_path):
     assert "class='bad'" in page
 
 
-CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
+CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "chromium-headless-shell",
+                                                 "google-chrome") if shutil.which(name)), None)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium (apt-get install -y chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium (apt-get install -y chromium-headless-shell)")
 def test_report_html_renders_in_headless_chromium(tmp_path):
     """Every <img> of report.html decodes in a real browser and a screenshot renders."""
     _write_run(tmp_path)

@@ -34,6 +34,14 @@ def _resume_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted training from its last checkpoint")
 
 
+def _test_set_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--test-set", dest="test_sets", action="append", default=[],
+                   metavar="NAME=PATH[@SRC-TGT[:reverse]]",
+                   help="one more test set, scored in its own column group (repeatable): a .tsv, .jsonl or PREFIX "
+                        "of PREFIX.SRC/.TGT, optionally @SRC-TGT for its languages (:reverse translates TGT->SRC); "
+                        "NAME=@hu-en is the run's test split in that direction")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distilmt", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -78,17 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate every trained model of the run on its test set")
     _run_dir_arg(p)
+    _test_set_arg(p)
 
     p = sub.add_parser("compare", help="evaluate any Hugging Face or CTranslate2 model directories side by side")
     p.add_argument("models", nargs="+", metavar="MODEL_DIR", help="model directories (NAME=DIR names a row)")
     p.add_argument("--out", required=True, help="where comparison.json/csv/md and report.md/html go")
     p.add_argument("--test", help="a test corpus (.tsv, .jsonl or PREFIX of PREFIX.src/.tgt); "
                                   "default: the test split of --run-dir")
-    p.add_argument("--direction", help="SRC-TGT languages of --test (plain and JSONL files need them)")
+    p.add_argument("--direction", help="SRC-TGT languages of --test and of --test-set files without @SRC-TGT "
+                                       "(default: the models' run direction, else en-hu)")
     _run_dir_arg(p)
+    _test_set_arg(p)
     p.add_argument("--reference", help="row that compression, speed-up and retention refer to (default: first)")
     p.add_argument("--beams", type=int, default=4, help="beam size")
     p.add_argument("--max-sentences", type=int, default=0, help="use only the first N test sentences")
+    p.add_argument("--speed-sentences", type=int, default=64,
+                   help="test sentences timed for speed and memory, each model in its own process (0 = skip)")
 
     p = sub.add_parser("translate", help="translate --text or stdin with models of a run (or any model dirs); "
                                          "--interactive tries sentences on them side by side")
@@ -213,8 +226,11 @@ def _dispatch(args) -> int:
         return _compare(args)
     run_dir = Path(args.run_dir)
     if args.command == "evaluate":
+        from .evaluation.testsets import load_test_set
+
         cfg = pipeline.open_run(run_dir)
-        rows = pipeline.evaluate(cfg, run_dir)
+        test_sets = [load_test_set(item, cfg.data.direction, run_dir) for item in args.test_sets]
+        rows = pipeline.evaluate(cfg, run_dir, test_sets=test_sets)
         pipeline.report(cfg, run_dir)
         _print_table(rows)
         return 0
@@ -329,11 +345,14 @@ def _export(args) -> int:
 
 def _compare(args) -> int:
     from . import pipeline
+    from .evaluation.testsets import load_test_set, model_direction, split_direction
 
     if args.test:
         from .data.readers import read_parallel
 
-        src, tgt = (args.direction or "en-hu").split("-", 1)
+        paths = [item.rpartition("=")[2] for item in args.models]
+        direction = args.direction or next(filter(None, map(model_direction, paths)), None) or "en-hu"
+        src, tgt = split_direction(direction)
         pairs, _ = read_parallel(args.test, src_lang=src, tgt_lang=tgt)
         target_lang = tgt
     else:
@@ -341,9 +360,13 @@ def _compare(args) -> int:
 
         cfg = pipeline.open_run(Path(args.run_dir))
         pairs, target_lang = load_splits(Path(args.run_dir) / "data").test, cfg.data.target_lang
+        direction = cfg.data.direction
+    test_sets = [load_test_set(item, args.direction or direction, args.run_dir) for item in args.test_sets]
     if args.max_sentences:
         pairs = pairs[: args.max_sentences]
-    rows = pipeline.compare(args.models, args.out, pairs, target_lang, args.reference, args.beams)
+        test_sets = [t.head(args.max_sentences) for t in test_sets]
+    rows = pipeline.compare(args.models, args.out, pairs, target_lang, args.reference, args.beams,
+                            speed_sentences=args.speed_sentences, direction=direction, test_sets=test_sets)
     _print_table(rows)
     print(f"\nWritten to {args.out}/ (comparison.json, comparison.csv, comparison.md, report.md, report.html)")
     return 0

