@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distill", help="train the no-KD baseline student and the KD student (and student-seqkd "
                                        "when seqkd.enabled)")
     _config_args(p); _run_dir_arg(p); _resume_arg(p)
-    p.add_argument("--only", choices=["baseline", "kd", "seqkd"], help="train just one of the students")
+    p.add_argument("--only", choices=["baseline", "kd", "seqkd", "progressive"],
+                   help="train just one of the students (progressive: the chain of distill.progressive_factor)")
 
     p = sub.add_parser("evaluate", help="evaluate every trained model of the run on its test set")
     _run_dir_arg(p)
@@ -233,8 +234,15 @@ def _dispatch(args) -> int:
               f"in {run_dir / 'distilled' / 'train.tsv'}")
     elif args.command == "distill":
         names = {"baseline": ("student-baseline",), "kd": ("student-kd",), "seqkd": (pipeline.SEQKD_STUDENT,),
-                 None: pipeline.student_names(cfg)}[args.only]
+                 "progressive": (), None: pipeline.student_names(cfg)}[args.only]
+        if args.only == "progressive" and not cfg.distill.progressive_factor:
+            from .config import ConfigError
+
+            raise ConfigError("distill.progressive_factor: is 0 (off); set it (e.g. 0.7) to train the progressive "
+                              "chain")
         pipeline.distill(cfg, run_dir, names, resume=args.resume)
+        if cfg.distill.progressive_factor and args.only in ("progressive", None):
+            pipeline.distill_progressive(cfg, run_dir, resume=args.resume)
     return 0
 
 
