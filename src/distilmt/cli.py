@@ -7,6 +7,7 @@ end in one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -97,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["ctranslate2", "hf"], default="ctranslate2")
     p.add_argument("--quantization", default="int8", help="int8, int8_float32, int16, float16, float32 ...")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
+
+    p = sub.add_parser("methods", help="compare distillation methods: the same student, data and updates per "
+                                       "method and seed, against the no-KD baseline (methods.json/md/png)")
+    _config_args(p)
+    p.add_argument("--run-dir", default="runs/methods", help="the study's run directory (default: runs/methods)")
+    p.add_argument("--methods", help="comma-separated methods (default: kd,reverse_kl,temp_schedule,hidden,"
+                                     "attention,on_policy,mutual,progressive; also jsd, skew_kl, tvd, "
+                                     "weight_schedule, ensemble); the baseline is always trained")
+    p.add_argument("--seeds", default="1,2", help="comma-separated student seeds (default: 1,2)")
+    p.add_argument("--steps", type=int, default=0, help="updates of every student (default: the preset's)")
+    p.add_argument("--test-sentences", type=int, default=0, help="test sentences evaluated (default: the preset's)")
+    _resume_arg(p)
 
     sub.add_parser("presets", help="list the presets and what each costs")
     return parser
@@ -200,6 +213,8 @@ def _dispatch(args) -> int:
         return _translate(args)
     if args.command == "compare":
         return _compare(args)
+    if args.command == "methods":
+        return _methods(args)
     run_dir = Path(args.run_dir)
     if args.command == "evaluate":
         cfg = pipeline.open_run(run_dir)
@@ -276,7 +291,10 @@ def _print_presets() -> int:
     from .config import PRESETS, load_config
 
     table = Table(title="distilmt presets")
-    for col in ("preset", "teacher", "student", "teacher steps", "student steps", "T", "alpha/beta", "what it is for"):
+    from .methods_study import active_methods
+
+    for col in ("preset", "teacher", "student", "teacher steps", "student steps", "T", "alpha/beta", "methods",
+                "what it is for"):
         table.add_column(col)
     for name in PRESETS:
         c = load_config(name)
@@ -285,8 +303,34 @@ def _print_presets() -> int:
         student = f"depth x{c.student.depth_ratio} width x{c.student.width_ratio}"
         steps = lambda tc: str(tc.max_steps) if tc.max_steps else f"{tc.epochs:g} epochs"  # noqa: E731
         table.add_row(name, teacher, student, steps(c.teacher_train), steps(c.student_train),
-                      f"{c.distill.temperature:g}", f"{c.distill.alpha:g}/{c.distill.beta:g}", c.description)
+                      f"{c.distill.temperature:g}", f"{c.distill.alpha:g}/{c.distill.beta:g}",
+                      active_methods(c.distill), c.description)
     Console().print(table)
+    return 0
+
+
+def _methods(args) -> int:
+    from rich.console import Console
+
+    from .config import load_config
+    from .methods_study import format_table, parse_methods, parse_seeds, run_study, study_overrides
+    from .pipeline import open_run
+
+    methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
+    if args.quiet:
+        os.environ["DISTILMT_QUIET"] = "1"
+    run_dir = Path(args.run_dir)
+    args.overrides += study_overrides(args.steps, args.test_sentences)
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and not (args.preset or args.config):  # continue the study with its own settings
+        cfg = open_run(run_dir, load_config(file=saved, overrides=args.overrides))
+    else:
+        cfg = open_run(run_dir, _resolve_config(args))
+    _log_to_file(run_dir / "run.log")
+    rows = run_study(cfg, run_dir, methods, seeds, resume=args.resume)
+    teacher = json.loads((run_dir / "methods.json").read_text(encoding="utf-8")).get("teacher")
+    Console(width=None if Console().is_terminal else 160).print(format_table(rows, teacher))
+    print(f"\n{len(rows)} rows in {run_dir}/methods.json (table: methods.md, plot: methods.png)")
     return 0
 
 
