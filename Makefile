@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean methods
 
 setup: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/distilmt run --preset quick --run-dir runs/demo
+
+# The comparison of distillation methods on the built-in corpus (quick teacher, 2 seeds); ~30-35 min on 2 CPU cores.
+METHODS_ARGS ?= --steps 200 --test-sentences 150 --seeds 1,2
+methods: $(STAMP)
+	$(BIN)/distilmt methods --preset quick --run-dir runs/methods $(METHODS_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
