@@ -14,9 +14,12 @@ from distilmt.methods_study import (METHODS, active_methods, add_deltas, method_
 from test_pipeline import write_config
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
+@pytest.fixture(autouse=True, scope="module")
+def _cache(tmp_path_factory):
+    """One corpus cache for the module's runs (the built-in corpus is aligned once, not per test)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISTILMT_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 def test_every_method_is_a_valid_config_and_names_are_checked(tmp_path):

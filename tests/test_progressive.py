@@ -15,9 +15,12 @@ from distilmt.progressive import plan_chain
 from test_pipeline import write_config
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
+@pytest.fixture(autouse=True, scope="module")
+def _cache(tmp_path_factory):
+    """One corpus cache for the module's runs (the built-in corpus is aligned once, not per test)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISTILMT_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 def _shapes(teacher: dict, student: StudentConfig, factor: float, tokenizer) -> list[tuple]:
@@ -73,7 +76,8 @@ def test_each_stage_learns_from_the_previous_is_evaluated_and_skipped_when_compl
     run_dir = tmp_path / "run"
     cfg_file = write_config(tmp_path, student__depth_ratio=0.5, student__width_ratio=0.5, student__heads_ratio=0.5)
     assert main(["train-teacher", "--config", str(cfg_file), "--set", "distill.progressive_factor=0.7",
-                 "--set", "monitor.enabled=false", "--run-dir", str(run_dir)]) == 0
+                 "--set", "monitor.enabled=false", "--set", "eval.speed_sentences=0", "--set", "eval.semantic=false",
+                 "--set", "data.max_test_sentences=6", "--run-dir", str(run_dir)]) == 0
     cfg = pipeline.open_run(run_dir)
     records = pipeline.distill_progressive(cfg, run_dir)
 
