@@ -322,7 +322,8 @@ def _methods(args) -> int:
     run_dir = Path(args.run_dir)
     args.overrides += study_overrides(args.steps, args.test_sentences)
     saved = run_dir / "config.yaml"
-    if saved.is_file() and not (args.preset or args.config):  # continue the study with its own settings
+    if saved.is_file() and not (args.preset or args.config or args.direction or args.corpus or args.teacher):
+        # continue the study with its own settings
         cfg = open_run(run_dir, load_config(file=saved, overrides=args.overrides))
     else:
         cfg = open_run(run_dir, _resolve_config(args))
