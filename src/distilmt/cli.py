@@ -7,6 +7,7 @@ end in one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -82,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distill", help="train the no-KD baseline student and the KD student (and student-seqkd "
                                        "when seqkd.enabled)")
     _config_args(p); _run_dir_arg(p); _resume_arg(p)
-    p.add_argument("--only", choices=["baseline", "kd", "seqkd"], help="train just one of the students")
+    p.add_argument("--only", choices=["baseline", "kd", "seqkd", "progressive"],
+                   help="train just one of the students (progressive: the chain of distill.progressive_factor)")
 
     p = sub.add_parser("evaluate", help="evaluate every trained model of the run on its test set")
     _run_dir_arg(p)
@@ -121,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["ctranslate2", "hf"], default="ctranslate2")
     p.add_argument("--quantization", default="int8", help="int8, int8_float32, int16, float16, float32 ...")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
+
+    p = sub.add_parser("methods", help="compare distillation methods: the same student, data and updates per "
+                                       "method and seed, against the no-KD baseline (methods.json/md/png)")
+    _config_args(p)
+    p.add_argument("--run-dir", default="runs/methods", help="the study's run directory (default: runs/methods)")
+    p.add_argument("--methods", help="comma-separated methods (default: kd,reverse_kl,temp_schedule,hidden,"
+                                     "attention,on_policy,mutual,progressive; also jsd, skew_kl, tvd, "
+                                     "weight_schedule, ensemble); the baseline is always trained")
+    p.add_argument("--seeds", default="1,2", help="comma-separated student seeds (default: 1,2)")
+    p.add_argument("--steps", type=int, default=0, help="updates of every student (default: the preset's)")
+    p.add_argument("--test-sentences", type=int, default=0, help="test sentences evaluated (default: the preset's)")
+    _resume_arg(p)
 
     sub.add_parser("presets", help="list the presets and what each costs")
     return parser
@@ -224,6 +238,8 @@ def _dispatch(args) -> int:
         return _translate(args)
     if args.command == "compare":
         return _compare(args)
+    if args.command == "methods":
+        return _methods(args)
     run_dir = Path(args.run_dir)
     if args.command == "evaluate":
         from .evaluation.testsets import load_test_set
@@ -268,8 +284,15 @@ def _dispatch(args) -> int:
               f"in {run_dir / 'distilled' / 'train.tsv'}")
     elif args.command == "distill":
         names = {"baseline": ("student-baseline",), "kd": ("student-kd",), "seqkd": (pipeline.SEQKD_STUDENT,),
-                 None: pipeline.student_names(cfg)}[args.only]
+                 "progressive": (), None: pipeline.student_names(cfg)}[args.only]
+        if args.only == "progressive" and not cfg.distill.progressive_factor:
+            from .config import ConfigError
+
+            raise ConfigError("distill.progressive_factor: is 0 (off); set it (e.g. 0.7) to train the progressive "
+                              "chain")
         pipeline.distill(cfg, run_dir, names, resume=args.resume)
+        if cfg.distill.progressive_factor and args.only in ("progressive", None):
+            pipeline.distill_progressive(cfg, run_dir, resume=args.resume)
     return 0
 
 
@@ -318,7 +341,10 @@ def _print_presets() -> int:
     from .config import PRESETS, load_config
 
     table = Table(title="distilmt presets")
-    for col in ("preset", "teacher", "student", "teacher steps", "student steps", "T", "alpha/beta", "what it is for"):
+    from .methods_study import active_methods
+
+    for col in ("preset", "teacher", "student", "teacher steps", "student steps", "T", "alpha/beta", "methods",
+                "what it is for"):
         table.add_column(col)
     for name in PRESETS:
         c = load_config(name)
@@ -327,8 +353,35 @@ def _print_presets() -> int:
         student = f"depth x{c.student.depth_ratio} width x{c.student.width_ratio}"
         steps = lambda tc: str(tc.max_steps) if tc.max_steps else f"{tc.epochs:g} epochs"  # noqa: E731
         table.add_row(name, teacher, student, steps(c.teacher_train), steps(c.student_train),
-                      f"{c.distill.temperature:g}", f"{c.distill.alpha:g}/{c.distill.beta:g}", c.description)
+                      f"{c.distill.temperature:g}", f"{c.distill.alpha:g}/{c.distill.beta:g}",
+                      active_methods(c.distill), c.description)
     Console().print(table)
+    return 0
+
+
+def _methods(args) -> int:
+    from rich.console import Console
+
+    from .config import load_config
+    from .methods_study import format_table, parse_methods, parse_seeds, run_study, study_overrides
+    from .pipeline import open_run
+
+    methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
+    if args.quiet:
+        os.environ["DISTILMT_QUIET"] = "1"
+    run_dir = Path(args.run_dir)
+    args.overrides += study_overrides(args.steps, args.test_sentences)
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and not (args.preset or args.config or args.direction or args.corpus or args.teacher):
+        # continue the study with its own settings
+        cfg = open_run(run_dir, load_config(file=saved, overrides=args.overrides))
+    else:
+        cfg = open_run(run_dir, _resolve_config(args))
+    _log_to_file(run_dir / "run.log")
+    rows = run_study(cfg, run_dir, methods, seeds, resume=args.resume)
+    teacher = json.loads((run_dir / "methods.json").read_text(encoding="utf-8")).get("teacher")
+    Console(width=None if Console().is_terminal else 160).print(format_table(rows, teacher))
+    print(f"\n{len(rows)} rows in {run_dir}/methods.json (table: methods.md, plot: methods.png)")
     return 0
 
 

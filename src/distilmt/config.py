@@ -197,6 +197,10 @@ class DistillConfig:
     mutual: bool = _help("deep mutual learning: train two students together, each also learning KL to the other's "
                          "distribution (plus the teacher's when alpha > 0)", False)
     mutual_weight: float = _help("weight of each student's KL to its peer, times T^2 like the KD term", 1.0)
+    # -- progressive distillation (method 8) ----------------------------------------------------------------------
+    progressive_factor: float = _help("progressive distillation (0 = off): a chain teacher -> intermediate -> ... -> "
+                                      "student, stage k's student.* ratios being max(target ratio, factor^k), each "
+                                      "stage taught by the previous one (stage student-progressive); e.g. 0.7", 0.0)
 
     def __post_init__(self):
         _check(self.alpha is not None and self.alpha >= 0, "distill.alpha", "must be a number >= 0")
@@ -211,6 +215,18 @@ class DistillConfig:
         self._check_schedules()
         self._check_intermediate()
         self._check_online()
+        self._check_progressive()
+
+    def _check_progressive(self) -> None:
+        f = self.progressive_factor
+        _check(isinstance(f, (int, float)) and not isinstance(f, bool) and (f == 0 or 0 < f < 1),
+               "distill.progressive_factor", f"{f!r} must be in (0, 1) (each stage shrinks by it, e.g. 0.7), or 0 "
+               "for off")
+        if f:
+            _check(not self.teacher_cache, "distill.progressive_factor", "each stage learns from the previous "
+                   "stage's live model, which the teacher cache does not hold: set distill.teacher_cache to false")
+            _check(not self.teachers, "distill.progressive_factor", "the chain starts from the run's one teacher: "
+                   "set distill.teachers to [] or progressive_factor to 0")
 
     def _check_divergence(self) -> None:
         from .losses import DIVERGENCES

@@ -15,6 +15,7 @@ continues from its last checkpoint with ``resume=True``.
       student-baseline/      student trained on references only (the no-KD twin)
       student-kd/            the same student trained with token-level KD
       student-seqkd/         the same student trained on the teacher's translations (only with seqkd.enabled)
+      progressive/, student-progressive/   the chain teacher -> ... -> student (only with distill.progressive_factor)
       export/                CTranslate2 export of the KD student
       tb/<model>/            TensorBoard event files
       metrics.json, metrics.csv, report.md, report.html
@@ -34,6 +35,7 @@ log = logging.getLogger("distilmt")
 STUDENTS = {"student-baseline": False, "student-kd": True}  # name -> uses the teacher
 TEACHER_LORA = "teacher-lora"  # the teacher fine-tuned with LoRA on the parallel data (`distilmt train-teacher-lora`)
 SEQKD_STUDENT = "student-seqkd"  # trained on RUN_DIR/distilled/ (the teacher's translations); only with seqkd.enabled
+PROGRESSIVE_STUDENT = "student-progressive"  # last stage of the progressive chain; only with distill.progressive_factor
 
 
 def student_names(cfg: RunConfig) -> tuple[str, ...]:
@@ -339,6 +341,15 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] | None = None,
     return trainers
 
 
+def distill_progressive(cfg: RunConfig, run_dir: Path, resume: bool = False) -> list[dict]:
+    """Progressive distillation: the chain teacher -> progressive/stage-k -> student-progressive, each stage taught
+    by the previous one and evaluated (see :mod:`distilmt.progressive`). Returns one record per stage."""
+    from .progressive import train_chain
+
+    _require_teacher(run_dir)
+    return train_chain(cfg, run_dir, run_dir / "progressive", run_dir / PROGRESSIVE_STUDENT, resume=resume)
+
+
 def _check_ensemble_vocabularies(directories: list, tokenizer) -> None:
     """Refuse (ModelError naming the directory) an ensemble teacher whose tokenizer is not the run's, reading only
     the tokenizers, so a mismatch stops the run before the baseline trains; EnsembleTeacher.load checks the models."""
@@ -395,7 +406,8 @@ class _LogStream:
 
 
 def evaluate(cfg: RunConfig, run_dir: Path,
-             models: tuple[str, ...] = ("teacher", TEACHER_LORA, *STUDENTS, SEQKD_STUDENT), test_sets=()) -> list[dict]:
+             models: tuple[str, ...] = ("teacher", TEACHER_LORA, *STUDENTS, SEQKD_STUDENT, PROGRESSIVE_STUDENT),
+             test_sets=()) -> list[dict]:
     """Translate the test set with every model, measure quality, health, size and speed; write metrics.
 
     ``test_sets`` (evaluation.testsets.TestSet) are scored too, one column group each."""
@@ -477,6 +489,8 @@ def run(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> list[dict]
     if cfg.seqkd.enabled and cfg.seqkd.train_on != "original":
         generate_labels(cfg, run_dir)
     distill(cfg, run_dir, resume=resume)
+    if cfg.distill.progressive_factor:
+        distill_progressive(cfg, run_dir, resume=resume)
     rows = evaluate(cfg, run_dir)
     report(cfg, run_dir)
     log.info("run finished in %.1f min", (time.time() - started) / 60)
@@ -503,6 +517,6 @@ def quick_visual_distill(run_dir: str | Path = "runs/visual", preset: str = "qui
     return next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, DistillationMonitor))
 
 
-__all__ = ["quick_visual_distill", "ConfigError", "RunDirError", "cache_teacher", "distill", "evaluate",
+__all__ = ["quick_visual_distill", "ConfigError", "RunDirError", "cache_teacher", "distill", "distill_progressive", "evaluate",
            "generate_labels", "student_names", "open_run", "prepare_data", "report", "run",
            "train_teacher", "train_teacher_lora"]
