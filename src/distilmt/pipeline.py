@@ -95,7 +95,7 @@ def prepare_data(cfg: RunConfig, run_dir: Path):
     splits = prepare_splits(cfg.data, run_dir / "data")
     tok_dir = run_dir / "tokenizer"
     if not is_complete(tok_dir):
-        if cfg.teacher.path:
+        if cfg.teacher.path and cfg.teacher.kind == "seq2seq":  # a causal teacher keeps its own tokenizer
             from .models.build import load_seq2seq
 
             _, tokenizer = load_seq2seq(cfg.teacher.path)
@@ -127,7 +127,12 @@ def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
         log.info("teacher: complete, skipped")
         return
     if cfg.teacher.path:
-        model, tokenizer = load_seq2seq(cfg.teacher.path)
+        if cfg.teacher.kind == "causal":
+            from .causal import load_causal
+
+            model, tokenizer = load_causal(cfg.teacher.path)
+        else:
+            model, tokenizer = load_seq2seq(cfg.teacher.path)
         model.save_pretrained(str(out))
         tokenizer.save_pretrained(str(out))
         mark_complete(out, source=cfg.teacher.path)
@@ -223,11 +228,15 @@ def generate_labels(cfg: RunConfig, run_dir: Path, rebuild: bool = False, on_sha
         shutil.rmtree(out)
     sources = [s for s, _ in load_splits(run_dir / "data").train]
     tokenizer = load_tokenizer(run_dir)
-    fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(tokenizer),
-                                     teacher_fingerprint(run_dir / "teacher"), cfg.seqkd)
+    teacher_id, load = teacher_fingerprint(run_dir / "teacher"), lambda: _teacher_on_device(run_dir)
+    if cfg.teacher.kind == "causal":  # prompted with prompt.template, in its own tokenizer (distilmt.causal)
+        from .causal import labels_teacher
+
+        teacher_id, load = labels_teacher(cfg, run_dir / "teacher", teacher_id)
+    fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(tokenizer), teacher_id, cfg.seqkd)
 
     hint = f"rebuild it with `distilmt generate-labels --run-dir {run_dir} --rebuild`, or delete {out}"
-    stats = build_distilled(out, sources, tokenizer, lambda: _teacher_on_device(run_dir), cfg.seqkd, fingerprint, hint, on_shard)
+    stats = build_distilled(out, sources, tokenizer, load, cfg.seqkd, fingerprint, hint, on_shard)
     mark_complete(out, kept=stats["kept"], sources=stats["sources"])
     return stats
 
@@ -255,6 +264,10 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] | None = None,
     from .training import train_seq2seq
 
     _require_teacher(run_dir)
+    if "causal" in (cfg.teacher.kind, cfg.student.kind):
+        raise RunDirError("teacher.kind/student.kind=causal: `distilmt distill` does not train students of causal LMs "
+                          "yet; use `distilmt generate-labels` (a causal teacher's labels for a seq2seq student) or "
+                          "distilmt.causal.train_causal (token-level KD between causal LMs)")
     splits = load_splits(run_dir / "data")
     tokenizer = load_tokenizer(run_dir)
     todo = student_names(cfg) if names is None else names

@@ -1,0 +1,291 @@
+"""Causal-LM teachers and students on tiny Qwen2-style models with byte-level BPE tokenizers trained here on real
+verses, saved with save_pretrained and loaded back through distilmt.causal: prompt masking, the vocabulary check,
+token-level KD between causal LMs, generation that stops at eos, and a causal teacher's labels for a seq2seq
+student through `distilmt generate-labels`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from distilmt.causal import (CausalCollator, CausalTranslator, TranslationPrompt, check_shared_vocabulary,
+                             load_causal, shift_for_loss, train_causal)
+from distilmt.config import DistillConfig, SeqKDConfig, TrainConfig
+from distilmt.losses import IGNORE_INDEX, label_smoothed_cross_entropy
+from distilmt.models.build import ModelError
+from distilmt.teachers import CausalTeacher
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+PLAIN = "{src_lang}: {source}\n{tgt_lang}:"
+
+
+def byte_bpe(texts, vocab_size: int, chat: bool):
+    """A Qwen-like byte-level BPE tokenizer trained on ``texts`` (eos <|im_end|>, pad <|endoftext|>)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    if chat:
+        fast.chat_template = CHATML
+    return fast
+
+
+def qwen2(tokenizer, seed: int, pad_to: int = 64):
+    """A tiny Qwen2 causal LM whose embedding matrix is padded to a multiple of ``pad_to`` rows."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    config = Qwen2Config(vocab_size=-(-len(tokenizer) // pad_to) * pad_to, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=None,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def save(model, tokenizer, out: Path) -> Path:
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def texts(verse_pairs):
+    return [t for pair in verse_pairs[:400] for t in pair]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, texts) -> Path:
+    tokenizer = byte_bpe(texts, 400, chat=True)
+    return save(qwen2(tokenizer, seed=0, pad_to=64), tokenizer, tmp_path_factory.mktemp("qwen-teacher"))
+
+
+@pytest.fixture(scope="module")
+def plain_dir(tmp_path_factory, texts) -> Path:
+    """Same tokenizer, without a chat template."""
+    tokenizer = byte_bpe(texts, 400, chat=False)
+    return save(qwen2(tokenizer, seed=1), tokenizer, tmp_path_factory.mktemp("qwen-plain"))
+
+
+SHORT = [("And God said.", "És szólt Isten."), ("Jesus wept.", "Jézus sírt."), ("Amen.", "Ámen."),
+         ("Pray always.", "Imádkozzatok mindig.")]
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory, teacher_dir) -> Path:
+    """The chat teacher after memorising SHORT (real training through train_causal): it ends its answers."""
+    model, tokenizer = load_causal(teacher_dir)
+    prompt = TranslationPrompt(tokenizer, "auto", "en", "hu")
+    work = tmp_path_factory.mktemp("qwen-trained")
+    cfg = TrainConfig(max_steps=300, batch_tokens=400, warmup_steps=5, learning_rate=3e-3, label_smoothing=0.0,
+                      weight_decay=0.0, bf16=False)
+    train_causal(model, prompt, SHORT * 4, cfg, work / "model", work / "tb", 64)
+    return work / "model"
+
+
+# -- prompt and masking ------------------------------------------------------------------------------------
+def test_labels_are_minus_100_exactly_on_the_prompt_and_the_padding(plain_dir):
+    _, tokenizer = load_causal(plain_dir)
+    prompt = TranslationPrompt(tokenizer, PLAIN, "en", "hu")
+    assert prompt.text("Jesus wept.") == "English: Jesus wept.\nHungarian:"
+    example = prompt.example("Jesus wept.", "Jézus sírt.")
+    by_hand_prompt = tokenizer("English: Jesus wept.\nHungarian:", add_special_tokens=False)["input_ids"]
+    by_hand_target = tokenizer(" Jézus sírt.", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert example["input_ids"] == by_hand_prompt + by_hand_target
+    assert example["labels"] == [IGNORE_INDEX] * len(by_hand_prompt) + by_hand_target
+    assert tokenizer.decode(by_hand_target, skip_special_tokens=True) == " Jézus sírt."
+
+    longer = prompt.example("And God said unto Moses.", "És monda Isten Mózesnek.")
+    batch = CausalCollator(tokenizer.pad_token_id)([example, longer])
+    n = len(example["input_ids"])
+    assert batch["labels"][0].tolist() == example["labels"] + [IGNORE_INDEX] * (batch["labels"].shape[1] - n)
+    assert batch["attention_mask"][0].tolist() == [1] * n + [0] * (batch["labels"].shape[1] - n)
+    assert batch["input_ids"][0, n:].eq(tokenizer.pad_token_id).all()
+    assert batch["labels"][1].tolist() == longer["labels"]  # the longest row has no padding
+
+
+def test_the_loss_is_the_mean_nll_of_the_target_tokens_only(plain_dir):
+    """The trainer's CE (shift_for_loss + label_smoothed_cross_entropy) equals the hand-computed mean of
+    -log p(target token | everything before it) over target tokens; prompt and padding count for nothing."""
+    model, tokenizer = load_causal(plain_dir)
+    prompt = TranslationPrompt(tokenizer, PLAIN, "en", "hu")
+    examples = [prompt.example("Jesus wept.", "Jézus sírt."), prompt.example("And God said.", "És szólt Isten.")]
+    batch = CausalCollator(tokenizer.pad_token_id)(examples)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        student, _, labels = shift_for_loss(logits, None, batch["labels"])
+        ce, n_tokens = label_smoothed_cross_entropy(student, labels)
+        nll, count = 0.0, 0
+        for example in examples:
+            ids = torch.tensor([example["input_ids"]])
+            row_logits = model(input_ids=ids).logits[0]
+            n_prompt = example["labels"].count(IGNORE_INDEX)
+            for position in range(n_prompt, len(example["input_ids"])):  # each target token and the eos
+                nll -= torch.log_softmax(row_logits[position - 1], -1)[ids[0, position]].item()
+                count += 1
+    assert int(n_tokens) == count == sum(len(e["labels"]) - e["labels"].count(IGNORE_INDEX) for e in examples)
+    assert ce.item() / int(n_tokens) == pytest.approx(nll / count, rel=1e-5)
+
+
+def test_auto_uses_the_chat_template_and_the_target_ends_with_its_eos(teacher_dir, plain_dir):
+    _, tokenizer = load_causal(teacher_dir)
+    prompt = TranslationPrompt(tokenizer, "auto", "en", "hu")
+    text = prompt.text("Jesus wept.")
+    assert prompt.chat and text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")
+    assert "English" in text and "Hungarian" in text and "Jesus wept." in text
+    example = prompt.example("Jesus wept.", "Jézus sírt.")
+    target = [i for i in example["labels"] if i != IGNORE_INDEX]
+    assert target[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.decode(target, skip_special_tokens=True) == "Jézus sírt."  # no space after the chat turn
+    _, plain = load_causal(plain_dir)
+    assert not TranslationPrompt(plain, "auto", "en", "hu").chat  # no chat template: the default template
+
+
+# -- vocabulary ----------------------------------------------------------------------------------------------
+def test_padded_embeddings_of_other_sizes_share_the_real_vocabulary(tmp_path, teacher_dir):
+    teacher, tokenizer = load_causal(teacher_dir)
+    student_model = qwen2(tokenizer, seed=3, pad_to=128)
+    student_dir = save(student_model, tokenizer, tmp_path / "student")
+    student, student_tokenizer = load_causal(student_dir)
+    rows_t, rows_s = (m.get_output_embeddings().weight.shape[0] for m in (teacher, student))
+    assert rows_t != rows_s and min(rows_t, rows_s) > len(tokenizer)  # 448 vs 512 rows for 400 tokens
+    size = check_shared_vocabulary(tokenizer, student_tokenizer, teacher, student, "qwen-teacher", "qwen-student")
+    assert size == len(tokenizer)
+    batch = CausalCollator(tokenizer.pad_token_id)([TranslationPrompt(tokenizer).example("Amen.", "Ámen.")])
+    assert CausalTeacher(teacher, size).logits(batch).shape[-1] == size
+
+
+def test_a_different_tokenizer_fails_with_one_line_naming_both_models(tmp_path, teacher_dir, texts):
+    teacher, tokenizer = load_causal(teacher_dir)
+    other = byte_bpe(texts[::2], 350, chat=True)  # English verses only, fewer tokens
+    other_dir = save(qwen2(other, seed=4), other, tmp_path / "other")
+    student, other_tokenizer = load_causal(other_dir)
+    with pytest.raises(ModelError) as error:
+        check_shared_vocabulary(tokenizer, other_tokenizer, teacher, student, "qwen-teacher", "other-student")
+    message = str(error.value)
+    assert "\n" not in message and "qwen-teacher" in message and "other-student" in message
+    assert "sequence-level KD" in message and f"{len(other_tokenizer):,}" in message
+    same_size = byte_bpe(texts[1::2], 400, chat=True)  # as many tokens, other merges: other ids for a text
+    assert len(same_size) == len(tokenizer)
+    with pytest.raises(ModelError, match="different token ids"):
+        check_shared_vocabulary(tokenizer, same_size)
+
+
+# -- token-level KD between causal LMs ----------------------------------------------------------------------
+def _kd_log(trainer) -> list[float]:
+    return [entry["kd"] for entry in trainer.state.log_history if "kd" in entry]
+
+
+def test_kd_between_two_causal_lms_is_zero_for_a_student_equal_to_the_teacher(tmp_path, teacher_dir, verse_pairs):
+    teacher, tokenizer = load_causal(teacher_dir)
+    student = copy.deepcopy(teacher)
+    student.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=128)  # other padding, same real vocabulary
+    size = check_shared_vocabulary(tokenizer, tokenizer, teacher, student)
+    prompt = TranslationPrompt(tokenizer, "auto", "en", "hu")
+    cfg = TrainConfig(max_steps=3, batch_tokens=600, warmup_steps=0, learning_rate=1e-3, weight_decay=0.0,
+                      label_smoothing=0.0, bf16=False)
+    distill = DistillConfig(alpha=1.0, beta=0.0, temperature=2.0)
+    trainer = train_causal(student, prompt, verse_pairs[:40], cfg, tmp_path / "same", tmp_path / "tb", 48,
+                           teacher=CausalTeacher(teacher, size), distill=distill)
+    assert trainer.state.global_step == 3 and _kd_log(trainer) and max(map(abs, _kd_log(trainer))) < 1e-6
+
+    fresh = qwen2(tokenizer, seed=5, pad_to=128)  # a different student: a real KD signal that training lowers
+    cfg = TrainConfig(max_steps=12, batch_tokens=600, warmup_steps=0, learning_rate=1e-2, label_smoothing=0.0,
+                      bf16=False)
+    trainer = train_causal(fresh, prompt, verse_pairs[:8], cfg, tmp_path / "kd", tmp_path / "tb2", 48,
+                           teacher=CausalTeacher(teacher, size), distill=distill)
+    kd = _kd_log(trainer)
+    assert kd[0] > 0.01 and kd[-1] < kd[0] / 2, kd
+    saved, _ = load_causal(tmp_path / "kd")  # a plain Hugging Face causal LM directory
+    assert saved.get_output_embeddings().weight.shape[0] == 512
+
+
+def test_features_a_causal_student_lacks_are_refused_by_name(tmp_path, teacher_dir, verse_pairs):
+    from distilmt.config import ConfigError
+
+    teacher, tokenizer = load_causal(teacher_dir)
+    with pytest.raises(ConfigError, match="distill.hidden_weight"):
+        train_causal(teacher, TranslationPrompt(tokenizer), verse_pairs[:4], TrainConfig(max_steps=1, bf16=False),
+                     tmp_path, tmp_path / "tb", 48, distill=DistillConfig(hidden_weight=1.0))
+
+
+# -- generation --------------------------------------------------------------------------------------------
+def test_generation_stops_at_eos_and_returns_only_the_translation(trained_dir):
+    translator = CausalTranslator.load(trained_dir, "auto", "en", "hu")
+    sources, targets = [s for s, _ in SHORT], [t for _, t in SHORT]
+    assert translator.translate(sources, num_beams=1, max_new_tokens=60) == targets  # batched, left-padded
+    assert [translator.translate([s], num_beams=2)[0] for s in sources] == targets  # one at a time, beams
+    scored = translator.translate_scored(sources, SeqKDConfig(num_beams=2, max_new_tokens=60, batch_tokens=100))
+    assert [hyps[0][0] for hyps in scored] == targets and all(-1 < hyps[0][1] <= 0 for hyps in scored)
+    # the raw continuation ends at eos well before max_new_tokens: the model stopped itself
+    prompt = translator.prompt
+    ids = torch.tensor([prompt.prompt_ids(sources[0])])
+    out = translator.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=60,
+                                    eos_token_id=prompt.eos_token_id, pad_token_id=prompt.pad_token_id)
+    continuation = out[0, ids.shape[1]:].tolist()
+    assert continuation[-1] == prompt.eos_token_id and len(continuation) < 60
+    assert prompt.target_ids(targets[0]) == continuation
+
+
+# -- sequence-level KD: a causal teacher labels a seq2seq student ---------------------------------------------
+def test_a_causal_teacher_writes_labels_for_a_seq2seq_student(tmp_path, trained_dir, monkeypatch):
+    from test_pipeline import TINY
+
+    from distilmt.cli import main
+    from distilmt.config import TeacherConfig
+    from distilmt.data.corpus import load_splits
+    from distilmt.models.build import build_model, derive_student
+    from distilmt.pipeline import load_tokenizer
+    from distilmt.seqkd import read_distilled
+    from distilmt.training import train_seq2seq
+
+    monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
+    config = json.loads(json.dumps(TINY))
+    config["data"].update(max_train_pairs=24, max_tokens=16)
+    config["teacher"].update(kind="causal", path=str(trained_dir))
+    config["seqkd"] = {"num_beams": 2, "max_new_tokens": 24, "shard_size": 10, "batch_tokens": 300}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    assert main(["train-teacher", "--config", str(tmp_path / "c.yaml"), "--run-dir", str(run_dir)]) == 0
+    assert main(["generate-labels", "--run-dir", str(run_dir)]) == 0
+
+    sources = [s for s, _ in load_splits(run_dir / "data").train]
+    pairs = read_distilled(run_dir / "distilled")
+    stats = json.loads((run_dir / "distilled" / "stats.json").read_text())
+    assert stats["sources"] == len(sources) and len(list((run_dir / "distilled").glob("shard-*.tsv"))) == 3
+    translator = CausalTranslator.load(run_dir / "teacher", "auto", "en", "hu")
+    expected = translator.translate_scored(sources, SeqKDConfig(num_beams=2, max_new_tokens=24, batch_tokens=300))
+    kept = [(s, hyps[0][0]) for s, hyps in zip(sources, expected) if hyps[0][0].strip()]
+    assert pairs == kept and stats["mean_score"] <= 0
+    assert all("<|im" not in label and "assistant" not in label for _, label in pairs)  # the continuation only
+
+    run_tokenizer = load_tokenizer(run_dir)  # trained here for the seq2seq student, not the teacher's BPE
+    assert len(run_tokenizer) != len(translator.tokenizer)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    base = build_model(TeacherConfig(d_model=32, encoder_layers=2, decoder_layers=2, ffn_dim=64, heads=4,
+                                     dropout=0.0), run_tokenizer, seed=0)
+    student = derive_student(base, config_student(), seed=0)
+    cfg = TrainConfig(max_steps=3, batch_tokens=400, warmup_steps=1, bf16=False, eval_every_epoch=False)
+    trainer = train_seq2seq(student, run_tokenizer, pairs, [], cfg, tmp_path / "student", tmp_path / "tb", 32)
+    assert trainer.state.global_step == 3 and (tmp_path / "student" / "config.json").is_file()
+    assert main(["generate-labels", "--run-dir", str(run_dir)]) == 0  # complete: skipped, same corpus
+    assert read_distilled(run_dir / "distilled") == pairs
+
+
+def config_student():
+    from distilmt.config import StudentConfig
+
+    return StudentConfig(depth_ratio=0.5)
