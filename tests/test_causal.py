@@ -245,18 +245,18 @@ def test_a_causal_teacher_writes_labels_for_a_seq2seq_student(tmp_path, trained_
     from test_pipeline import TINY
 
     from distilmt.cli import main
-    from distilmt.config import TeacherConfig
     from distilmt.data.corpus import load_splits
-    from distilmt.models.build import build_model, derive_student
+    from distilmt.models.build import load_seq2seq
     from distilmt.pipeline import load_tokenizer
     from distilmt.seqkd import read_distilled
-    from distilmt.training import train_seq2seq
 
     monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
     config = json.loads(json.dumps(TINY))
-    config["data"].update(max_train_pairs=24, max_tokens=16)
+    config["data"].update(max_train_pairs=24)
     config["teacher"].update(kind="causal", path=str(trained_dir))
-    config["seqkd"] = {"num_beams": 2, "max_new_tokens": 24, "shard_size": 10, "batch_tokens": 300}
+    config["seqkd"] = {"enabled": True, "num_beams": 2, "max_new_tokens": 24, "shard_size": 10, "batch_tokens": 300}
+    config["student_train"].update(max_steps=3, eval_every_epoch=False)
+    config["eval"].update(export_ct2=False, speed_sentences=0, semantic=False)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     run_dir = tmp_path / "run"
     assert main(["train-teacher", "--config", str(tmp_path / "c.yaml"), "--run-dir", str(run_dir)]) == 0
@@ -274,18 +274,49 @@ def test_a_causal_teacher_writes_labels_for_a_seq2seq_student(tmp_path, trained_
 
     run_tokenizer = load_tokenizer(run_dir)  # trained here for the seq2seq student, not the teacher's BPE
     assert len(run_tokenizer) != len(translator.tokenizer)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    base = build_model(TeacherConfig(d_model=32, encoder_layers=2, decoder_layers=2, ffn_dim=64, heads=4,
-                                     dropout=0.0), run_tokenizer, seed=0)
-    student = derive_student(base, config_student(), seed=0)
-    cfg = TrainConfig(max_steps=3, batch_tokens=400, warmup_steps=1, bf16=False, eval_every_epoch=False)
-    trainer = train_seq2seq(student, run_tokenizer, pairs, [], cfg, tmp_path / "student", tmp_path / "tb", 32)
-    assert trainer.state.global_step == 3 and (tmp_path / "student" / "config.json").is_file()
     assert main(["generate-labels", "--run-dir", str(run_dir)]) == 0  # complete: skipped, same corpus
     assert read_distilled(run_dir / "distilled") == pairs
 
+    # the seq2seq students: the baseline on the references, student-seqkd on the causal teacher's labels
+    assert main(["distill", "--run-dir", str(run_dir)]) == 0
+    assert main(["evaluate", "--run-dir", str(run_dir)]) == 0
+    rows = {r["name"]: r for r in json.loads((run_dir / "metrics.json").read_text())["models"]}
+    assert set(rows) == {"student-baseline", "student-seqkd"}  # no token-level KD across vocabularies
+    assert load_seq2seq(run_dir / "student-seqkd")[0].config.is_encoder_decoder
 
-def config_student():
-    from distilmt.config import StudentConfig
 
-    return StudentConfig(depth_ratio=0.5)
+def test_distill_trains_causal_students_with_token_kd_from_a_causal_teacher(tmp_path, teacher_dir, texts,
+                                                                          monkeypatch, capsys):
+    from test_pipeline import TINY
+
+    from distilmt.cli import main
+
+    monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
+    _, tokenizer = load_causal(teacher_dir)
+    student_dir = save(qwen2(tokenizer, seed=7, pad_to=128), tokenizer, tmp_path / "student")
+    other = byte_bpe(texts[::2], 350, chat=True)
+    other_dir = save(qwen2(other, seed=8), other, tmp_path / "other")
+    config = json.loads(json.dumps(TINY))
+    config["data"].update(max_train_pairs=24, max_tokens=64)  # byte-level tokens: verses are long
+    config["teacher"].update(kind="causal", path=str(teacher_dir))
+    config["student"] = {"kind": "causal", "path": str(student_dir)}
+    config["student_train"].update(max_steps=3, weight_decay=0.0)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    assert main(["train-teacher", "--config", str(tmp_path / "c.yaml"), "--run-dir", str(run_dir)]) == 0
+    assert main(["distill", "--run-dir", str(run_dir)]) == 0
+    for name in ("student-baseline", "student-kd"):
+        model, _ = load_causal(run_dir / name)
+        assert model.get_output_embeddings().weight.shape[0] == 512  # the student's own padding, kept
+    log = (run_dir / "run.log").read_text(encoding="utf-8")
+    assert "student-kd step 3/3" in log and " kd " in log
+
+    config["student"]["path"] = str(other_dir)  # another tokenizer: refused before any training, one line
+    (tmp_path / "c2.yaml").write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert main(["train-teacher", "--config", str(tmp_path / "c2.yaml"), "--run-dir", str(tmp_path / "run2")]) == 0
+    assert main(["distill", "--only", "kd", "--run-dir", str(tmp_path / "run2")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "needs one vocabulary" in error and "sequence-level KD" in error
+    assert str(teacher_dir) in error and str(other_dir) in error
+    assert not (tmp_path / "run2" / "student-kd" / "config.json").exists()

@@ -453,3 +453,58 @@ def train_causal(model, prompt: TranslationPrompt, train_pairs, cfg, out_dir, lo
     return train_seq2seq(model, prompt.tokenizer, train_pairs, [], cfg, out_dir, log_dir, max_tokens,
                          teacher=teacher, distill=distill, resume=resume, callbacks=callbacks, name=name,
                          prompt=prompt)
+
+
+def distill_causal(cfg, run_dir: Path, names: Sequence[str], resume: bool = False) -> dict:
+    """:func:`distilmt.pipeline.distill` when the teacher or the student is a causal LM; returns ``{name: trainer}``.
+
+    * a causal student (``student.kind=causal``, loaded from ``student.path`` afresh for every student) learns
+      from prompted pairs: ``student-baseline`` on the references, ``student-kd`` with token-level KD from the
+      run's causal teacher (shared real vocabulary checked first), ``student-seqkd`` on the teacher's translations;
+    * a seq2seq student of a causal teacher learns by sequence-level KD only (the vocabularies differ): it is
+      derived, as in a run that trains its teacher, from a seq2seq model of shape ``teacher.arch/d_model/...``
+      (never trained) with the run's tokenizer, and the monitor (which runs a seq2seq teacher) is off.
+    """
+    import time
+
+    from .data.corpus import load_splits
+    from .models.build import build_model, derive_student
+    from .pipeline import SEQKD_STUDENT, STUDENTS, _dev_subset, _seqkd_pairs, is_complete, load_tokenizer, \
+        mark_complete
+    from .teachers import CausalTeacher
+    from .training import train_seq2seq
+
+    run_dir = Path(run_dir)
+    splits = load_splits(run_dir / "data")
+    trainers = {}
+    for name in names:
+        out = run_dir / name
+        if is_complete(out):
+            continue
+        pairs, uses_teacher = splits.train, STUDENTS.get(name, False)
+        if name == SEQKD_STUDENT:
+            pairs, uses_teacher = _seqkd_pairs(cfg, run_dir, splits.train), cfg.seqkd.with_token_kd
+        if uses_teacher and cfg.teacher.kind != cfg.student.kind:
+            raise ModelError(f"{name}: token-level KD from a {cfg.teacher.kind} teacher to a {cfg.student.kind} "
+                             "student needs one vocabulary; use sequence-level KD instead (seqkd.enabled=true, "
+                             "seqkd.with_token_kd=false), which works across tokenizers")
+        started, tb = time.time(), run_dir / "tb" / name
+        if cfg.student.kind == "causal":
+            student, tokenizer = load_causal(cfg.student.path, role="student")
+            teacher = None
+            if uses_teacher:
+                teacher_model, teacher_tokenizer = load_causal(run_dir / "teacher")
+                size = check_shared_vocabulary(teacher_tokenizer, tokenizer, teacher_model, student,
+                                               f"the teacher {cfg.teacher.path}", f"the student {cfg.student.path}")
+                teacher = CausalTeacher(teacher_model, size, bf16=cfg.student_train.bf16)
+            prompt = TranslationPrompt.from_config(tokenizer, cfg.prompt, cfg.data)
+            trainers[name] = train_causal(student, prompt, pairs, cfg.student_train, out, tb, cfg.data.max_tokens,
+                                          teacher, cfg.distill if uses_teacher else None, resume, name=name)
+        else:
+            tokenizer = load_tokenizer(run_dir)
+            shape = build_model(cfg.teacher, tokenizer, seed=cfg.student_train.seed)
+            student = derive_student(shape, cfg.student, seed=cfg.student_train.seed)
+            trainers[name] = train_seq2seq(student, tokenizer, pairs, _dev_subset(cfg, splits), cfg.student_train,
+                                           out, tb, cfg.data.max_tokens, resume=resume, name=name)
+        mark_complete(out, seconds=round(time.time() - started, 1))
+    return trainers
