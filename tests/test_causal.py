@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import yaml
 from distilmt.causal import (CausalCollator, CausalTranslator, TranslationPrompt, check_shared_vocabulary,
                              load_causal, shift_for_loss, train_causal)
 from distilmt.config import DistillConfig, SeqKDConfig, TrainConfig
-from distilmt.losses import IGNORE_INDEX, label_smoothed_cross_entropy
+from distilmt.losses import IGNORE_INDEX, forward_kl, label_smoothed_cross_entropy
 from distilmt.models.build import ModelError
 from distilmt.teachers import CausalTeacher
 
@@ -138,6 +137,31 @@ def test_the_loss_is_the_mean_nll_of_the_target_tokens_only(plain_dir):
                 count += 1
     assert int(n_tokens) == count == sum(len(e["labels"]) - e["labels"].count(IGNORE_INDEX) for e in examples)
     assert ce.item() / int(n_tokens) == pytest.approx(nll / count, rel=1e-5)
+
+
+def test_kd_is_the_kl_over_the_target_positions_only(plain_dir):
+    """The teacher scores the same sequence; the KD sum is KL(p_teacher || p_student) at the positions that
+    predict a target token (or the eos), nowhere else, computed here by hand one example at a time."""
+    student, tokenizer = load_causal(plain_dir)
+    teacher = qwen2(tokenizer, seed=9, pad_to=128)  # another model with the same vocabulary, padded otherwise
+    prompt = TranslationPrompt(tokenizer, PLAIN, "en", "hu")
+    examples = [prompt.example("Jesus wept.", "Jézus sírt."), prompt.example("And God said.", "És szólt Isten.")]
+    batch = CausalCollator(tokenizer.pad_token_id)(examples)
+    with torch.no_grad():
+        out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        signal = CausalTeacher(teacher, len(tokenizer)).logits(batch)
+        s_logits, t_logits, labels = shift_for_loss(out, signal, batch["labels"])
+        kd, n = forward_kl(s_logits, t_logits, labels.ne(IGNORE_INDEX), 1.0)
+        by_hand = 0.0
+        for example in examples:
+            ids = torch.tensor([example["input_ids"]])
+            s_row = student(input_ids=ids).logits[0, :, : len(tokenizer)]
+            t_row = teacher(input_ids=ids).logits[0, :, : len(tokenizer)]
+            for position in range(example["labels"].count(IGNORE_INDEX), len(example["input_ids"])):
+                p_t = torch.softmax(t_row[position - 1], -1)
+                by_hand += (p_t * (p_t.log() - torch.log_softmax(s_row[position - 1], -1))).sum().item()
+    assert s_logits.shape[-1] == t_logits.shape[-1] == len(tokenizer)
+    assert kd.item() == pytest.approx(by_hand, rel=1e-4) and by_hand > 0
 
 
 def test_auto_uses_the_chat_template_and_the_target_ends_with_its_eos(teacher_dir, plain_dir):

@@ -35,7 +35,8 @@ from .losses import IGNORE_INDEX
 from .models.build import PROBE_TEXT, ModelError
 
 DEFAULT_TEMPLATE = "Translate this {src_lang} text into {tgt_lang}.\n{src_lang}: {source}\n{tgt_lang}:"
-CHAT_INSTRUCTION = "Translate the following {src_lang} text into {tgt_lang}. Reply with the translation only.\n\n{source}"
+CHAT_INSTRUCTION = ("Translate the following {src_lang} text into {tgt_lang}. Reply with the translation only.\n\n"
+                    "{source}")
 PLACEHOLDERS = frozenset({"src_lang", "tgt_lang", "source"})
 LANGUAGE_NAMES = {"en": "English", "hu": "Hungarian", "zh": "Chinese", "de": "German", "fr": "French",
                   "es": "Spanish", "it": "Italian", "pt": "Portuguese", "ru": "Russian", "ja": "Japanese",
@@ -284,27 +285,10 @@ def _stop_ids(model, tokenizer) -> list[int]:
     return list(dict.fromkeys([tokenizer.eos_token_id, *(i for i in configured if i is not None)]))
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)`` with every row right-aligned: what batched causal generation needs."""
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            input_ids[i, width - len(row):] = torch.tensor(list(row))
-            mask[i, width - len(row):] = 1
-    return input_ids, mask
-
-
 def until_stop(continuation: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
     """Mask of each row's tokens up to and including its first stop token (every token when there is none)."""
     is_stop = torch.isin(continuation, torch.tensor(list(stop_ids), device=continuation.device)).long()
     return (torch.cumsum(is_stop, dim=1) - is_stop) == 0
-
-
-def _max_positions(model) -> int:
-    limit = getattr(model.config, "max_position_embeddings", None)
-    return int(limit) if isinstance(limit, int) and limit > 0 else 4096
 
 
 @torch.no_grad()
@@ -321,6 +305,7 @@ def generate_continuations(model, prompt: TranslationPrompt, sources: Sequence[s
     """
     from .data.batching import token_batches
     from .data.readers import normalize
+    from .seqkd import _max_positions
 
     if not sources:
         return []
@@ -330,10 +315,10 @@ def generate_continuations(model, prompt: TranslationPrompt, sources: Sequence[s
     stop = _stop_ids(model, tokenizer)
     results: list[list[tuple[str, float | None]]] = [[] for _ in sources]
     for batch in token_batches([len(ids) for ids in encoded], batch_tokens, seed=0):
-        input_ids, mask = left_pad([encoded[i] for i in batch], prompt.pad_token_id)
+        padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, padding_side="left", return_tensors="pt")
+        input_ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
         width = input_ids.shape[1]
-        room = max(1, min(max_new_tokens, _max_positions(model) - width))
-        input_ids, mask = input_ids.to(device), mask.to(device)
+        room = max(1, min(max_new_tokens, _max_positions(model, tokenizer) - width))
         sequences = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=room,
                                    num_return_sequences=num_return_sequences, eos_token_id=stop,
                                    pad_token_id=prompt.pad_token_id, **options)
