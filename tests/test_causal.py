@@ -344,3 +344,18 @@ def test_distill_trains_causal_students_with_token_kd_from_a_causal_teacher(tmp_
     assert error.count("\n") == 0 and "needs one vocabulary" in error and "sequence-level KD" in error
     assert str(teacher_dir) in error and str(other_dir) in error
     assert not (tmp_path / "run2" / "student-kd" / "config.json").exists()
+
+
+def test_config_keys_of_causal_models_are_validated_by_name():
+    from distilmt.config import ConfigError, load_config
+
+    cfg = load_config("quick", overrides=["teacher.kind=causal", "teacher.path=/models/qwen",
+                                          "prompt.template='{src_lang}: {source} => {tgt_lang}:'"])
+    assert cfg.teacher.kind == "causal" and cfg.prompt.template.endswith("{tgt_lang}:")
+    for override, key in (("teacher.kind=causal", "teacher.path"), ("teacher.kind=decoder", "teacher.kind"),
+                          ("student.kind=causal", "student.path"), ("prompt.template='Translate: {text}'",
+                                                                     "prompt.template"),
+                          ("prompt.template=Translate please", "prompt.template")):
+        with pytest.raises(ConfigError) as error:
+            load_config("quick", overrides=[override])
+        assert str(error.value).startswith(f"{key}:") and "\n" not in str(error.value)
