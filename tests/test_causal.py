@@ -264,23 +264,34 @@ def test_generation_stops_at_eos_and_returns_only_the_translation(trained_dir):
     assert prompt.target_ids(targets[0]) == continuation
 
 
+def write_tsv(pairs, path: Path) -> Path:
+    path.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    return path
+
+
 # -- sequence-level KD: a causal teacher labels a seq2seq student ---------------------------------------------
-def test_a_causal_teacher_writes_labels_for_a_seq2seq_student(tmp_path, trained_dir, monkeypatch):
+def test_a_causal_teacher_writes_labels_for_a_seq2seq_student(tmp_path, trained_dir, verse_pairs, monkeypatch,
+                                                             capsys):
+    """... and `distilmt evaluate` gives the causal teacher its row: the test set is the pairs it memorised."""
+    import sacrebleu
     from test_pipeline import TINY
 
     from distilmt.cli import main
     from distilmt.data.corpus import load_splits
+    from distilmt.evaluation.translate import open_model
     from distilmt.models.build import load_seq2seq
     from distilmt.pipeline import load_tokenizer
     from distilmt.seqkd import read_distilled
 
     monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
     config = json.loads(json.dumps(TINY))
-    config["data"].update(max_train_pairs=24)
+    config["data"].update(max_train_pairs=24, corpus=str(write_tsv(verse_pairs[:200], tmp_path / "train.tsv")),
+                          dev_file=str(write_tsv(verse_pairs[200:208], tmp_path / "dev.tsv")),
+                          test_file=str(write_tsv(SHORT, tmp_path / "test.tsv")))
     config["teacher"].update(kind="causal", path=str(trained_dir))
     config["seqkd"] = {"enabled": True, "num_beams": 2, "max_new_tokens": 24, "shard_size": 10, "batch_tokens": 300}
     config["student_train"].update(max_steps=3, eval_every_epoch=False)
-    config["eval"].update(export_ct2=False, speed_sentences=0, semantic=False)
+    config["eval"].update(export_ct2=True, speed_sentences=2, semantic=False, max_new_tokens=40)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     run_dir = tmp_path / "run"
     assert main(["train-teacher", "--config", str(tmp_path / "c.yaml"), "--run-dir", str(run_dir)]) == 0
@@ -305,8 +316,31 @@ def test_a_causal_teacher_writes_labels_for_a_seq2seq_student(tmp_path, trained_
     assert main(["distill", "--run-dir", str(run_dir)]) == 0
     assert main(["evaluate", "--run-dir", str(run_dir)]) == 0
     rows = {r["name"]: r for r in json.loads((run_dir / "metrics.json").read_text())["models"]}
-    assert set(rows) == {"student-baseline", "student-seqkd"}  # no token-level KD across vocabularies
+    assert set(rows) == {"teacher", "student-baseline", "student-seqkd"}  # no token-level KD across vocabularies
     assert load_seq2seq(run_dir / "student-seqkd")[0].config.is_encoder_decoder
+
+    # the teacher's row: prompted as its prompt.json says (the run's prompt.template and languages)
+    assert json.loads((run_dir / "teacher" / "prompt.json").read_text()) == \
+        {"template": "auto", "src_lang": "en", "tgt_lang": "hu"}
+    targets = [t for _, t in SHORT]
+    hyps = json.loads((run_dir / "translations.json").read_text())["hypotheses"]
+    assert hyps["teacher"] == targets  # it memorised them, and stopped at its eos
+    teacher = rows["teacher"]
+    assert teacher["engine"] == "hf-causal" and not teacher["collapsed"]
+    assert teacher["bleu"] == pytest.approx(sacrebleu.corpus_bleu(targets, [targets]).score) == pytest.approx(100)
+    assert teacher["chrf"] == pytest.approx(100) and teacher["bleu"] > rows["student-baseline"]["bleu"]
+    assert teacher["params"] == sum(p.numel() for p in translator.model.parameters())
+    assert teacher["size_mb"] > 0 and teacher["sentences_per_s"] > 0 and teacher["latency_bs1_ms"] > 0
+    assert rows["student-seqkd"]["compression"] == pytest.approx(teacher["params"] / rows["student-seqkd"]["params"])
+    assert open_model(run_dir / "teacher").translate(["Amen."], num_beams=1, max_new_tokens=40) == ["Ámen."]
+
+    capsys.readouterr()  # `distilmt translate` opens it the same way; `distilmt export` refuses it in one line
+    assert main(["translate", "teacher", "--run-dir", str(run_dir), "--text", "Jesus wept.", "--beams", "1"]) == 0
+    assert capsys.readouterr().out.strip() == "Jézus sírt."
+    assert main(["export", str(run_dir / "teacher"), str(tmp_path / "ct2")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "causal LM" in error and "seq2seq models only" in error
+    assert not (tmp_path / "ct2").exists()
 
 
 def test_distill_trains_causal_students_with_token_kd_from_a_causal_teacher(tmp_path, teacher_dir, texts,
@@ -325,6 +359,7 @@ def test_distill_trains_causal_students_with_token_kd_from_a_causal_teacher(tmp_
     config["teacher"].update(kind="causal", path=str(teacher_dir))
     config["student"] = {"kind": "causal", "path": str(student_dir)}
     config["student_train"].update(max_steps=3, weight_decay=0.0)
+    config["eval"].update(speed_sentences=0, semantic=False, max_new_tokens=8)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     run_dir = tmp_path / "run"
     assert main(["train-teacher", "--config", str(tmp_path / "c.yaml"), "--run-dir", str(run_dir)]) == 0
@@ -335,6 +370,17 @@ def test_distill_trains_causal_students_with_token_kd_from_a_causal_teacher(tmp_
     log = (run_dir / "run.log").read_text(encoding="utf-8")
     assert "student-kd step 3/3" in log and " kd " in log
 
+    # every causal model of the run gets a metrics row, prompted as its prompt.json says (no CT2 export of them)
+    assert main(["evaluate", "--run-dir", str(run_dir)]) == 0
+    rows = {r["name"]: r for r in json.loads((run_dir / "metrics.json").read_text())["models"]}
+    assert set(rows) == {"teacher", "student-baseline", "student-kd"}
+    for name, row in rows.items():
+        assert json.loads((run_dir / name / "prompt.json").read_text())["template"] == "auto"
+        assert row["engine"] == "hf-causal" and row["bleu"] >= 0 and row["chrf"] >= 0 and row["size_mb"] > 0
+        assert row["params"] == sum(p.numel() for p in load_causal(run_dir / name)[0].parameters())
+    assert rows["student-kd"]["compression"] == pytest.approx(rows["teacher"]["params"] / rows["student-kd"]["params"])
+    assert not (run_dir / "export").exists()
+
     config["student"]["path"] = str(other_dir)  # another tokenizer: refused before any training, one line
     (tmp_path / "c2.yaml").write_text(yaml.safe_dump(config))
     capsys.readouterr()
@@ -344,6 +390,22 @@ def test_distill_trains_causal_students_with_token_kd_from_a_causal_teacher(tmp_
     assert error.count("\n") == 0 and "needs one vocabulary" in error and "sequence-level KD" in error
     assert str(teacher_dir) in error and str(other_dir) in error
     assert not (tmp_path / "run2" / "student-kd" / "config.json").exists()
+
+
+def test_a_causal_teacher_given_as_seq2seq_is_refused_with_the_fix(tmp_path, teacher_dir, monkeypatch, capsys):
+    from test_pipeline import TINY
+
+    from distilmt.cli import main
+
+    monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(TINY))
+    capsys.readouterr()
+    assert main(["train-teacher", "--config", str(tmp_path / "c.yaml"), "--teacher", str(teacher_dir),
+                 "--run-dir", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and str(teacher_dir) in error and "'qwen2' is a causal LM" in error
+    assert "--set teacher.kind=causal" in error
+    assert not (tmp_path / "run" / "teacher").exists()
 
 
 def test_config_keys_of_causal_models_are_validated_by_name():

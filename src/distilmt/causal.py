@@ -67,13 +67,18 @@ def language_name(code: str) -> str:
 
 # -- loading ----------------------------------------------------------------------------------------------
 def is_causal_dir(path: str | Path) -> bool:
-    """True when ``path`` holds a Hugging Face model that is not an encoder-decoder (read from config.json)."""
+    """True when ``path`` holds a Hugging Face model that is not an encoder-decoder (read from config.json; a
+    CTranslate2 directory's config.json has no model_type and is not one)."""
     import json
 
     config = Path(path) / "config.json"
     if not config.is_file():
         return False
-    return not json.loads(config.read_text(encoding="utf-8")).get("is_encoder_decoder", False)
+    try:
+        saved = json.loads(config.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    return "model_type" in saved and not saved.get("is_encoder_decoder", False)
 
 
 def load_causal(path: str | Path, role: str = "teacher"):
@@ -346,10 +351,53 @@ def _continuation_scores(model, input_ids, attention_mask, continuation, keep) -
     return ((token_logp * keep).sum(1) / keep.sum(1).clamp(min=1)).tolist()
 
 
+PROMPT_FILE = "prompt.json"
+"""Written next to every causal model a run holds: ``{"template", "src_lang", "tgt_lang"}``, how it is prompted."""
+
+
+def save_prompt(model_dir: str | Path, prompt_cfg, data_cfg) -> Path:
+    """Write ``model_dir/prompt.json`` (atomically) from the run's ``prompt`` and ``data`` config sections, so
+    :func:`distilmt.evaluation.translate.open_model` can translate with that directory alone."""
+    import json
+    import os
+
+    path = Path(model_dir) / PROMPT_FILE
+    tmp = path.with_name(f".{PROMPT_FILE}.tmp")
+    tmp.write_text(json.dumps({"template": prompt_cfg.template, "src_lang": data_cfg.source_lang,
+                               "tgt_lang": data_cfg.target_lang}, indent=1, ensure_ascii=False) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_prompt(model_dir: str | Path) -> dict:
+    """``{"template", "src_lang", "tgt_lang"}`` of ``model_dir/prompt.json``; a ModelError saying how to write it
+    when it is missing or incomplete."""
+    import json
+
+    path = Path(model_dir) / PROMPT_FILE
+    fix = (f'write {path} as {{"template": "auto", "src_lang": "en", "tgt_lang": "hu"}} (your languages; template '
+           "as in prompt.template)")
+    if not path.is_file():
+        raise ModelError(f"{model_dir}: a causal LM translates by continuing a prompt, and it has no {PROMPT_FILE}; "
+                         f"{fix}")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        prompt = {key: str(saved[key]) for key in ("template", "src_lang", "tgt_lang")}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: not a usable prompt file ({exc.__class__.__name__}: {exc}); {fix}") from None
+    problem = template_problem(prompt["template"])
+    if problem:
+        raise ModelError(f"{path}: template {problem}")
+    return prompt
+
+
 class CausalTranslator:
-    """A causal LM with its tokenizer and prompt as a translator: ``translate`` for evaluation, and
-    ``translate_scored`` for :func:`distilmt.seqkd.translate_scored` (which hands a causal teacher over to it), so
-    a causal teacher writes the distilled corpus of a seq2seq student (different tokenizers are fine there)."""
+    """A causal LM with its tokenizer and prompt as a translator: ``translate`` for evaluation (the
+    :class:`~distilmt.evaluation.translate.Translator` interface, opened by ``open_model`` from a directory with a
+    ``prompt.json``), and ``translate_scored`` for :func:`distilmt.seqkd.translate_scored` (which hands a causal
+    teacher over to it), so a causal teacher writes the distilled corpus of a seq2seq student (different tokenizers
+    are fine there)."""
 
     engine = "hf-causal"
 
@@ -365,6 +413,12 @@ class CausalTranslator:
         if device is not None:
             model = model.to(device)
         return cls(model, TranslationPrompt(tokenizer, template, src_lang, tgt_lang), path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "CausalTranslator":
+        """The causal LM in ``path`` prompted as its ``prompt.json`` says (see :func:`save_prompt`)."""
+        prompt = read_prompt(path)
+        return cls.load(path, prompt["template"], prompt["src_lang"], prompt["tgt_lang"])
 
     @property
     def device(self) -> torch.device:
@@ -485,6 +539,7 @@ def distill_causal(cfg, run_dir: Path, names: Sequence[str], resume: bool = Fals
             prompt = TranslationPrompt.from_config(tokenizer, cfg.prompt, cfg.data)
             trainers[name] = train_causal(student, prompt, pairs, cfg.student_train, out, tb, cfg.data.max_tokens,
                                           teacher, cfg.distill if uses_teacher else None, resume, name=name)
+            save_prompt(out, cfg.prompt, cfg.data)  # how to prompt it: evaluate/translate open it with this
         else:
             tokenizer = load_tokenizer(run_dir)
             shape = build_model(cfg.teacher, tokenizer, seed=cfg.student_train.seed)

@@ -131,13 +131,15 @@ def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
         return
     if cfg.teacher.path:
         if cfg.teacher.kind == "causal":
-            from .causal import load_causal
+            from .causal import load_causal, save_prompt
 
             model, tokenizer = load_causal(cfg.teacher.path)
         else:
             model, tokenizer = load_seq2seq(cfg.teacher.path)
         model.save_pretrained(str(out))
         tokenizer.save_pretrained(str(out))
+        if cfg.teacher.kind == "causal":  # how to prompt it, for evaluate/translate/compare (prompt.json)
+            save_prompt(out, cfg.prompt, cfg.data)
         mark_complete(out, source=cfg.teacher.path)
         return
     splits = load_splits(run_dir / "data")
@@ -386,15 +388,14 @@ def evaluate(cfg: RunConfig, run_dir: Path,
     test = splits.test[: cfg.data.max_test_sentences] if cfg.data.max_test_sentences else splits.test
     entries = [(name, run_dir / name) for name in models if is_complete(run_dir / name)]
     causal = [name for name, path in entries if _is_causal(path)]
-    if causal:  # (a causal LM needs its prompt to translate; the evaluation does not open them yet)
-        log.warning("evaluate: %s skipped: the evaluation of causal LMs is not wired yet", ", ".join(causal))
-        entries = [(name, path) for name, path in entries if name not in causal]
-        if not entries:
-            raise RunDirError(f"{run_dir}: every model here is a causal LM, which `distilmt evaluate` does not "
-                              "translate yet; use distilmt.causal.CausalTranslator")
+    for name in causal:  # a causal LM is opened with its prompt.json (written by the stage that saved it)
+        if not (run_dir / name / "prompt.json").is_file():
+            from .causal import save_prompt
+
+            save_prompt(run_dir / name, cfg.prompt, cfg.data)
     if not entries:
         raise RunDirError(f"{run_dir}: no trained model to evaluate yet; run `distilmt run --run-dir {run_dir}`")
-    if cfg.eval.export_ct2 and is_complete(run_dir / "student-kd") and "student-kd" not in causal:
+    if cfg.eval.export_ct2 and is_complete(run_dir / "student-kd") and "student-kd" not in causal:  # (seq2seq only)
         ct2_dir = run_dir / "export" / "student-kd-ct2-int8"
         if not is_complete(ct2_dir):
             export_ctranslate2(run_dir / "student-kd", ct2_dir, quantization="int8", force=True)
