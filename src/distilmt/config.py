@@ -71,6 +71,9 @@ class DataConfig:
         return f"{self.source_lang}-{self.target_lang}"
 
 
+MODEL_KINDS = ("seq2seq", "causal")
+
+
 @dataclass
 class TeacherConfig:
     path: str = _help("a local Hugging Face seq2seq model directory to use as the teacher; empty = train one here", "")
@@ -82,8 +85,13 @@ class TeacherConfig:
     ffn_dim: int = _help("feed-forward width", 1024)
     heads: int = _help("attention heads", 4)
     dropout: float = _help("dropout", 0.1)
+    kind: str = _help("seq2seq (an encoder-decoder, loaded from path or trained here) or causal (a causal LM such "
+                      "as Qwen2 loaded from path and prompted with prompt.template)", "seq2seq")
 
     def __post_init__(self):
+        _check(self.kind in MODEL_KINDS, "teacher.kind", f"'{self.kind}' is not seq2seq or causal")
+        _check(self.kind != "causal" or bool(self.path), "teacher.path",
+               "a causal-LM teacher is loaded, not trained here: set teacher.path to its local directory")
         _check(self.arch in ("prenorm", "marian"), "teacher.arch", f"'{self.arch}' is not prenorm or marian")
         _check(self.d_model > 0 and self.d_model % max(self.heads, 1) == 0, "teacher.d_model",
                f"{self.d_model} must be a positive multiple of teacher.heads ({self.heads})")
@@ -100,8 +108,14 @@ class StudentConfig:
     decoder_depth_ratio: float = _help("decoder depth ratio (default: depth_ratio); a shallow decoder is fastest", 0.0)
     init_from_teacher: bool = _help("when widths match, copy embeddings and a spread-out subset of teacher "
                                     "layers into the student (shrink and fine-tune)", True)
+    kind: str = _help("seq2seq (derived from the teacher by the ratios above) or causal (a causal LM loaded from "
+                      "student.path, e.g. a smaller model of the teacher's family)", "seq2seq")
+    path: str = _help("local directory of a causal-LM student (student.kind=causal)", "")
 
     def __post_init__(self):
+        _check(self.kind in MODEL_KINDS, "student.kind", f"'{self.kind}' is not seq2seq or causal")
+        _check(self.kind != "causal" or bool(self.path), "student.path",
+               "a causal-LM student is loaded: set student.path to its local directory")
         for name in ("depth_ratio", "width_ratio", "heads_ratio"):
             _check(0 < getattr(self, name) <= 1, f"student.{name}", f"{getattr(self, name)} must be in (0, 1]")
         _check(0 <= self.decoder_depth_ratio <= 1, "student.decoder_depth_ratio", "must be in [0, 1] (0 = same as depth_ratio)")
@@ -556,6 +570,21 @@ class MonitorConfig:
 
 
 @dataclass
+class PromptConfig:
+    """How a causal-LM teacher or student is asked to translate (distilmt.causal)."""
+
+    template: str = _help("the prompt before the target: a string with {src_lang}, {tgt_lang} (language names) and "
+                          "{source}, or auto = the tokenizer's chat template when it has one, else 'Translate this "
+                          "{src_lang} text into {tgt_lang}.\\n{src_lang}: {source}\\n{tgt_lang}:'", "auto")
+
+    def __post_init__(self):
+        from .causal import template_problem
+
+        problem = template_problem(self.template)
+        _check(problem is None, "prompt.template", str(problem))
+
+
+@dataclass
 class RunConfig:
     name: str = _help("preset or run name", "custom")
     description: str = _help("one line on what this configuration is for", "")
@@ -570,6 +599,7 @@ class RunConfig:
     monitor: MonitorConfig = _help("the visual distillation monitor", factory=MonitorConfig)
     lora: LoRAConfig = _help("LoRA adapters (peft): teacher-lora, LoRA students", factory=LoRAConfig)
     study: StudyConfig = _help("`distilmt study`: what the comparison rows learn from", factory=StudyConfig)
+    prompt: PromptConfig = _help("translation prompt of causal-LM teachers and students", factory=PromptConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)

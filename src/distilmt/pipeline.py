@@ -40,7 +40,10 @@ PROGRESSIVE_STUDENT = "student-progressive"  # last stage of the progressive cha
 
 def student_names(cfg: RunConfig) -> tuple[str, ...]:
     """The students a run trains: the two of STUDENTS, and student-seqkd when seqkd.enabled."""
-    return (*STUDENTS, SEQKD_STUDENT) if cfg.seqkd.enabled else tuple(STUDENTS)
+    names = (*STUDENTS, SEQKD_STUDENT) if cfg.seqkd.enabled else tuple(STUDENTS)
+    if cfg.teacher.kind != cfg.student.kind:  # a causal LM and a seq2seq model share no vocabulary: no student-kd
+        names = tuple(n for n in names if n != "student-kd")
+    return names
 
 
 class RunDirError(ValueError):
@@ -99,7 +102,7 @@ def prepare_data(cfg: RunConfig, run_dir: Path):
     splits = prepare_splits(cfg.data, run_dir / "data")
     tok_dir = run_dir / "tokenizer"
     if not is_complete(tok_dir):
-        if cfg.teacher.path:
+        if cfg.teacher.path and cfg.teacher.kind == "seq2seq":  # a causal teacher keeps its own tokenizer
             from .models.build import load_seq2seq
 
             _, tokenizer = load_seq2seq(cfg.teacher.path)
@@ -131,9 +134,16 @@ def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
         log.info("teacher: complete, skipped")
         return
     if cfg.teacher.path:
-        model, tokenizer = load_seq2seq(cfg.teacher.path)
+        if cfg.teacher.kind == "causal":
+            from .causal import load_causal, save_prompt
+
+            model, tokenizer = load_causal(cfg.teacher.path)
+        else:
+            model, tokenizer = load_seq2seq(cfg.teacher.path)
         model.save_pretrained(str(out))
         tokenizer.save_pretrained(str(out))
+        if cfg.teacher.kind == "causal":  # how to prompt it, for evaluate/translate/compare (prompt.json)
+            save_prompt(out, cfg.prompt, cfg.data)
         mark_complete(out, source=cfg.teacher.path)
         return
     splits = load_splits(run_dir / "data")
@@ -253,11 +263,15 @@ def generate_labels(cfg: RunConfig, run_dir: Path, rebuild: bool = False, on_sha
         shutil.rmtree(out)
     sources = [s for s, _ in load_splits(run_dir / "data").train]
     tokenizer = load_tokenizer(run_dir)
-    fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(tokenizer),
-                                     teacher_fingerprint(run_dir / "teacher"), cfg.seqkd)
+    teacher_id, load = teacher_fingerprint(run_dir / "teacher"), lambda: _teacher_on_device(run_dir)
+    if cfg.teacher.kind == "causal":  # prompted with prompt.template, in its own tokenizer (distilmt.causal)
+        from .causal import labels_teacher
+
+        teacher_id, load = labels_teacher(cfg, run_dir / "teacher", teacher_id)
+    fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(tokenizer), teacher_id, cfg.seqkd)
 
     hint = f"rebuild it with `distilmt generate-labels --run-dir {run_dir} --rebuild`, or delete {out}"
-    stats = build_distilled(out, sources, tokenizer, lambda: _teacher_on_device(run_dir), cfg.seqkd, fingerprint, hint, on_shard)
+    stats = build_distilled(out, sources, tokenizer, load, cfg.seqkd, fingerprint, hint, on_shard)
     mark_complete(out, kept=stats["kept"], sources=stats["sources"])
     return stats
 
@@ -285,9 +299,13 @@ def distill(cfg: RunConfig, run_dir: Path, names: tuple[str, ...] | None = None,
     from .training import train_seq2seq
 
     _require_teacher(run_dir)
+    todo = student_names(cfg) if names is None else names
+    if "causal" in (cfg.teacher.kind, cfg.student.kind):  # prompted causal LMs (teacher, student or both)
+        from .causal import distill_causal
+
+        return distill_causal(cfg, run_dir, todo, resume)
     splits = load_splits(run_dir / "data")
     tokenizer = load_tokenizer(run_dir)
-    todo = student_names(cfg) if names is None else names
     if cfg.distill.teachers and "student-kd" in todo and not is_complete(run_dir / "student-kd"):
         _check_ensemble_vocabularies(cfg.distill.teachers, tokenizer)  # before any student trains
     trainers = {}
@@ -418,9 +436,15 @@ def evaluate(cfg: RunConfig, run_dir: Path,
     splits = load_splits(run_dir / "data")
     test = splits.test[: cfg.data.max_test_sentences] if cfg.data.max_test_sentences else splits.test
     entries = [(name, run_dir / name) for name in models if is_complete(run_dir / name)]
+    causal = [name for name, path in entries if _is_causal(path)]
+    for name in causal:  # a causal LM is opened with its prompt.json (written by the stage that saved it)
+        if not (run_dir / name / "prompt.json").is_file():
+            from .causal import save_prompt
+
+            save_prompt(run_dir / name, cfg.prompt, cfg.data)
     if not entries:
         raise RunDirError(f"{run_dir}: no trained model to evaluate yet; run `distilmt run --run-dir {run_dir}`")
-    if cfg.eval.export_ct2 and is_complete(run_dir / "student-kd"):
+    if cfg.eval.export_ct2 and is_complete(run_dir / "student-kd") and "student-kd" not in causal:  # (seq2seq only)
         ct2_dir = run_dir / "export" / "student-kd-ct2-int8"
         if not is_complete(ct2_dir):
             export_ctranslate2(run_dir / "student-kd", ct2_dir, quantization="int8", force=True)
@@ -436,6 +460,12 @@ def evaluate(cfg: RunConfig, run_dir: Path,
     write_csv(result.rows, run_dir / "metrics.csv")
     write_translations(result, run_dir / "translations.json")
     return result.rows
+
+
+def _is_causal(path: Path) -> bool:
+    from .causal import is_causal_dir
+
+    return is_causal_dir(path)
 
 
 def compare(models: list[str], out_dir: str | Path, test_pairs: list[tuple[str, str]], target_lang: str,

@@ -61,6 +61,34 @@ class LiveTeacher:
                               output_hidden_states=hidden, output_attentions=attentions)
 
 
+class CausalTeacher:
+    """A frozen causal LM scoring the student's own prompt + target sequences (:mod:`distilmt.causal`).
+
+    Teacher and student share one vocabulary (:func:`distilmt.causal.check_shared_vocabulary`), hence one
+    tokenization of the same prompt and target: ``logits(batch)`` is the teacher's ``[batch, length, vocab_size]``
+    at every position of ``batch["input_ids"]`` (position t predicts token t + 1, like the student's), cut to the
+    shared real vocabulary ``vocab_size`` so embedding matrices padded to other sizes do not matter. The trainer
+    shifts both and keeps the target positions only.
+    """
+
+    def __init__(self, model, vocab_size: int, bf16: bool = False):
+        self.model = model.eval()
+        self.model.requires_grad_(False)
+        self.vocab_size = vocab_size
+        self.bf16 = bf16
+
+    def to(self, device: torch.device) -> "CausalTeacher":
+        self.model.to(device)
+        return self
+
+    @torch.no_grad()
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        device = batch["input_ids"].device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        return out.logits[..., : self.vocab_size]
+
+
 class CachedTeacher:
     """The teacher's top-k next-token distribution read back from a teacher cache (see :mod:`distilmt.cache`).
 

@@ -8,6 +8,7 @@ batches, per-term logging (CE, KD, total, tokens/s) and dev BLEU from real gener
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -178,6 +179,8 @@ class DistilTrainer(Seq2SeqTrainer):
         labels = inputs["labels"]
         if isinstance(self.accelerator.unwrap_model(model), MutualPair):
             return self._mutual_loss(model, inputs, return_outputs, num_items_in_batch)
+        if not getattr(self.accelerator.unwrap_model(model).config, "is_encoder_decoder", True):
+            return self._causal_loss(model, inputs, return_outputs, num_items_in_batch)
         extra = self.intermediate if model.training else None  # hidden-state / attention terms
         hidden, attentions = (extra.needs_hidden, extra.needs_attentions) if extra is not None else (False, False)
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
@@ -213,6 +216,24 @@ class DistilTrainer(Seq2SeqTrainer):
             if attentions:
                 terms["attention"] = extra.attention_sum(outputs, teacher_out, source_mask, tgt_mask)
                 terms["total"] = terms["total"] + d.attention_weight * terms["attention"]
+        loss = self._normalised(terms, num_items_in_batch, labels.device)
+        if model.training:
+            self._record(terms, now)
+        return (loss, outputs) if return_outputs else loss
+
+    def _causal_loss(self, model, inputs, return_outputs, num_items_in_batch):
+        """A causal-LM student (:mod:`distilmt.causal`): one prompt + target sequence, labels -100 on the prompt.
+        The same terms as above on the target positions (logits at t predict token t + 1, so both models' logits
+        drop the last position and the labels the first), the KD term on the shared real vocabulary."""
+        from .causal import shift_for_loss
+
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        now, d = self.scheduled_values(), self.distill
+        teacher_logits, _ = self._teacher_signal(inputs, now, model.training)
+        logits, teacher_logits, labels = shift_for_loss(outputs.logits, teacher_logits, inputs["labels"])
+        terms = token_kd_objective(logits, teacher_logits, labels, alpha=now["alpha"], beta=now["beta"],
+                                   temperature=now["temperature"], label_smoothing=self.label_smoothing,
+                                   divergence=d.divergence, divergence_beta=d.divergence_beta)
         loss = self._normalised(terms, num_items_in_batch, labels.device)
         if model.training:
             self._record(terms, now)
@@ -468,7 +489,7 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int, ev
 def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, out_dir: Path, log_dir: Path,
                   max_tokens: int, teacher: TeacherSignal | None = None, distill: DistillConfig | None = None,
                   resume: bool = False, callbacks: list[TrainerCallback] | None = None, eval_steps: int = 0,
-                  name: str = ""):
+                  name: str = "", prompt=None):
     """Train ``model`` on the pairs (with a teacher signal when given) and save the best one to ``out_dir``.
 
     Returns the trainer (its ``state.log_history`` holds the curves). The best checkpoint by dev BLEU is
@@ -481,10 +502,17 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
         from .mutual import fresh_peer
 
         model = MutualPair(model, fresh_peer(model, cfg.seed + 1))
-    train_set = ParallelDataset(train_pairs, tokenizer, max_tokens,
-                                with_index=getattr(teacher, "needs_example_index", False))
-    dev_set = ParallelDataset(dev_pairs, tokenizer, 0)
-    collator = Seq2SeqCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id)
+    if prompt is not None:  # a causal-LM student (distilmt.causal.train_causal): prompted pairs, no dev BLEU
+        from .causal import CausalCollator, CausalDataset
+
+        train_set, dev_set, collator = CausalDataset(train_pairs, prompt, max_tokens), [], \
+            CausalCollator(prompt.pad_token_id)
+        cfg = dataclasses.replace(cfg, eval_every_epoch=False, early_stopping_patience=0)
+    else:
+        train_set = ParallelDataset(train_pairs, tokenizer, max_tokens,
+                                    with_index=getattr(teacher, "needs_example_index", False))
+        dev_set = ParallelDataset(dev_pairs, tokenizer, 0)
+        collator = Seq2SeqCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id)
     # Under torchrun every process takes 1/WORLD_SIZE of the batches, so an epoch has that many fewer updates.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     steps_per_epoch = math.ceil(len(TokenBatchSampler(train_set.lengths(), cfg.batch_tokens, cfg.seed)) / world_size)

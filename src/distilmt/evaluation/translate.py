@@ -1,6 +1,7 @@
-"""Translate sentences with a Hugging Face seq2seq model or a CTranslate2 export, behind one interface.
+"""Translate sentences with a Hugging Face seq2seq model, a CTranslate2 export or a prompted causal LM
+(:class:`distilmt.causal.CausalTranslator`), behind one interface.
 
-Both engines tokenize with the same Hugging Face tokenizer and decode with the same call
+The seq2seq engines tokenize with the same Hugging Face tokenizer and decode with the same call
 (``decode(ids, skip_special_tokens=True)``), so their outputs are comparable string for string.
 """
 
@@ -12,19 +13,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from distilmt.models.build import ModelError
+
 EXPORT_INFO = "distilmt_export.json"
 """Metadata written next to an exported model (source parameters, quantization, ...)."""
 
 
-class ModelLoadError(ValueError):
-    """A model directory that cannot be opened; the message names the directory and what to do."""
+class ModelLoadError(ModelError):
+    """A model directory that cannot be opened; the message names the directory and what to do (the CLI prints
+    it as one line)."""
 
 
 @runtime_checkable
 class Translator(Protocol):
     """What evaluation needs from an engine: translate, count parameters, weigh the weights."""
 
-    engine: str  # "hf" or "ct2"
+    engine: str  # "hf", "ct2" or "hf-causal"
     path: Path | None
     tokenizer: Any
 
@@ -67,7 +71,8 @@ def read_export_info(path: str | Path) -> dict:
 def load_seq2seq(path: str | Path):
     """Load ``(model, tokenizer)`` from a Hugging Face seq2seq directory, in eval mode."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING,
+                                                        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING)
 
     path = Path(path)
     if not path.is_dir():
@@ -80,6 +85,10 @@ def load_seq2seq(path: str | Path):
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"{path}: config.json is not a Hugging Face model config ({_first_line(exc)})") from None
+    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING and not config.is_encoder_decoder:
+        raise ModelLoadError(f"{path}: '{config.model_type}' is a causal LM, not a seq2seq (encoder-decoder) model; "
+                             "`distilmt export` converts seq2seq models only (evaluate, compare and translate open a "
+                             "causal LM from its own directory, with its prompt.json)")
     if type(config) not in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING:
         raise ModelLoadError(f"{path}: '{config.model_type}' is not a seq2seq (encoder-decoder) model")
     try:
@@ -232,10 +241,19 @@ class Ct2Translator:
 
 
 def open_model(path: str | Path, **ct2_options) -> Translator:
-    """Open a directory as a :class:`Translator`: CTranslate2 when it holds a CT2 model, else Hugging Face."""
+    """Open a directory as a :class:`Translator`: CTranslate2 when it holds a CT2 model, a prompted causal LM
+    (:class:`~distilmt.causal.CausalTranslator`, prompt from its ``prompt.json``) when it holds a decoder-only
+    model, else a Hugging Face seq2seq model."""
+    from distilmt.causal import CausalTranslator, is_causal_dir
+
     path = Path(path)
     if not path.is_dir():
         raise ModelLoadError(f"{path}: model directory not found")
     if is_ct2_dir(path):
         return Ct2Translator(path, **ct2_options)
+    if is_causal_dir(path):
+        try:
+            return CausalTranslator.open(path)
+        except ModelError as exc:
+            raise ModelLoadError(str(exc)) from None
     return HfTranslator.load(path)

@@ -84,6 +84,12 @@ def load_seq2seq(path: str | Path):
                          "pass a directory saved with save_pretrained")
     config = AutoConfig.from_pretrained(path)
     if not getattr(config, "is_encoder_decoder", False):
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
+            raise ModelError(f"{path}: '{config.model_type}' is a causal LM, not an encoder-decoder (seq2seq) model; "
+                             "for a causal-LM teacher add --set teacher.kind=causal (teacher.kind: causal in a config "
+                             "file)")
         raise ModelError(f"{path}: '{config.model_type}' is not an encoder-decoder (seq2seq) model; "
                          "token-level KD here needs AutoModelForSeq2SeqLM")
     try:
