@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 # name -> config overrides on top of the run's config ("baseline": no teacher at all; "kd": the preset's KD as it is)
 METHODS: dict[str, dict] = {
     "baseline": {},
-    "kd": {},  # forward KL, the preset's alpha, beta and T
+    "kd": {},  # forward KL, the preset's alpha, beta and T (quick: teacher annealing, alpha 1 -> 0)
+    "kd_constant": {"distill.weight_schedule": "constant", "distill.alpha": 0.5, "distill.beta": 0.5,
+                    "distill.alpha_final": None, "distill.beta_final": None, "distill.temperature": 2.0},  # the textbook mix, fixed over training
     "reverse_kl": {"distill.divergence": "reverse_kl"},
     "jsd": {"distill.divergence": "jsd", "distill.divergence_beta": 0.5},
     "skew_kl": {"distill.divergence": "skew_kl", "distill.divergence_beta": 0.1},
@@ -45,7 +47,7 @@ METHODS: dict[str, dict] = {
     "mutual": {"distill.mutual": True},
     "progressive": {"distill.progressive_factor": 0.7},
 }
-DEFAULT_METHODS = ("kd", "reverse_kl", "temp_schedule", "hidden", "attention", "on_policy", "mutual", "progressive")
+DEFAULT_METHODS = ("kd", "kd_constant", "reverse_kl", "temp_schedule", "hidden", "attention", "on_policy", "mutual", "progressive")
 """What ``make methods`` compares: every method family except the ensemble (its second teacher would cost
 another teacher training) and the divergences/schedules that only differ from these by a setting."""
 
