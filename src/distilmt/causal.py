@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from .losses import IGNORE_INDEX
-from .models.build import PROBE_TEXT, ModelError
+from .models.build import PROBE_TEXT, ModelError, tokenizer_next_to
 
 DEFAULT_TEMPLATE = "Translate this {src_lang} text into {tgt_lang}.\n{src_lang}: {source}\n{tgt_lang}:"
 CHAT_INSTRUCTION = ("Translate the following {src_lang} text into {tgt_lang}. Reply with the translation only.\n\n"
@@ -86,7 +86,7 @@ def load_causal(path: str | Path, role: str = "teacher"):
 
     A tokenizer without a pad token pads with its eos (the attention mask and -100 labels hide the padding).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -96,11 +96,7 @@ def load_causal(path: str | Path, role: str = "teacher"):
     if getattr(config, "is_encoder_decoder", False):
         raise ModelError(f"{path}: '{config.model_type}' is an encoder-decoder (seq2seq) model; set {role}.kind "
                          "to seq2seq, or point it at a causal LM")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds here
-        raise ModelError(f"{path}: no usable tokenizer saved next to the model ({exc.__class__.__name__}); "
-                         "save the tokenizer into the same directory") from None
+    tokenizer = tokenizer_next_to(path)
     if tokenizer.eos_token_id is None:
         raise ModelError(f"{path}: its tokenizer has no eos token, so a translation could never end; set "
                          "eos_token in tokenizer_config.json")

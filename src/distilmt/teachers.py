@@ -61,7 +61,7 @@ class LiveTeacher:
                               output_hidden_states=hidden, output_attentions=attentions)
 
 
-class CausalTeacher:
+class CausalTeacher(LiveTeacher):
     """A frozen causal LM scoring the student's own prompt + target sequences (:mod:`distilmt.causal`).
 
     Teacher and student share one vocabulary (:func:`distilmt.causal.check_shared_vocabulary`), hence one
@@ -72,14 +72,8 @@ class CausalTeacher:
     """
 
     def __init__(self, model, vocab_size: int, bf16: bool = False):
-        self.model = model.eval()
-        self.model.requires_grad_(False)
+        super().__init__(model, bf16=bf16)
         self.vocab_size = vocab_size
-        self.bf16 = bf16
-
-    def to(self, device: torch.device) -> "CausalTeacher":
-        self.model.to(device)
-        return self
 
     @torch.no_grad()
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -74,9 +74,20 @@ def _set_generation_defaults(model, tokenizer) -> None:
     gen.bad_words_ids = None
 
 
+def tokenizer_next_to(path: Path):
+    """The tokenizer saved in a model directory, or one clear error."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds here
+        raise ModelError(f"{path}: no usable tokenizer saved next to the model ({exc.__class__.__name__}); "
+                         "save the tokenizer into the same directory") from None
+
+
 def load_seq2seq(path: str | Path):
     """(model, tokenizer) from a local Hugging Face seq2seq directory, with a one-line error otherwise."""
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -92,11 +103,7 @@ def load_seq2seq(path: str | Path):
                              "file)")
         raise ModelError(f"{path}: '{config.model_type}' is not an encoder-decoder (seq2seq) model; "
                          "token-level KD here needs AutoModelForSeq2SeqLM")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds here
-        raise ModelError(f"{path}: no usable tokenizer saved next to the model ({exc.__class__.__name__}); "
-                         "save the tokenizer into the same directory") from None
+    tokenizer = tokenizer_next_to(path)
     model = AutoModelForSeq2SeqLM.from_pretrained(path)
     return model, tokenizer
 
