@@ -26,7 +26,7 @@ study: $(STAMP)
 		--set study.label_sources=2000
 
 # The comparison of distillation methods on the built-in corpus (quick teacher, 2 seeds); ~30-35 min on 2 CPU cores.
-METHODS_ARGS ?= --steps 200 --test-sentences 150 --seeds 1,2
+METHODS_ARGS ?= --steps 350 --test-sentences 150 --seeds 1,2
 methods: $(STAMP)
 	$(BIN)/distilmt methods --preset quick --run-dir runs/methods $(METHODS_ARGS)
 
