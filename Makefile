@@ -25,7 +25,8 @@ study: $(STAMP)
 	$(BIN)/distilmt study --preset quick --run-dir runs/study --set seqkd.num_beams=2 --set seqkd.train_on=mix \
 		--set study.label_sources=2000
 
-# The comparison of distillation methods on the built-in corpus (quick teacher, 2 seeds); ~30-35 min on 2 CPU cores.
+# The comparison of distillation methods on the built-in corpus (quick teacher, 2 seeds, 350 updates per student);
+# about 75 min at one thread beside other jobs, plus ~10 min for the teacher (measured, see README).
 METHODS_ARGS ?= --steps 350 --test-sentences 150 --seeds 1,2
 methods: $(STAMP)
 	$(BIN)/distilmt methods --preset quick --run-dir runs/methods $(METHODS_ARGS)
