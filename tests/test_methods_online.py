@@ -222,12 +222,11 @@ def test_mutual_loss_is_ce_plus_weighted_kl_to_the_detached_peer(tmp_path, token
 def test_mutual_training_trains_both_students_and_saves_each_as_plain_hf(tmp_path, tokenizer, tiny_teacher,
                                                                          verse_pairs):
     from distilmt.config import TrainConfig
-    from distilmt.mutual import fresh_peer
     from distilmt.training import train_seq2seq
 
     student = derive_student(tiny_teacher, StudentConfig(depth_ratio=0.5), seed=1)
     cfg = TrainConfig(max_steps=2, warmup_steps=0, batch_tokens=400, bf16=False, label_smoothing=0.1, seed=4)
-    before = [copy.deepcopy(student.state_dict()), fresh_peer(student, cfg.seed + 1).state_dict()]
+    before = [copy.deepcopy(student.state_dict())] * 2  # distill.mutual_peer=copy: the peer starts as the student
     distill = DistillConfig(alpha=0.5, beta=0.5, mutual=True, mutual_weight=0.5)  # with the teacher too
     out = tmp_path / "student-kd"
     trainer = train_seq2seq(student, tokenizer, verse_pairs[:40], verse_pairs[40:46], cfg, out, tmp_path / "tb", 64,
@@ -261,3 +260,18 @@ def test_mutual_settings_fail_with_one_clear_sentence(tmp_path, tokenizer, tiny_
                           (dict(teachers="a"), "distill.teachers")):
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
             from_dict(DistillConfig, values, "distill")
+
+
+def test_mutual_peer_starts_as_a_copy_of_the_student_or_fresh(tiny_teacher):
+    from distilmt.config import ConfigError
+    from distilmt.mutual import make_peer
+
+    student = derive_student(tiny_teacher, StudentConfig(depth_ratio=0.5), seed=1)
+    copied, fresh = make_peer(student, "copy", 5), make_peer(student, "fresh", 5)
+    state = student.state_dict()
+    assert all(torch.equal(v, copied.state_dict()[k]) for k, v in state.items())
+    assert copied.model.encoder.layers[0].fc1.weight is not student.model.encoder.layers[0].fc1.weight
+    assert not torch.equal(fresh.model.encoder.layers[0].fc1.weight, student.model.encoder.layers[0].fc1.weight)
+    assert DistillConfig(mutual=True).mutual_peer == "copy"
+    with pytest.raises(ConfigError, match="distill.mutual_peer"):
+        DistillConfig(mutual=True, mutual_peer="twin")

@@ -211,6 +211,8 @@ class DistillConfig:
     mutual: bool = _help("deep mutual learning: train two students together, each also learning KL to the other's "
                          "distribution (plus the teacher's when alpha > 0)", False)
     mutual_weight: float = _help("weight of each student's KL to its peer, times T^2 like the KD term", 1.0)
+    mutual_peer: str = _help("how the peer starts: copy (the first student's initial weights, e.g. teacher-derived) "
+                             "or fresh (independent random initialisation, as in the DML paper)", "copy")
     # -- progressive distillation (method 8) ----------------------------------------------------------------------
     progressive_factor: float = _help("progressive distillation (0 = off): a chain teacher -> intermediate -> ... -> "
                                       "student, stage k's student.* ratios being max(target ratio, factor^k), each "
@@ -342,6 +344,8 @@ class DistillConfig:
                    "set distill.teacher_cache to false to run the ensemble")
         _check(isinstance(self.mutual_weight, (int, float)) and self.mutual_weight >= 0, "distill.mutual_weight",
                "must be a number >= 0")
+        _check(self.mutual_peer in ("copy", "fresh"), "distill.mutual_peer",
+               f"'{self.mutual_peer}' must be copy or fresh")
         if self.mutual:
             for name in ("hidden_weight", "attention_weight", "on_policy_ratio"):
                 _check(getattr(self, name) == 0, f"distill.{name}",

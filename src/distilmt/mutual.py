@@ -17,6 +17,22 @@ import torch
 PEER = "peer"
 
 
+PEER_STARTS = ("copy", "fresh")
+
+
+def make_peer(student, start: str, seed: int):
+    """The second student: ``copy`` starts it from the first one's initial weights (for a student derived from a
+    teacher, the same teacher-derived weights; dropout and the mutual term make them diverge), ``fresh`` from an
+    independent random initialisation (:func:`fresh_peer`, as in the DML paper)."""
+    import copy
+
+    if start == "copy":
+        return copy.deepcopy(student)
+    if start == "fresh":
+        return fresh_peer(student, seed)
+    raise ValueError(f"distill.mutual_peer={start!r}: expected one of {', '.join(PEER_STARTS)}")
+
+
 def fresh_peer(student, seed: int):
     """A second student of the same architecture, freshly initialised from ``seed`` (DML's independent peers),
     with the first one's generation settings."""

@@ -494,14 +494,14 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
 
     Returns the trainer (its ``state.log_history`` holds the curves). The best checkpoint by dev BLEU is
     loaded at the end and saved with its tokenizer as a plain Hugging Face directory. With ``distill.mutual`` the
-    model is trained as a :class:`MutualPair` with a freshly initialised peer (seed ``cfg.seed + 1``; or pass a
-    MutualPair): ``out_dir`` holds the first student, ``out_dir/peer`` the second.
+    model is trained as a :class:`MutualPair` with a peer made by ``distill.mutual_peer`` (a copy of the
+    student's initial weights, or a fresh one from seed ``cfg.seed + 1``; or pass a MutualPair): ``out_dir`` holds the first student, ``out_dir/peer`` the second.
     """
     out_dir = Path(out_dir)
     if distill is not None and distill.mutual and not isinstance(model, MutualPair):
-        from .mutual import fresh_peer
+        from .mutual import make_peer
 
-        model = MutualPair(model, fresh_peer(model, cfg.seed + 1))
+        model = MutualPair(model, make_peer(model, distill.mutual_peer, cfg.seed + 1))
     if prompt is not None:  # a causal-LM student (distilmt.causal.train_causal): prompted pairs, no dev BLEU
         from .causal import CausalCollator, CausalDataset
 
