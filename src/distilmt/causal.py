@@ -355,15 +355,12 @@ def save_prompt(model_dir: str | Path, prompt_cfg, data_cfg) -> Path:
     """Write ``model_dir/prompt.json`` (atomically) from the run's ``prompt`` and ``data`` config sections, so
     :func:`distilmt.evaluation.translate.open_model` can translate with that directory alone."""
     import json
-    import os
 
-    path = Path(model_dir) / PROMPT_FILE
-    tmp = path.with_name(f".{PROMPT_FILE}.tmp")
-    tmp.write_text(json.dumps({"template": prompt_cfg.template, "src_lang": data_cfg.source_lang,
-                               "tgt_lang": data_cfg.target_lang}, indent=1, ensure_ascii=False) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from .data.readers import write_text_atomic
+
+    return write_text_atomic(Path(model_dir) / PROMPT_FILE, json.dumps(
+        {"template": prompt_cfg.template, "src_lang": data_cfg.source_lang, "tgt_lang": data_cfg.target_lang},
+        indent=1, ensure_ascii=False) + "\n")
 
 
 def read_prompt(model_dir: str | Path) -> dict:

@@ -239,7 +239,8 @@ class Study:
 
     def evaluate(self, row: str, path: Path) -> tuple[dict, list[str]]:
         """The row's comparison row and translations (cached in ``path/study-row.json`` for this test set)."""
-        from .evaluation.compare import _write_atomic, evaluate_models
+        from .data.readers import write_text_atomic
+        from .evaluation.compare import evaluate_models
 
         e, test = self.cfg.eval, self.test_pairs()
         speed = e.speed_sentences if row in SPEED_ROWS else 0
@@ -254,11 +255,12 @@ class Study:
                                      self.cfg.data.target_lang, reference_name=row, num_beams=e.num_beams,
                                      batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
                                      speed_sentences=speed, semantic=e.semantic)
-        _write_atomic(cached, json.dumps({"key": key, "row": rows[0], "hyps": hyps[row]}, ensure_ascii=False))
+        write_text_atomic(cached, json.dumps({"key": key, "row": rows[0], "hyps": hyps[row]}, ensure_ascii=False))
         return rows[0], hyps[row]
 
     def run(self, rows: tuple[str, ...] = ROWS, resume: bool = False) -> list[dict]:
-        from .evaluation.compare import _add_relative, _write_atomic, to_markdown, write_json
+        from .data.readers import write_text_atomic
+        from .evaluation.compare import _add_relative, to_markdown, write_json
         from .evaluation.report import write_report
 
         started = time.time()
@@ -275,8 +277,8 @@ class Study:
         meta = self.describe()
         write_json(results, self.home / "study.json", study=meta)
         lines = ["# distilmt study", "", *[f"* {k}: {v}" for k, v in meta.items()], "", to_markdown(results)]
-        _write_atomic(self.home / "study.md", "\n".join(lines))
-        _write_atomic(self.home / "translations.json", json.dumps(
+        write_text_atomic(self.home / "study.md", "\n".join(lines))
+        write_text_atomic(self.home / "translations.json", json.dumps(
             {"sources": [s for s, _ in test], "references": [t for _, t in test], "hypotheses": hyps},
             ensure_ascii=False, indent=1))
         write_report(self.home, self.cfg, title="distilmt study", metrics_file="study.json")
@@ -356,10 +358,10 @@ def sweep(cfg: RunConfig, run_dir: str | Path, specs: list[str], rows: tuple[str
         models = Study(value_cfg, root, home).run(rows, resume=resume)
         results.append({"values": dict(zip(keys, combo)), "models": models})
     summary = {"keys": keys, "values": [r["values"] for r in results], "results": results}
-    from .evaluation.compare import _write_atomic
+    from .data.readers import write_text_atomic
 
-    _write_atomic(root / f"sweep-{label}.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
-    _write_atomic(root / f"sweep-{label}.md", sweep_markdown(summary))
+    write_text_atomic(root / f"sweep-{label}.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    write_text_atomic(root / f"sweep-{label}.md", sweep_markdown(summary))
     plot = plot_sweep(summary)
     if plot is not None:
         import base64

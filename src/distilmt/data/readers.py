@@ -226,6 +226,13 @@ def atomic_open(path: str | Path, binary: bool = False) -> Iterator[TextIO]:
         tmp.unlink(missing_ok=True)
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_open`: the file is whole or not there."""
+    with atomic_open(path) as handle:
+        handle.write(text)
+    return Path(path)
+
+
 def write_tsv(rows: Iterable[Sequence[str]], path: str | Path) -> None:
     """Write rows of texts as tab-separated lines, atomically: the file is whole or not there."""
     with atomic_open(path) as handle:

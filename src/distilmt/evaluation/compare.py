@@ -10,7 +10,6 @@ import csv
 import gc
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from distilmt.evaluation.semantic import SemanticUnavailable, semantic_scorer
 from distilmt.evaluation.speed import measure_in_subprocess, profile
 from distilmt.evaluation.testsets import TestSet, cannot_translate, model_direction
 from distilmt.evaluation.translate import open_model
+from distilmt.data.readers import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +350,7 @@ def to_markdown(rows: Sequence[dict]) -> str:
 
 def write_json(rows: Sequence[dict], path: str | Path, **extra) -> Path:
     """Write ``{"models": rows, **extra}`` as JSON."""
-    return _write_atomic(path, json.dumps({"models": list(rows), **extra}, indent=2, ensure_ascii=False) + "\n")
+    return write_text_atomic(path, json.dumps({"models": list(rows), **extra}, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
@@ -369,7 +369,7 @@ def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(keys)), lineterminator="\n")
     writer.writeheader()
     writer.writerows(flat)
-    return _write_atomic(path, buffer.getvalue())
+    return write_text_atomic(path, buffer.getvalue())
 
 
 def write_translations(comparison: Comparison, path: str | Path) -> Path:
@@ -380,13 +380,6 @@ def write_translations(comparison: Comparison, path: str | Path) -> Path:
     if others:
         data["test_sets"] = {t.name: {"direction": t.direction, "sources": t.sources, "references": t.references,
                                       "hypotheses": comparison.hyps_by_set.get(t.name, {})} for t in others}
-    return _write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
+    return write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
 
 
-def _write_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
