@@ -161,13 +161,13 @@ def _require_teacher(run_dir: Path) -> None:
         raise RunDirError(f"{run_dir}: no trained teacher yet; run `distilmt train-teacher --run-dir {run_dir}`")
 
 
-def _teacher_on_device(run_dir: Path):
-    """The run's teacher model, on the GPU when there is one (for one pass over the training set)."""
+def teacher_on_device(model_dir: Path):
+    """A teacher model (seq2seq directory), on the GPU when there is one (for one pass over the training set)."""
     import torch
 
     from .models.build import load_seq2seq
 
-    model, _ = load_seq2seq(run_dir / "teacher")
+    model, _ = load_seq2seq(model_dir)
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -219,7 +219,7 @@ def cache_teacher(cfg: RunConfig, run_dir: Path, rebuild: bool = False) -> dict:
         cache = TeacherCache(out, cache_fingerprint(splits.train, tokenizer, teacher_id, cfg.data.max_tokens))
         log.info("teacher-cache: complete, skipped")
         return cache.stats
-    teacher_model = _teacher_on_device(run_dir)
+    teacher_model = teacher_on_device(run_dir / "teacher")
     log.info("teacher-cache: top-%d teacher probabilities for %d training pairs", cfg.distill.cache_top_k,
              len(splits.train))
     started = time.time()
@@ -263,7 +263,7 @@ def generate_labels(cfg: RunConfig, run_dir: Path, rebuild: bool = False, on_sha
         shutil.rmtree(out)
     sources = [s for s, _ in load_splits(run_dir / "data").train]
     tokenizer = load_tokenizer(run_dir)
-    teacher_id, load = teacher_fingerprint(run_dir / "teacher"), lambda: _teacher_on_device(run_dir)
+    teacher_id, load = teacher_fingerprint(run_dir / "teacher"), lambda: teacher_on_device(run_dir / "teacher")
     if cfg.teacher.kind == "causal":  # prompted with prompt.template, in its own tokenizer (distilmt.causal)
         from .causal import labels_teacher
 

@@ -181,19 +181,16 @@ class Study:
     # -- stages -------------------------------------------------------------------------------------------
     def _labels(self, out: Path, digest: str) -> Path:
         """The KD teacher translates ``study.label_sources`` training sources (seqkd generation settings)."""
-        import torch
-
         from .cache import teacher_fingerprint
-        from .models.build import load_seq2seq
+        from .pipeline import teacher_on_device
         from .seqkd import build_distilled, labels_fingerprint, tokenizer_fingerprint
 
         teacher_dir = self.kd_teacher()
         sources = self.label_sources()
         fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(self.tokenizer),
                                          teacher_fingerprint(teacher_dir), self.cfg.seqkd)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         started = time.time()
-        stats = build_distilled(out, sources, self.tokenizer, lambda: load_seq2seq(teacher_dir)[0].to(device),
+        stats = build_distilled(out, sources, self.tokenizer, lambda: teacher_on_device(teacher_dir),
                                 self.cfg.seqkd, fingerprint, f"delete {out} and run the study again")
         mark_complete(out, settings=digest, kept=stats["kept"], sources=stats["sources"],
                       seconds=round(time.time() - started, 1))
