@@ -109,8 +109,7 @@ def run_study(cfg: RunConfig, run_dir: str | Path, methods: list[str], seeds: li
     if "ensemble" in methods:
         _second_teacher(cfg, run_dir, resume)
     splits = load_splits(run_dir / "data")
-    n = cfg.data.max_test_sentences
-    test = splits.test[:n] if n else splits.test
+    test = pipeline.test_subset(cfg, splits)
     saved = _read(run_dir / "methods.json")
     teacher = saved.get("teacher") or _evaluate(cfg, "teacher", run_dir / "teacher", test)
     rows = {row["name"]: row for row in saved.get("models", [])}

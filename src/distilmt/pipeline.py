@@ -392,6 +392,12 @@ def _dev_subset(cfg: RunConfig, splits):
     return splits.dev[:n] if n else splits.dev
 
 
+def test_subset(cfg: RunConfig, splits) -> list:
+    """The test pairs the final evaluation uses: the first ``data.max_test_sentences`` (0 = all)."""
+    n = cfg.data.max_test_sentences
+    return list(splits.test[:n] if n else splits.test)
+
+
 def _monitor_callbacks(cfg: RunConfig, run_dir: Path, name: str, teacher_model, tokenizer, splits) -> list:
     if not cfg.monitor.enabled:
         return []
@@ -434,7 +440,7 @@ def evaluate(cfg: RunConfig, run_dir: Path,
     from .export import export_ctranslate2
 
     splits = load_splits(run_dir / "data")
-    test = splits.test[: cfg.data.max_test_sentences] if cfg.data.max_test_sentences else splits.test
+    test = test_subset(cfg, splits)
     entries = [(name, run_dir / name) for name in models if is_complete(run_dir / name)]
     causal = [name for name, path in entries if _is_causal(path)]
     for name in causal:  # a causal LM is opened with its prompt.json (written by the stage that saved it)

@@ -147,11 +147,10 @@ def evaluate_stage(cfg: RunConfig, model_dir: Path, splits) -> dict:
     """dev and test BLEU/chrF (eval.num_beams; dev: data.max_eval_sentences, test: data.max_test_sentences) and
     whether the test output collapsed."""
     from .evaluation.compare import evaluate_models
-    from .pipeline import _dev_subset
+    from .pipeline import _dev_subset, test_subset
 
-    n_test = cfg.data.max_test_sentences
     out = {}
-    for split, pairs in (("dev", _dev_subset(cfg, splits)), ("test", splits.test[:n_test] if n_test else splits.test)):
+    for split, pairs in (("dev", _dev_subset(cfg, splits)), ("test", test_subset(cfg, splits))):
         rows, _ = evaluate_models([(model_dir.name, model_dir)], [s for s, _ in pairs], [t for _, t in pairs],
                                   cfg.data.target_lang, num_beams=cfg.eval.num_beams, batch_size=cfg.eval.batch_size,
                                   max_new_tokens=cfg.eval.max_new_tokens, speed_sentences=0, semantic=False)

@@ -231,8 +231,9 @@ class Study:
 
     # -- evaluation and outputs ---------------------------------------------------------------------------
     def test_pairs(self) -> list[tuple[str, str]]:
-        n = self.cfg.data.max_test_sentences
-        return self.splits.test[:n] if n else list(self.splits.test)
+        from .pipeline import test_subset
+
+        return test_subset(self.cfg, self.splits)
 
     def evaluate(self, row: str, path: Path) -> tuple[dict, list[str]]:
         """The row's comparison row and translations (cached in ``path/study-row.json`` for this test set)."""
