@@ -99,6 +99,30 @@ def test_unrelated_output_scores_badly_and_lengths_must_match():
         quality(["a"], ["a", "b"], "en")
 
 
+def test_paired_bootstrap_against_hand_computed_values():
+    refs = ["The cat sat on the mat.", "A dog runs under the old tree.", "Water and fire.", "He went home early."]
+    junk = "qq zz"
+    baseline = [refs[0], refs[1], refs[2], junk]
+    system = list(refs)  # better on exactly one sentence, equal on the other three
+    out = metrics.paired_bootstrap(baseline, system, refs, "en", n_samples=4000)
+    # the real difference is the plain corpus scores' difference
+    assert out["bleu"]["delta"] == pytest.approx(quality(system, refs, "en")["bleu"] - quality(baseline, refs, "en")["bleu"],
+                                                 abs=1e-3)
+    assert out["chrf"]["system"] == pytest.approx(100.0)
+    # the system is higher exactly when the resample draws sentence 4 at least once: 1 - (3/4)^4 = 0.6836
+    assert out["bleu"]["system_better"] == pytest.approx(1 - 0.75 ** 4, abs=0.02)
+    assert out["chrf"]["system_better"] == pytest.approx(1 - 0.75 ** 4, abs=0.02)
+    assert out["bleu"]["ci95"][0] == 0.0 and out["bleu"]["ci95"][1] > 0
+    # swapping the two flips every sign; a system against itself differs by exactly nothing
+    flipped = metrics.paired_bootstrap(system, baseline, refs, "en", n_samples=4000)
+    assert flipped["bleu"]["delta"] == pytest.approx(-out["bleu"]["delta"])
+    assert flipped["bleu"]["system_better"] == 0.0
+    same = metrics.paired_bootstrap(baseline, baseline, refs, "en", n_samples=200)
+    assert same["bleu"]["delta"] == 0 and same["bleu"]["ci95"] == [0.0, 0.0] and same["chrf"]["system_better"] == 0
+    with pytest.raises(ValueError, match="pair up"):
+        metrics.paired_bootstrap(baseline[:3], system, refs)
+
+
 def test_same_sentence_for_every_input_is_collapsed():
     result = health(["the the cat"] * 20, references=["a cat sat"] * 20)
     assert result["collapsed"] and result["distinct_ratio"] == pytest.approx(1 / 20)

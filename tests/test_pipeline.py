@@ -58,6 +58,12 @@ def test_run_end_to_end_then_every_stage_skips(tmp_path, capsys):
     assert "[monitor] epoch 1 summary" in (run_dir / "run.log").read_text(encoding="utf-8")
     table = capsys.readouterr().out
     assert "student-kd" in table and "BLEU" in table
+    # KD against its twin with a paired bootstrap, in metrics.json, report.md and under the printed table
+    kd_test = json.loads((run_dir / "metrics.json").read_text())["kd_vs_baseline"]
+    assert kd_test["bleu"]["baseline"] == pytest.approx(rows["student-baseline"]["bleu"], abs=1e-3)
+    assert kd_test["bleu"]["system"] == pytest.approx(rows["student-kd"]["bleu"], abs=1e-3)
+    assert kd_test["bleu"]["ci95"][0] <= kd_test["bleu"]["ci95"][1] and 0 <= kd_test["bleu"]["system_better"] <= 1
+    assert "KD vs its no-KD twin" in table and "KD vs its no-KD twin" in report
 
     # Every stage finds its output complete: nothing is retrained, files are untouched.
     before = (run_dir / "student-kd" / "model.safetensors").stat().st_mtime_ns

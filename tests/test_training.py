@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -99,3 +100,40 @@ def test_kd_training_logs_ce_kd_and_writes_tensorboard(tmp_path, tokenizer, tiny
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/ce", "train/kd", "train/learning_rate", "eval/bleu"} <= tags
     assert (tmp_path / "kd" / "config.json").is_file() and (tmp_path / "kd" / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    # 100 updates, 10 of warm-up, peak 1.0; lr after update 5, 10, 50, 80, 90, 100 (computed by hand)
+    ("wsd", [0.5, 1.0, 1.0, 1.0, 0.5, 0.0]),          # stable until 80, linear decay over the last 20 % (decay_fraction 0.2)
+    ("cosine", [0.5, 1.0, 0.5 * (1 + math.cos(math.pi * 40 / 90)), 0.5 * (1 + math.cos(math.pi * 70 / 90)),
+                0.5 * (1 + math.cos(math.pi * 80 / 90)), 0.0]),
+    ("linear", [0.5, 1.0, 50 / 90, 20 / 90, 10 / 90, 0.0]),
+    ("constant", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]),
+])
+def test_lr_schedules_as_the_trainer_builds_them(tmp_path, schedule, expected):
+    from transformers import get_scheduler
+
+    from distilmt.training import training_arguments
+
+    cfg = TrainConfig(learning_rate=1.0, warmup_steps=10, max_steps=100, lr_schedule=schedule, decay_fraction=0.2,
+                      eval_every_epoch=False, bf16=False)
+    args = training_arguments(cfg, tmp_path, steps_per_epoch=50)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    # exactly Trainer.create_scheduler's call
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(100),
+                              num_training_steps=100, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    lrs = {}
+    for step in range(1, 101):
+        optimizer.step()
+        scheduler.step()
+        lrs[step] = scheduler.get_last_lr()[0]
+    assert [lrs[s] for s in (5, 10, 50, 80, 90, 100)] == pytest.approx(expected, abs=1e-9)
+
+
+def test_unknown_lr_schedule_is_refused():
+    from distilmt.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.lr_schedule.*cosine, wsd, linear, constant"):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ConfigError, match="train.decay_fraction"):
+        TrainConfig(lr_schedule="wsd", decay_fraction=0)

@@ -248,7 +248,7 @@ def _dispatch(args) -> int:
         test_sets = [load_test_set(item, cfg.data.direction, run_dir) for item in args.test_sets]
         rows = pipeline.evaluate(cfg, run_dir, test_sets=test_sets)
         pipeline.report(cfg, run_dir)
-        _print_table(rows)
+        _print_table(rows, run_dir / "metrics.json")
         return 0
     if args.quiet:
         os.environ["DISTILMT_QUIET"] = "1"
@@ -256,7 +256,7 @@ def _dispatch(args) -> int:
     _log_to_file(run_dir / "run.log")
     if args.command == "run":
         rows = pipeline.run(cfg, run_dir, resume=args.resume)
-        _print_table(rows)
+        _print_table(rows, run_dir / "metrics.json")
         print(f"\nEverything is in {run_dir}/ (report.md, report.html, metrics.json, tb/ for TensorBoard)")
     elif args.command == "prepare-data":
         splits = pipeline.prepare_data(cfg, run_dir)
@@ -323,15 +323,21 @@ def _log_to_file(path: Path) -> None:
     root.addHandler(handler)
 
 
-def _print_table(rows: list[dict]) -> None:
+def _print_table(rows: list[dict], metrics_file: Path | None = None) -> None:
+    """The comparison table; with a run's metrics.json, then the verdict on KD vs its no-KD twin."""
     from rich.console import Console
 
     from .evaluation.compare import format_table
+    from .evaluation.report import kd_verdict
 
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: no need to squeeze 16 columns into 80 characters
         console = Console(width=200)
     console.print(format_table(rows))
+    if metrics_file is not None and metrics_file.is_file():
+        verdict = kd_verdict(json.loads(metrics_file.read_text(encoding="utf-8")))
+        if verdict:
+            console.print(verdict, highlight=False)
 
 
 def _print_presets() -> int:

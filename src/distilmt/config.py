@@ -121,10 +121,17 @@ class StudentConfig:
         _check(0 <= self.decoder_depth_ratio <= 1, "student.decoder_depth_ratio", "must be in [0, 1] (0 = same as depth_ratio)")
 
 
+LR_SCHEDULES = ("cosine", "wsd", "linear", "constant")
+
+
 @dataclass
 class TrainConfig:
     learning_rate: float = _help("peak AdamW learning rate", 1e-3)
-    warmup_steps: int = _help("linear warm-up steps before cosine decay", 300)
+    warmup_steps: int = _help("linear warm-up steps before the schedule's decay", 300)
+    lr_schedule: str = _help("learning rate after warm-up: cosine (decays to 0 over all updates), wsd (warm-up, "
+                             "stable at the peak, then linear decay to 0 over the last decay_fraction of the updates), "
+                             "linear or constant", "cosine")
+    decay_fraction: float = _help("wsd only: the share of the updates spent decaying to 0", 0.2)
     epochs: float = _help("training epochs (ignored when max_steps > 0)", 5.0)
     max_steps: int = _help("total optimizer updates (0 = use epochs)", 0)
     batch_tokens: int = _help("tokens per batch per device (padded source+target lengths x rows)", 3000)
@@ -142,6 +149,9 @@ class TrainConfig:
         _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
         _check(self.epochs > 0 or self.max_steps > 0, "train.epochs", "set epochs > 0 or max_steps > 0")
         _check(self.max_steps >= 0 and self.warmup_steps >= 0, "train.max_steps", "steps must not be negative")
+        _check(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule",
+               f"'{self.lr_schedule}' is not one of {', '.join(LR_SCHEDULES)}")
+        _check(0 < self.decay_fraction <= 1, "train.decay_fraction", f"{self.decay_fraction} must be in (0, 1]")
         _check(self.batch_tokens >= 64, "train.batch_tokens", f"{self.batch_tokens} is too small; use at least 64")
         _check(self.grad_accum >= 1, "train.grad_accum", "must be at least 1")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")

@@ -462,7 +462,13 @@ def evaluate(cfg: RunConfig, run_dir: Path,
                              speed_sentences=cfg.eval.speed_sentences, semantic=cfg.eval.semantic,
                              direction=cfg.data.direction,
                              test_sets=[t.head(cfg.data.max_test_sentences) for t in test_sets])
-    write_json(result.rows, run_dir / "metrics.json", test_sets=result.set_info())
+    extra = {"test_sets": result.set_info()}
+    if {"student-baseline", "student-kd"} <= result.hyps.keys():  # is KD's gain over its twin more than luck?
+        from .evaluation.metrics import paired_bootstrap
+
+        extra["kd_vs_baseline"] = paired_bootstrap(result.hyps["student-baseline"], result.hyps["student-kd"],
+                                                   [t for _, t in test], cfg.data.target_lang)
+    write_json(result.rows, run_dir / "metrics.json", **extra)
     write_csv(result.rows, run_dir / "metrics.csv")
     write_translations(result, run_dir / "translations.json")
     return result.rows

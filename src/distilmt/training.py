@@ -446,9 +446,20 @@ def tensorboard_callback(log_dir: Path) -> TrainerCallback:
     return callback
 
 
+def lr_schedule_arguments(cfg: TrainConfig, max_steps: int) -> dict:
+    """transformers' scheduler arguments for ``cfg.lr_schedule`` (the warm-up is never longer than the run)."""
+    warmup = min(cfg.warmup_steps, max(max_steps - 1, 0))
+    if cfg.lr_schedule == "wsd":  # warm-up, stable at the peak, linear decay to 0 over the last decay_fraction
+        decay = min(max(1, round(cfg.decay_fraction * max_steps)), max_steps - warmup)
+        return {"lr_scheduler_type": "warmup_stable_decay", "warmup_steps": warmup,
+                "lr_scheduler_kwargs": {"num_decay_steps": decay, "decay_type": "linear"}}
+    names = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+    return {"lr_scheduler_type": names[cfg.lr_schedule], "warmup_steps": warmup}
+
+
 def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int, eval_steps: int = 0,
                        layerdrop: bool = False) -> Seq2SeqTrainingArguments:
-    """The Trainer's arguments from our TrainConfig: epochs or steps, cosine with warm-up, bf16, TensorBoard."""
+    """The Trainer's arguments from our TrainConfig: epochs or steps, the lr schedule with warm-up, bf16, TensorBoard."""
     max_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch / cfg.grad_accum)
     updates_per_epoch = max(1, steps_per_epoch // cfg.grad_accum)
     strategy = "steps" if eval_steps else ("epoch" if cfg.eval_every_epoch else "no")
@@ -457,8 +468,7 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int, ev
         report_to="none",  # TensorBoard is added as a callback writing to our log_dir (see tensorboard_callback)
         max_steps=max_steps,
         learning_rate=cfg.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=min(cfg.warmup_steps, max(max_steps - 1, 0)),
+        **lr_schedule_arguments(cfg, max_steps),
         weight_decay=cfg.weight_decay,
         adam_beta2=0.98,
         max_grad_norm=cfg.max_grad_norm,

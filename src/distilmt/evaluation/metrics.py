@@ -36,6 +36,39 @@ def quality(hyps: Sequence[str], refs: Sequence[str], target_lang: str = "") -> 
     return out
 
 
+def paired_bootstrap(baseline: Sequence[str], system: Sequence[str], refs: Sequence[str], target_lang: str = "",
+                     n_samples: int = 1000, seed: int = 12345) -> dict:
+    """Is ``system`` really better than ``baseline`` on these references, or is the difference test-set luck?
+
+    Paired bootstrap resampling (Koehn, 2004): draw ``n_samples`` test sets of the same size with replacement,
+    score both systems on each (sacrebleu's own sufficient statistics, as its significance module does) and look
+    at the differences. Per metric (bleu, chrf): both scores, ``delta`` = system - baseline on the real test set,
+    ``ci95`` the 2.5th and 97.5th percentile of the resampled differences, and ``system_better`` the share of
+    resamples in which the system scored higher (0.95 or more is the usual bar for "better").
+    """
+    import numpy as np
+
+    n = len(refs)
+    if not len(baseline) == len(system) == n or n == 0:
+        raise ValueError(f"{len(baseline)} baseline and {len(system)} system translations for {n} "
+                         "references; they must pair up one to one (and not be empty)")
+    samples = np.random.default_rng(seed).choice(n, size=(n_samples, n), replace=True)
+    out: dict = {"test": "paired bootstrap resampling", "n_samples": n_samples, "seed": seed, "sentences": n}
+    for name, metric in _metrics(target_lang).items():
+        if name == "ter":  # lower is better and slow to resample; BLEU and chrF say enough
+            continue
+        stats = [np.asarray(metric._extract_corpus_statistics(list(hyps), [list(refs)]), dtype=np.float64)
+                 for hyps in (baseline, system)]
+        def score(st):
+            return metric._compute_score_from_stats(list(st.sum(0))).score
+        base, sys_ = float(score(stats[0])), float(score(stats[1]))
+        deltas = np.array([score(stats[1][i]) - score(stats[0][i]) for i in samples])
+        out[name] = {"baseline": round(base, 4), "system": round(sys_, 4), "delta": round(sys_ - base, 4),
+                     "ci95": [round(float(np.percentile(deltas, 2.5)), 4), round(float(np.percentile(deltas, 97.5)), 4)],
+                     "system_better": round(float((deltas > 0).mean()), 4)}
+    return out
+
+
 def signatures(target_lang: str = "") -> dict[str, str]:
     """The sacrebleu signatures :func:`quality` reports for this target language."""
     scores = quality(["x"], ["x"], target_lang)  # sacrebleu knows its signature only after one evaluation

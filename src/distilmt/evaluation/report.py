@@ -155,6 +155,22 @@ def _results_table(rows: list[dict]) -> str:
     return f"<table class='results'>{head}{body}</table>"
 
 
+def kd_verdict(metrics: dict) -> str | None:
+    """One sentence from metrics.json's ``kd_vs_baseline``: KD against its no-KD twin, and whether the difference
+    is more than test-set luck (paired bootstrap; "higher"/"lower" only when 95 % of the resamples agree)."""
+    test = metrics.get("kd_vs_baseline")
+    if not test:
+        return None
+    bleu, chrf = test["bleu"], test["chrf"]
+    share = bleu["system_better"]
+    verdict = ("higher, beyond test-set noise" if share >= 0.95 else "lower, beyond test-set noise" if share <= 0.05
+               else "not distinguishable from its twin on this test set")
+    low, high = bleu["ci95"]
+    return (f"KD vs its no-KD twin: BLEU {bleu['system']:.2f} vs {bleu['baseline']:.2f} ({bleu['delta']:+.2f}, 95 % "
+            f"interval {low:+.2f} to {high:+.2f}), chrF {chrf['delta']:+.2f}; student-kd scores higher in {share:.0%} "
+            f"of {test['n_samples']} paired bootstrap resamples of the {test['sentences']} test sentences: {verdict}.")
+
+
 def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", metrics_file: str = "metrics.json") -> Path:
     """Write report.md (tables, sample translations, plots as files) and report.html (self-contained)."""
     run_dir = Path(run_dir)
@@ -176,6 +192,9 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", 
     sets = test_set_names(rows)
     heading = f"Results on {len(sets)} test sets: {', '.join(sets)}" if len(sets) > 1 else "Results on the test set"
     md += [f"## {heading}", "", to_markdown(rows), ""]
+    verdict = kd_verdict(metrics)
+    if verdict:
+        md += [f"**{verdict}**", ""]
     signature = next((r.get("bleu_signature") for r in rows if r.get("bleu_signature")), None)
     if signature:
         md += [f"sacrebleu: `{signature}`", ""]
@@ -205,6 +224,8 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", 
     if collapsed:
         parts.append(f"<p class='bad'>Collapsed model(s): {html.escape(', '.join(collapsed))}</p>")
     parts.append(f"<h2>{html.escape(heading)}</h2><div class='wide'>{_results_table(rows)}</div>")
+    if verdict:
+        parts.append(f"<p><b>{html.escape(verdict)}</b></p>")
     if signature:
         parts.append(f"<p>sacrebleu: <code>{html.escape(signature)}</code></p>")
     if semantic_note(rows):
