@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from test_evaluation import HAS_CT2, make_tiny_model, needs_ct2, toy_sentences
+from test_evaluation import make_tiny_model, needs_ct2, toy_sentences
 
 from distilmt.evaluation.size import count_parameters
 from distilmt.evaluation.translate import EXPORT_INFO, Ct2Translator, HfTranslator, open_model
