@@ -456,7 +456,8 @@ def evaluate(cfg: RunConfig, run_dir: Path,
             export_ctranslate2(run_dir / "student-kd", ct2_dir, quantization="int8", force=True)
             mark_complete(ct2_dir)
         entries.append(("student-kd-ct2-int8", ct2_dir))
-    result = evaluate_models(entries, [s for s, _ in test], [t for _, t in test], cfg.data.target_lang,
+    references = [t for _, t in test]
+    result = evaluate_models(entries, [s for s, _ in test], references, cfg.data.target_lang,
                              reference_name="teacher", num_beams=cfg.eval.num_beams,
                              batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
                              speed_sentences=cfg.eval.speed_sentences, semantic=cfg.eval.semantic,
@@ -467,7 +468,7 @@ def evaluate(cfg: RunConfig, run_dir: Path,
         from .evaluation.metrics import paired_bootstrap
 
         extra["kd_vs_baseline"] = paired_bootstrap(result.hyps["student-baseline"], result.hyps["student-kd"],
-                                                   [t for _, t in test], cfg.data.target_lang)
+                                                   references, cfg.data.target_lang)
     write_json(result.rows, run_dir / "metrics.json", **extra)
     write_csv(result.rows, run_dir / "metrics.csv")
     write_translations(result, run_dir / "translations.json")
