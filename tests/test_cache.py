@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from distilmt.cache import CacheError, TeacherCache, build_teacher_cache, cache_fingerprint, teacher_fingerprint
+from distilmt.errors import CacheError
+from distilmt.teachers.cache import TeacherCache, build_teacher_cache, cache_fingerprint
+from distilmt.rundir import teacher_fingerprint
 from distilmt.config import DistillConfig, TeacherConfig, TrainConfig
 from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
 from distilmt.models.build import build_model
-from distilmt.teachers import CachedTeacher, LiveTeacher
+from distilmt.teachers.cache import CachedTeacher
+from distilmt.teachers.signal import LiveTeacher
 
 from conftest import TINY_TEACHER
 
@@ -125,7 +128,7 @@ def test_an_interrupted_build_resumes_to_the_same_bytes(tmp_path, tokenizer, tin
 def _trainer(tmp_path, student, data, teacher, distill):
     from transformers import Seq2SeqTrainingArguments
 
-    from distilmt.training import DistilTrainer
+    from distilmt.training.trainer import DistilTrainer
 
     args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no",
                                     disable_tqdm=True, remove_unused_columns=False)
@@ -168,7 +171,7 @@ def test_k_equal_vocabulary_gives_the_live_teachers_loss_and_gradient(tmp_path, 
 
 
 def test_training_from_the_cache_needs_no_teacher_model(tmp_path, tokenizer, tiny_teacher, verse_pairs):
-    from distilmt.training import train_seq2seq
+    from distilmt.training.trainer import train_seq2seq
 
     pairs, dev = verse_pairs[:100], verse_pairs[100:106]
     teacher_dir = tmp_path / "teacher"
@@ -192,7 +195,7 @@ def test_training_from_the_cache_needs_no_teacher_model(tmp_path, tokenizer, tin
 
 def test_cli_cache_teacher_builds_skips_refuses_stale_and_rebuilds(tmp_path, capsys):
     from distilmt.cli import main
-    from distilmt.pipeline import load_tokenizer
+    from distilmt.rundir import load_tokenizer
 
     from test_pipeline import write_config
 
@@ -248,7 +251,7 @@ def test_example_index_is_added_only_when_asked(tokenizer, verse_pairs):
 def test_other_divergences_train_from_the_cache_on_its_dense_logits(tmp_path, tokenizer, tiny_teacher, verse_pairs):
     from distilmt.config import ConfigError
     from distilmt.losses import skew_kl, target_mask
-    from distilmt.training import DistilTrainer, train_seq2seq
+    from distilmt.training.trainer import DistilTrainer, train_seq2seq
 
     pairs, dev = verse_pairs[:40], verse_pairs[40:42]
     teacher_id = teacher_fingerprint(tiny_teacher)
@@ -282,8 +285,8 @@ def test_other_divergences_train_from_the_cache_on_its_dense_logits(tmp_path, to
 
 
 def test_tokenizer_fingerprint_ignores_truncation_and_padding_state(tokenizer):
-    from distilmt import seqkd
-    from distilmt.cache import tokenizer_fingerprint
+    from distilmt.teachers import labels as seqkd
+    from distilmt.data.tokenizer import tokenizer_fingerprint
 
     before = tokenizer_fingerprint(tokenizer)
     definition = tokenizer.backend_tokenizer.to_str()
@@ -291,6 +294,6 @@ def test_tokenizer_fingerprint_ignores_truncation_and_padding_state(tokenizer):
               padding=True)
     assert tokenizer.backend_tokenizer.to_str() != definition  # the fast tokenizer now carries those settings
     assert tokenizer_fingerprint(tokenizer) == before
-    assert seqkd.tokenizer_fingerprint is tokenizer_fingerprint  # one definition for the cache and seq-KD
+    assert cache.tokenizer_fingerprint is tokenizer_fingerprint  # one definition for the cache and seq-KD
     tokenizer.add_tokens(["<new-token>"])
     assert tokenizer_fingerprint(tokenizer) != before  # a real change still shows

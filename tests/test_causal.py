@@ -13,12 +13,16 @@ import pytest
 import torch
 import yaml
 
-from distilmt.causal import (CausalCollator, CausalTranslator, TranslationPrompt, check_shared_vocabulary,
-                             load_causal, shift_for_loss, train_causal)
+from distilmt.data.prompt import CausalCollator, TranslationPrompt
+from distilmt.models.translators import CausalTranslator
+from distilmt.models.vocab import check_shared_vocabulary
+from distilmt.models.loading import load_causal
+from distilmt.training.trainer import shift_for_loss
+from distilmt.recipes.student import train_causal
 from distilmt.config import DistillConfig, SeqKDConfig, TrainConfig
 from distilmt.losses import IGNORE_INDEX, forward_kl, label_smoothed_cross_entropy
-from distilmt.models.build import ModelError
-from distilmt.teachers import CausalTeacher
+from distilmt.errors import ModelError
+from distilmt.teachers.signal import CausalTeacher
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -278,10 +282,10 @@ def test_a_causal_teacher_writes_labels_for_a_seq2seq_student(tmp_path, trained_
 
     from distilmt.cli import main
     from distilmt.data.corpus import load_splits
-    from distilmt.evaluation.translate import open_model
-    from distilmt.models.build import load_seq2seq
-    from distilmt.pipeline import load_tokenizer
-    from distilmt.seqkd import read_distilled
+    from distilmt.models.translators import open_model
+    from distilmt.models.loading import load_seq2seq
+    from distilmt.rundir import load_tokenizer
+    from distilmt.teachers.labels import read_distilled
 
     monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
     config = json.loads(json.dumps(TINY))

@@ -19,11 +19,14 @@ import torch
 from distilmt.evaluation import metrics
 from distilmt.evaluation.compare import ROW_KEYS, evaluate_models, format_table, to_markdown, write_csv, write_json
 from distilmt.evaluation.metrics import health, quality, repetition_rate
-from distilmt.evaluation.semantic import SemanticUnavailable, semantic_scorer, semantic_similarity
-from distilmt.evaluation.size import count_parameters, dir_size_mb
+from distilmt.errors import SemanticUnavailable
+from distilmt.evaluation.semantic import semantic_scorer, semantic_similarity
+from distilmt.models.size import count_parameters, dir_size_mb
 from distilmt.evaluation.speed import measure_in_subprocess, measure_speed
-from distilmt.evaluation.translate import (HfTranslator, ModelLoadError, Translator, load_seq2seq, open_model,
-                                           translate)
+from distilmt.models.translators import HfTranslator, Translator, open_model
+from distilmt.errors import ModelLoadError
+from distilmt.models.loading import load_seq2seq
+from distilmt.models.generation import translate
 
 HAS_CT2 = find_spec("ctranslate2") is not None
 needs_ct2 = pytest.mark.skipif(not HAS_CT2, reason="ctranslate2 is not installed (pip install ctranslate2)")

@@ -9,9 +9,11 @@ import pytest
 import torch
 from test_evaluation import make_tiny_model, needs_ct2, toy_sentences
 
-from distilmt.evaluation.size import count_parameters
-from distilmt.evaluation.translate import EXPORT_INFO, Ct2Translator, HfTranslator, open_model
-from distilmt.export import ExportError, export_ctranslate2, export_hf
+from distilmt.models.size import count_parameters
+from distilmt.models.loading import EXPORT_INFO
+from distilmt.models.translators import Ct2Translator, HfTranslator, open_model
+from distilmt.errors import ExportError
+from distilmt.export import export_ctranslate2, export_hf
 
 
 @pytest.fixture(scope="module")

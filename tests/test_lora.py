@@ -13,9 +13,11 @@ import torch
 
 from distilmt.cli import main
 from distilmt.config import ConfigError, LoRAConfig, TeacherConfig, TrainConfig, load_config
-from distilmt.lora import add_lora, load_lora, merge_lora, save_merged, target_modules, train_lora
-from distilmt.models.build import ModelError, build_model
-from distilmt.training import train_seq2seq
+from distilmt.models.lora import add_lora, load_lora, merge_lora, save_merged, target_modules
+from distilmt.training.lora import train_lora
+from distilmt.errors import ModelError
+from distilmt.models.build import build_model
+from distilmt.training.trainer import train_seq2seq
 
 from conftest import TINY_TEACHER
 
@@ -92,7 +94,7 @@ def test_adapters_train_base_is_unchanged_and_merge_equals_peft_logits(tmp_path,
 
 
 def test_train_lora_saves_base_adapter_and_merged_that_reload_and_export(tmp_path, tokenizer, marian, verse_pairs):
-    from distilmt.evaluation.translate import HfTranslator, open_model
+    from distilmt.models.translators import HfTranslator, open_model
     from distilmt.export import export_ctranslate2
 
     cfg = LoRAConfig(rank=4, alpha=8, dropout=0.0, target_modules="q_proj,v_proj,fc2")

@@ -16,8 +16,8 @@ from transformers import Seq2SeqTrainingArguments
 
 from distilmt.config import DistillConfig, StudentConfig
 from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
-from distilmt.teachers import LiveTeacher
-from distilmt.training import DistilTrainer, tensorboard_callback
+from distilmt.teachers.signal import LiveTeacher
+from distilmt.training.trainer import DistilTrainer, tensorboard_callback
 
 
 def _args(tmp_path, steps=4, batch=8, accum=1, lr=3e-3, optim="adamw_torch", **extra):
@@ -76,7 +76,7 @@ def test_kd_weight_rising_from_zero_still_runs_the_teacher(tmp_path, tokenizer, 
 
 def test_layer_maps():
     from distilmt.config import ConfigError
-    from distilmt.intermediate import layer_map
+    from distilmt.training.intermediate import layer_map
 
     assert layer_map("uniform", 2, 6) == [(0, 2), (1, 5)]
     assert layer_map("uniform", 3, 3) == [(0, 0), (1, 1), (2, 2)]
@@ -212,7 +212,7 @@ def test_adapters_live_in_checkpoints_so_a_killed_run_resumes_exactly(tmp_path, 
     from safetensors.torch import load_file
 
     from distilmt.config import TrainConfig
-    from distilmt.training import last_checkpoint, train_seq2seq
+    from distilmt.training.trainer import last_checkpoint, train_seq2seq
     from test_training import _Interrupt
 
     cfg = TrainConfig(learning_rate=3e-3, warmup_steps=1, max_steps=6, batch_tokens=200, bf16=False,

@@ -18,9 +18,10 @@ from distilmt.config import DistillConfig, StudentConfig, TeacherConfig
 from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
 from distilmt.losses import divergence_sum, forward_kl, label_smoothed_cross_entropy, target_mask, token_kd_objective
 from distilmt.models.build import build_model, derive_student
-from distilmt.mutual import MutualPair
-from distilmt.teachers import EnsembleTeacher, LiveTeacher
-from distilmt.training import DistilTrainer, generated_targets
+from distilmt.models.mutual import MutualPair
+from distilmt.teachers.ensemble import EnsembleTeacher
+from distilmt.teachers.signal import LiveTeacher
+from distilmt.training.trainer import DistilTrainer, generated_targets
 
 from conftest import TINY_TEACHER
 
@@ -145,7 +146,7 @@ def test_ensemble_is_the_hand_mixture_of_two_teachers(tokenizer, tiny_teacher, v
 
 
 def test_ensemble_refuses_a_teacher_with_another_vocabulary(tmp_path, tokenizer, tiny_teacher):
-    from distilmt.models.build import ModelError
+    from distilmt.errors import ModelError
 
     same, other = tmp_path / "same", tmp_path / "other-vocab"
     tiny_teacher.save_pretrained(same)
@@ -222,7 +223,7 @@ def test_mutual_loss_is_ce_plus_weighted_kl_to_the_detached_peer(tmp_path, token
 def test_mutual_training_trains_both_students_and_saves_each_as_plain_hf(tmp_path, tokenizer, tiny_teacher,
                                                                          verse_pairs):
     from distilmt.config import TrainConfig
-    from distilmt.training import train_seq2seq
+    from distilmt.training.trainer import train_seq2seq
 
     student = derive_student(tiny_teacher, StudentConfig(depth_ratio=0.5), seed=1)
     cfg = TrainConfig(max_steps=2, warmup_steps=0, batch_tokens=400, bf16=False, label_smoothing=0.1, seed=4)
@@ -264,7 +265,7 @@ def test_mutual_settings_fail_with_one_clear_sentence(tmp_path, tokenizer, tiny_
 
 def test_mutual_peer_starts_as_a_copy_of_the_student_or_fresh(tiny_teacher):
     from distilmt.config import ConfigError
-    from distilmt.mutual import make_peer
+    from distilmt.models.mutual import make_peer
 
     student = derive_student(tiny_teacher, StudentConfig(depth_ratio=0.5), seed=1)
     copied, fresh = make_peer(student, "copy", 5), make_peer(student, "fresh", 5)

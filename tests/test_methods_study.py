@@ -8,8 +8,7 @@ import pytest
 
 from distilmt.cli import main
 from distilmt.config import PRESETS, ConfigError, load_config
-from distilmt.methods_study import (METHODS, active_methods, add_deltas, method_config, parse_methods, parse_seeds,
-                                    summary, to_markdown)
+from distilmt.recipes.methods import METHODS, active_methods, add_deltas, method_config, parse_methods, parse_seeds, summary, to_markdown
 
 from test_pipeline import write_config
 

@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from distilmt.config import StudentConfig, TeacherConfig
-from distilmt.models.build import (
-    ModelError, build_model, check_same_vocabulary, derive_student, load_seq2seq, spread_layers, student_shape,
-)
+from distilmt.errors import ModelError
+from distilmt.models.build import build_model, derive_student, spread_layers, student_shape
+from distilmt.models.vocab import check_same_vocabulary
+from distilmt.models.loading import load_seq2seq
 
 
 def test_spread_layers_keeps_first_and_last():

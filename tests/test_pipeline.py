@@ -159,11 +159,11 @@ def test_teacher_with_another_vocabulary_is_refused(tmp_path, capsys, verse_pair
 
 
 def test_distill_trains_student_kd_from_the_listed_teacher_ensemble(tmp_path, capsys):
-    from distilmt import pipeline
+    from distilmt.recipes import pipeline
     from distilmt.config import TeacherConfig
     from distilmt.models.build import build_model
-    from distilmt.pipeline import load_tokenizer
-    from distilmt.teachers import EnsembleTeacher
+    from distilmt.rundir import load_tokenizer
+    from distilmt.teachers.ensemble import EnsembleTeacher
 
     from conftest import TINY_TEACHER
 

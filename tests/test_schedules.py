@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from distilmt.schedules import SCHEDULES, schedule_value
+from distilmt.training.schedules import SCHEDULES, schedule_value
 
 
 @pytest.mark.parametrize("kind, start, end, expected", [

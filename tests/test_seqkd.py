@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distilmt.cache import teacher_fingerprint
+from distilmt.rundir import teacher_fingerprint
 from distilmt.cli import main
 from distilmt.config import ConfigError, SeqKDConfig, TrainConfig, load_config
 from distilmt.data.readers import normalize
-from distilmt.evaluation.translate import HfTranslator
-from distilmt.seqkd import (LabelsError, build_distilled, filter_reason, labels_fingerprint, read_distilled,
-                            tokenizer_fingerprint, training_pairs)
+from distilmt.models.translators import HfTranslator
+from distilmt.errors import LabelsError
+from distilmt.teachers.labels import build_distilled, filter_reason, labels_fingerprint, read_distilled, training_pairs
+from distilmt.data.tokenizer import tokenizer_fingerprint
 
 from test_pipeline import TINY
 
@@ -35,7 +36,7 @@ def teacher_dir(tmp_path_factory, tokenizer_dir, verse_pairs) -> Path:
 
     from distilmt.config import TeacherConfig
     from distilmt.models.build import build_model
-    from distilmt.training import train_seq2seq
+    from distilmt.training.trainer import train_seq2seq
 
     from conftest import TINY_TEACHER
 
@@ -53,7 +54,7 @@ def teacher_dir(tmp_path_factory, tokenizer_dir, verse_pairs) -> Path:
 
 @pytest.fixture()
 def teacher(teacher_dir):
-    from distilmt.models.build import load_seq2seq
+    from distilmt.models.loading import load_seq2seq
 
     return load_seq2seq(teacher_dir)[0]
 
@@ -198,8 +199,8 @@ def _config(tmp_path: Path, **seqkd) -> Path:
 
 
 def test_cli_and_pipeline_train_a_student_on_the_teachers_labels_with_no_teacher(tmp_path, capsys):
-    from distilmt import pipeline
-    from distilmt.teachers import LiveTeacher
+    from distilmt.recipes import pipeline
+    from distilmt.teachers.signal import LiveTeacher
 
     run_dir = tmp_path / "run"
     cfg_file = _config(tmp_path, train_on="mix", mix_ratio=0.5)
@@ -247,7 +248,7 @@ def test_cli_and_pipeline_train_a_student_on_the_teachers_labels_with_no_teacher
 
 
 def test_defaults_keep_todays_students(tmp_path):
-    from distilmt import pipeline
+    from distilmt.recipes import pipeline
     from distilmt.config import PRESETS
 
     for preset in PRESETS:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from distilmt.cli import main
-from distilmt.seqkd import read_distilled
+from distilmt.teachers.labels import read_distilled
 
 from test_pipeline import write_config
 

@@ -11,8 +11,8 @@ from transformers import Seq2SeqTrainingArguments, TrainerCallback
 
 from distilmt.config import DistillConfig, TrainConfig
 from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
-from distilmt.teachers import LiveTeacher
-from distilmt.training import DistilTrainer, last_checkpoint, train_seq2seq
+from distilmt.teachers.signal import LiveTeacher
+from distilmt.training.trainer import DistilTrainer, last_checkpoint, train_seq2seq
 
 
 def _sgd_args(tmp_path, batch, accum):
@@ -113,7 +113,7 @@ def test_kd_training_logs_ce_kd_and_writes_tensorboard(tmp_path, tokenizer, tiny
 def test_lr_schedules_as_the_trainer_builds_them(tmp_path, schedule, expected):
     from transformers import get_scheduler
 
-    from distilmt.training import training_arguments
+    from distilmt.training.trainer import training_arguments
 
     cfg = TrainConfig(learning_rate=1.0, warmup_steps=10, max_steps=100, lr_schedule=schedule, decay_fraction=0.2,
                       eval_every_epoch=False, bf16=False)

@@ -1,4 +1,6 @@
-"""One entry point; each subcommand is one stage of the pipeline, and `run` does all of them.
+"""One entry point: a table of subcommands, each calling one recipe (distilmt.recipes); `run` does them all.
+
+The recipes are imported when their command runs, so `distilmt --help` stays fast.
 
 User mistakes (bad config values, bad corpus files, a wrong run directory, an incompatible teacher)
 end in one line on stderr and exit status 2, never a traceback.
@@ -12,6 +14,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+
+from .config import PRESETS, load_config
+from .errors import ConfigError, ModelLoadError, RunDirError, UserError
+from .rundir import is_complete, open_run
 
 DEFAULT_RUN_DIR = "runs/latest"
 
@@ -159,13 +165,10 @@ def _dotted_overrides(extra: list[str]) -> list[str] | None:
 
 
 def _resolve_config(args):
-    from .config import load_config
 
     overrides = list(args.overrides)
     if args.direction:
         if "-" not in args.direction:
-            from .config import ConfigError
-
             raise ConfigError(f"--direction {args.direction}: write it as SRC-TGT, e.g. en-hu or hu-en")
         src, tgt = args.direction.split("-", 1)
         overrides += [f"data.source_lang={src}", f"data.target_lang={tgt}"]
@@ -178,7 +181,6 @@ def _resolve_config(args):
 
 def _config_for_stage(args):
     """The run's config: the saved one, or (for a new run dir) the one the flags describe."""
-    from .pipeline import open_run
 
     run_dir = Path(args.run_dir)
     given = args.preset or args.config or args.overrides or args.direction or args.corpus or args.teacher
@@ -212,23 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         again = "the same command" + ("" if args.command in ("generate-labels", "cache-teacher") else " and --resume")
         print(f"distilmt: interrupted; continue with {again}", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
-        from .cache import CacheError
-        from .config import ConfigError
-        from .data.readers import CorpusError
-        from .models.build import ModelError
-        from .pipeline import RunDirError
-        from .seqkd import LabelsError
-
-        if isinstance(exc, (ConfigError, CorpusError, ModelError, RunDirError, CacheError, LabelsError,
-                            FileNotFoundError)):
-            print(f"distilmt: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except (UserError, FileNotFoundError) as exc:  # a user's mistake is one line; a bug keeps its traceback
+        print(f"distilmt: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _dispatch(args) -> int:
-    from . import pipeline
+    from .recipes import pipeline
 
     if args.command == "presets":
         return _print_presets()
@@ -286,8 +278,6 @@ def _dispatch(args) -> int:
         names = {"baseline": ("student-baseline",), "kd": ("student-kd",), "seqkd": (pipeline.SEQKD_STUDENT,),
                  "progressive": (), None: pipeline.student_names(cfg)}[args.only]
         if args.only == "progressive" and not cfg.distill.progressive_factor:
-            from .config import ConfigError
-
             raise ConfigError("distill.progressive_factor: is 0 (off); set it (e.g. 0.7) to train the progressive "
                               "chain")
         pipeline.distill(cfg, run_dir, names, resume=args.resume)
@@ -297,7 +287,7 @@ def _dispatch(args) -> int:
 
 
 def _study(args, cfg, run_dir: Path) -> int:
-    from . import study
+    from .recipes import study
 
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip()) if args.rows else study.ROWS
     if args.sweep:
@@ -344,10 +334,9 @@ def _print_presets() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .config import PRESETS, load_config
 
     table = Table(title="distilmt presets")
-    from .methods_study import active_methods
+    from .recipes.methods import active_methods
 
     for col in ("preset", "teacher", "student", "teacher steps", "student steps", "T", "alpha/beta", "methods",
                 "what it is for"):
@@ -368,9 +357,13 @@ def _print_presets() -> int:
 def _methods(args) -> int:
     from rich.console import Console
 
-    from .config import load_config
-    from .methods_study import format_table, parse_methods, parse_seeds, run_study, study_overrides
-    from .pipeline import open_run
+    from .recipes.methods import (
+        format_table,
+        parse_methods,
+        parse_seeds,
+        run_study,
+        study_overrides,
+    )
 
     methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
     if args.quiet:
@@ -403,8 +396,8 @@ def _export(args) -> int:
 
 
 def _compare(args) -> int:
-    from . import pipeline
     from .evaluation.testsets import load_test_set, model_direction, split_direction
+    from .recipes import pipeline
 
     if args.test:
         from .data.readers import read_parallel
@@ -433,7 +426,6 @@ def _compare(args) -> int:
 
 def _translate_models(args) -> list[tuple[str, Path]]:
     """(name, directory) of each model named on the command line, or every model of --run-dir."""
-    from .pipeline import RunDirError, is_complete
 
     run_dir = Path(args.run_dir)
     exported = run_dir / "export" / "student-kd-ct2-int8"
@@ -456,8 +448,7 @@ def _translate_models(args) -> list[tuple[str, Path]]:
 
 
 def _translate(args) -> int:
-    from .evaluation.translate import ModelLoadError, open_model
-    from .pipeline import RunDirError
+    from .models.translators import open_model
 
     try:
         models = [(name, open_model(path)) for name, path in _translate_models(args)]

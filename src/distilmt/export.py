@@ -23,15 +23,14 @@ import json
 import shutil
 from pathlib import Path
 
-from distilmt.evaluation.size import count_parameters
-from distilmt.evaluation.translate import EXPORT_INFO, load_seq2seq, require_ctranslate2
+import transformers
+
+from .errors import ExportError
+from .models.loading import EXPORT_INFO, load_seq2seq, require_ctranslate2
+from .models.size import count_parameters
 
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float32", "float16", "bfloat16", "int8_float16",
                  "int8_bfloat16")
-
-
-class ExportError(RuntimeError):
-    """An export that cannot be done as asked; the message says what to change."""
 
 
 def export_ctranslate2(model_dir: str | Path, out_dir: str | Path, quantization: str = "int8",
@@ -77,7 +76,7 @@ def _check_out_dir(model_dir: Path, out_dir: Path, force: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise ExportError(f"{out_dir}: directory is not empty; choose another one or pass force=True to replace it")
+        raise ExportError(f"{out_dir}: directory is not empty; choose another one, or replace it with --force (force=True from Python)")
 
 
 def _fresh_tmp(out_dir: Path) -> Path:
@@ -95,7 +94,6 @@ def _move_into_place(tmp: Path, out_dir: Path) -> Path:
 
 
 def _write_info(out: Path, model_dir: Path, model, format: str, quantization: str | None) -> None:
-    import transformers
 
     counts = count_parameters(model)
     info = {
@@ -134,7 +132,11 @@ def _converter(model_dir: Path, model, tokenizer):
 
 
 def _loader_for(model):
-    from ctranslate2.converters.transformers import BartLoader, M2M100Loader, MarianMTLoader
+    from ctranslate2.converters.transformers import (
+        BartLoader,
+        M2M100Loader,
+        MarianMTLoader,
+    )
 
     class PadFirstMarianLoader(MarianMTLoader):
         """Marian with the vocabulary and decoder start exactly as in the HF model."""

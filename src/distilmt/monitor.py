@@ -50,7 +50,6 @@ from transformers import TrainerCallback
 from distilmt.config import MonitorConfig
 from distilmt.losses import forward_kl
 
-
 logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------------

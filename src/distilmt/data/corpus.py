@@ -16,9 +16,11 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distilmt.config import DataConfig
-from distilmt.data import bible
-from distilmt.data.readers import CorpusError, Pair, atomic_open, detect_format, read_parallel, read_tsv, write_tsv
+from ..config import DataConfig
+from ..errors import CorpusError
+from ..rundir import atomic_open
+from . import bible
+from .readers import Pair, detect_format, read_parallel, read_tsv, write_tsv
 
 logger = logging.getLogger(__name__)
 

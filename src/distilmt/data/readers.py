@@ -10,12 +10,11 @@ from __future__ import annotations
 import codecs
 import json
 import logging
-import os
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+
+from ..errors import CorpusError
+from ..rundir import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +24,6 @@ _ACCEPTED = ("a .tsv file (source<TAB>target), a .jsonl file (one JSON object pe
              "of two aligned files PREFIX.{src} and PREFIX.{tgt}")
 
 Pair = tuple[str, str]
-
-
-class CorpusError(ValueError):
-    """A problem with a corpus file that the user has to fix; the message names the file and line."""
 
 
 def normalize(text: str) -> str:
@@ -207,30 +202,6 @@ def _read_jsonl(path: Path, src_field: str, tgt_field: str, bad: _BadLines) -> l
         else:
             pairs.append((texts[0], texts[1]))
     return pairs
-
-
-@contextmanager
-def atomic_open(path: str | Path, binary: bool = False) -> Iterator[TextIO]:
-    """A file (UTF-8 text, or bytes with ``binary``) that appears at ``path`` only once it is completely written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    options = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8", "newline": "\n"}
-    try:
-        with open(tmp, **options) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_open`: the file is whole or not there."""
-    with atomic_open(path) as handle:
-        handle.write(text)
-    return Path(path)
 
 
 def write_tsv(rows: Iterable[Sequence[str]], path: str | Path) -> None:

@@ -7,6 +7,17 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
+from transformers import PreTrainedTokenizerFast
+
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "bos_token": "<s>"}
 
 
@@ -16,8 +27,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
     One vocabulary for both sides lets the encoder and decoder share (tie) embeddings, and lets a
     teacher and a student made here share token ids, which logit-level KD needs.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.NFKC()

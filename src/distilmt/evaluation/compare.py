@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import csv
 import gc
+import io
 import json
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
-from distilmt.evaluation.metrics import health, quality
-from distilmt.evaluation.semantic import SemanticUnavailable, semantic_scorer
-from distilmt.evaluation.speed import measure_in_subprocess, profile
-from distilmt.evaluation.testsets import TestSet, cannot_translate, model_direction
-from distilmt.evaluation.translate import open_model
-from distilmt.data.readers import write_text_atomic
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import SemanticUnavailable
+from ..models.translators import open_model
+from ..rundir import write_text_atomic
+from .metrics import health, quality
+from .semantic import semantic_scorer
+from .speed import measure_in_subprocess, profile
+from .testsets import TestSet, cannot_translate, model_direction
 
 log = logging.getLogger(__name__)
 
@@ -319,8 +324,6 @@ def set_notes(rows: Sequence[dict]) -> list[str]:
 def format_table(rows: Sequence[dict], title: str = "Models compared"):
     """A rich Table of the main columns (a group per test set when there are several: the set's name over
     its columns); collapsed models are shown in red; the caption names the semantic metric."""
-    from rich.markup import escape
-    from rich.table import Table
 
     note = "\n".join(filter(None, [semantic_note(rows), *set_notes(rows)]))
     table = Table(title=title, caption=escape(note) if note else None)  # escaped: "[semantic]" is not markup
@@ -356,7 +359,6 @@ def write_json(rows: Sequence[dict], path: str | Path, **extra) -> Path:
 def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
     """Write the rows as CSV, columns in ROW_KEYS order (plus any extra keys at the end); ``test_sets``
     becomes ``NAME/key`` columns for each set other than the primary one (whose scores are the row's own)."""
-    import io
 
     flat = []
     for row in rows:

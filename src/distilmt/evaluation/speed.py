@@ -19,6 +19,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
+
+from ..models.translators import open_model
+
 DEFAULT_SETTINGS: dict = {
     "batch_sizes": [1, 32, 128],  # greedy, one measurement per batch size (1 gives latency_ms)
     "num_beams": 1,               # beam size of the batch_sizes measurements (1 = greedy)
@@ -60,7 +64,6 @@ def reset_peak_rss() -> bool:
 
 def current_rss_mb() -> float:
     """This process's resident memory now, in MiB."""
-    import psutil
 
     return psutil.Process().memory_info().rss / 2**20
 
@@ -118,11 +121,9 @@ def profile(model_dir: str | Path, sentences: Sequence[str], settings: dict | No
     that batch size alone (Linux); otherwise they are cumulative (measured smallest batch first).
     Memory figures describe one model only when this runs in a fresh process (measure_in_subprocess).
     """
-    from distilmt.evaluation.translate import open_model
 
     # runtimes are imported before the baseline, so they do not count as model memory
     import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: F401
 
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     if settings["torch_threads"]:

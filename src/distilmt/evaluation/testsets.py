@@ -24,6 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from ..config import ConfigError, load_config
+from ..data.corpus import load_splits
+from ..data.readers import read_parallel
+from ..models.loading import read_export_info
+
 log = logging.getLogger(__name__)
 
 _DIRECTION = re.compile(r"^([A-Za-z][\w]*)-([A-Za-z][\w]*)$")
@@ -57,7 +62,6 @@ def from_pairs(name: str, pairs: Sequence[tuple[str, str]], direction: str, orig
 
 def split_direction(direction: str, what: str = "--direction") -> tuple[str, str]:
     """("en", "hu") from "en-hu"; a ConfigError naming ``what`` otherwise."""
-    from distilmt.config import ConfigError
 
     match = _DIRECTION.match(direction or "")
     if not match or match.group(1) == match.group(2):
@@ -69,7 +73,6 @@ def split_direction(direction: str, what: str = "--direction") -> tuple[str, str
 def parse_spec(item: str) -> tuple[str, str, str | None, bool]:
     """``NAME=PATH[@SRC-TGT[:reverse]]`` or ``NAME=@SRC-TGT`` as (name, path or "", file direction or None,
     reverse)."""
-    from distilmt.config import ConfigError
 
     name, sep, spec = item.partition("=")
     name = name.strip()
@@ -92,7 +95,6 @@ def parse_spec(item: str) -> tuple[str, str, str | None, bool]:
 def load_test_set(item: str, default_direction: str, run_dir: str | Path | None = None) -> TestSet:
     """Read one ``--test-set NAME=SPEC`` (see the module docstring); ``default_direction`` applies to a
     PATH without ``@SRC-TGT``; ``@SRC-TGT`` reads the test split of ``run_dir``."""
-    from distilmt.data.readers import read_parallel
 
     name, path, direction, reverse = parse_spec(item)
     if not path:
@@ -107,8 +109,6 @@ def load_test_set(item: str, default_direction: str, run_dir: str | Path | None 
 
 def run_split(run_dir: str | Path | None, direction: str, name: str = "test") -> TestSet:
     """The test split of a run directory in ``direction``: as prepared, or with its sides swapped."""
-    from distilmt.config import ConfigError
-    from distilmt.data.corpus import load_splits
 
     if run_dir is None:
         raise ConfigError(f"--test-set {name}=@{direction}: needs --run-dir, the run whose test split to read")
@@ -128,7 +128,6 @@ def run_split(run_dir: str | Path | None, direction: str, name: str = "test") ->
 
 def run_direction(run_dir: str | Path) -> str | None:
     """The direction of a run directory (from its config.yaml), None when it is not a run directory."""
-    from distilmt.config import ConfigError, load_config
 
     saved = Path(run_dir) / "config.yaml"
     if not saved.is_file():
@@ -142,7 +141,6 @@ def run_direction(run_dir: str | Path) -> str | None:
 def model_direction(path: str | Path) -> str | None:
     """The direction a model was trained for, when it lives in a run directory (RUN/NAME, or its export
     RUN/export/NAME, or an export whose recorded source does); None when that is unknown."""
-    from distilmt.evaluation.translate import read_export_info
 
     path = Path(path).resolve()
     candidates = [path.parent, path.parent.parent]

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 
 import torch
+from transformers import AutoModelForSeq2SeqLM, M2M100Config, MarianConfig
 
 from ..config import StudentConfig, TeacherConfig
-
-
-class ModelError(ValueError):
-    """A model directory or a teacher/student pairing a user has to fix."""
-
 
 # Attribute names of depth/width/heads in the config families we derive students for.
 _BART_LIKE = {"d_model": "d_model", "enc": "encoder_layers", "dec": "decoder_layers",
@@ -32,7 +27,6 @@ def _names(config) -> dict:
 
 def seq2seq_config(cfg: TeacherConfig, tokenizer):
     """A transformers config for a model trained here: pre-norm (M2M100 class) or post-norm (MarianMT)."""
-    from transformers import M2M100Config, MarianConfig
 
     common = dict(
         vocab_size=len(tokenizer), d_model=cfg.d_model,
@@ -53,7 +47,6 @@ def seq2seq_config(cfg: TeacherConfig, tokenizer):
 
 def build_model(cfg: TeacherConfig, tokenizer, seed: int = 0):
     """A freshly initialised encoder-decoder for a teacher trained from scratch."""
-    from transformers import AutoModelForSeq2SeqLM
 
     torch.manual_seed(seed)
     model = AutoModelForSeq2SeqLM.from_config(seq2seq_config(cfg, tokenizer))
@@ -72,40 +65,6 @@ def _set_generation_defaults(model, tokenizer) -> None:
     gen.max_length = 256
     gen.num_beams = 1
     gen.bad_words_ids = None
-
-
-def tokenizer_next_to(path: Path):
-    """The tokenizer saved in a model directory, or one clear error."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds here
-        raise ModelError(f"{path}: no usable tokenizer saved next to the model ({exc.__class__.__name__}); "
-                         "save the tokenizer into the same directory") from None
-
-
-def load_seq2seq(path: str | Path):
-    """(model, tokenizer) from a local Hugging Face seq2seq directory, with a one-line error otherwise."""
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM
-
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ModelError(f"{path}: not a Hugging Face model directory (no config.json); "
-                         "pass a directory saved with save_pretrained")
-    config = AutoConfig.from_pretrained(path)
-    if not getattr(config, "is_encoder_decoder", False):
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
-
-        if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
-            raise ModelError(f"{path}: '{config.model_type}' is a causal LM, not an encoder-decoder (seq2seq) model; "
-                             "for a causal-LM teacher add --set teacher.kind=causal (teacher.kind: causal in a config "
-                             "file)")
-        raise ModelError(f"{path}: '{config.model_type}' is not an encoder-decoder (seq2seq) model; "
-                         "token-level KD here needs AutoModelForSeq2SeqLM")
-    tokenizer = tokenizer_next_to(path)
-    model = AutoModelForSeq2SeqLM.from_pretrained(path)
-    return model, tokenizer
 
 
 def student_shape(teacher_config, cfg: StudentConfig) -> dict:
@@ -141,7 +100,6 @@ def derive_student(teacher, cfg: StudentConfig, seed: int = 0):
     With equal width ("shrink and fine-tune"), the student copies the teacher's embeddings, final norms
     and a spread-out subset of its layers (first and last included); otherwise it is freshly initialised.
     """
-    from transformers import AutoModelForSeq2SeqLM
 
     names = _names(teacher.config)
     shape = student_shape(teacher.config, cfg)
@@ -188,26 +146,3 @@ def copy_teacher_weights(teacher, student, shape: dict) -> int:
     return copied
 
 
-PROBE_TEXT = "The quick brown fox, 1234 -- Árvíztűrő tükörfúrógép! 你好"
-
-
-def check_same_vocabulary(teacher_tokenizer, student_tokenizer, teacher_model=None, student_model=None,
-                          where: str = "teacher") -> None:
-    """Refuse logit KD between models whose token ids differ (one clear sentence saying what to do).
-
-    Compares the real vocabulary size (len(tokenizer), not a padded embedding matrix), the ids of a probe
-    text, and that each model's output layer covers that vocabulary.
-    """
-    n_t, n_s = len(teacher_tokenizer), len(student_tokenizer)
-    if n_t != n_s:
-        raise ModelError(f"{where}: vocabulary has {n_t} tokens but the student's has {n_s}; token-level KD needs "
-                         "one shared tokenizer: derive the student from this teacher (or use sequence-level KD)")
-    ids_t = teacher_tokenizer(PROBE_TEXT)["input_ids"]
-    ids_s = student_tokenizer(PROBE_TEXT)["input_ids"]
-    if ids_t != ids_s:
-        raise ModelError(f"{where}: its tokenizer maps the same text to different token ids than the student's; "
-                         "token-level KD needs one shared tokenizer: derive the student from this teacher")
-    for model, who in ((teacher_model, where), (student_model, "student")):
-        if model is not None and model.get_output_embeddings().weight.shape[0] < n_t:
-            raise ModelError(f"{who}: output layer has {model.get_output_embeddings().weight.shape[0]} rows, fewer "
-                             f"than the {n_t}-token vocabulary; the model and tokenizer do not belong together")

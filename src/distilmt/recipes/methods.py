@@ -15,6 +15,7 @@ where it stopped. What a method means is one line of :data:`METHODS`: the config
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -22,7 +23,19 @@ import statistics
 import time
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, from_dict, set_override
+from rich.table import Table
+
+from ..config.run import RunConfig, from_dict, set_override
+from ..data.corpus import load_splits
+from ..errors import ConfigError
+from ..evaluation.compare import evaluate_models, write_json
+from ..models.build import build_model
+from ..rundir import atomic_open, is_complete, load_tokenizer, mark_complete
+from ..training.trainer import train_seq2seq
+from . import stages
+from .progressive import train_chain
+from .stages import dev_subset
+from .student import train_student
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +113,14 @@ def method_config(cfg: RunConfig, method: str, seed: int, run_dir: Path) -> RunC
 def run_study(cfg: RunConfig, run_dir: str | Path, methods: list[str], seeds: list[int],
               resume: bool = False) -> list[dict]:
     """Teacher once, then per seed the baseline and each method: train, evaluate, write the outputs after each."""
-    from . import pipeline
-    from .data.corpus import load_splits
 
     run_dir = Path(run_dir)
-    pipeline.prepare_data(cfg, run_dir)
-    pipeline.train_teacher(cfg, run_dir, resume=resume)
+    stages.prepare_data(cfg, run_dir)
+    stages.train_teacher(cfg, run_dir, resume=resume)
     if "ensemble" in methods:
         _second_teacher(cfg, run_dir, resume)
     splits = load_splits(run_dir / "data")
-    test = pipeline.test_subset(cfg, splits)
+    test = stages.test_subset(cfg, splits)
     saved = _read(run_dir / "methods.json")
     teacher = saved.get("teacher") or _evaluate(cfg, "teacher", run_dir / "teacher", test)
     rows = {row["name"]: row for row in saved.get("models", [])}
@@ -133,10 +144,6 @@ def run_study(cfg: RunConfig, run_dir: str | Path, methods: list[str], seeds: li
 
 def _train_and_evaluate(cfg: RunConfig, run_dir: Path, method: str, seed: int, name: str, splits, test,
                         resume: bool) -> dict:
-    from .models.build import derive_student, load_seq2seq
-    from .pipeline import _dev_subset, is_complete, load_tokenizer, mark_complete
-    from .teachers import EnsembleTeacher, LiveTeacher
-    from .training import train_seq2seq
 
     mcfg = method_config(cfg, method, seed, run_dir)
     out = run_dir / "methods" / name
@@ -144,27 +151,15 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: Path, method: str, seed: int, n
     if not is_complete(out):
         started = time.time()
         if method == "progressive":  # the chain's stages next to the row: METHOD-sSEED-chain/stage-k
-            from .progressive import train_chain
 
             stages = train_chain(mcfg, run_dir, out.parent / f"{name}-chain", out, resume=resume, evaluate=False)
             updates *= len(stages)
             for stage in stages[:-1]:
                 shutil.rmtree(Path(stage["dir"]) / "checkpoints", ignore_errors=True)
-        else:
-            tokenizer = load_tokenizer(run_dir)
-            teacher_model, _ = load_seq2seq(run_dir / "teacher")
-            student = derive_student(teacher_model, mcfg.student, seed=seed)
-            if method == "baseline":
-                teacher = None
-            elif mcfg.distill.teachers:
-                teacher = EnsembleTeacher.load(mcfg.distill.teachers, tokenizer, student,
-                                               mcfg.distill.ensemble_weights, bf16=mcfg.student_train.bf16)
-            else:
-                teacher = LiveTeacher(teacher_model, bf16=mcfg.student_train.bf16)
-            log.info("methods: training %s", name)
-            train_seq2seq(student, tokenizer, splits.train, _dev_subset(mcfg, splits), mcfg.student_train, out,
-                          run_dir / "tb" / f"methods-{name}", mcfg.data.max_tokens, teacher=teacher,
-                          distill=None if teacher is None else mcfg.distill, resume=resume, name=name)
+        else:  # the same student, teacher signal, LoRA and monitor settings as `distilmt distill` gives
+            train_student(mcfg, run_dir, name, out, splits.train, resume=resume, complete=False,
+                          teacher_dir=None if method == "baseline" else run_dir / "teacher",
+                          log_dir=run_dir / "tb" / f"methods-{name}")
         mark_complete(out, seconds=round(time.time() - started, 1), updates=updates)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the saved student is what the row measured
     info = json.loads((out / ".complete").read_text())
@@ -174,7 +169,6 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: Path, method: str, seed: int, n
 
 
 def _evaluate(cfg: RunConfig, name: str, model_dir: Path, test) -> dict:
-    from .evaluation.compare import evaluate_models
 
     rows, _ = evaluate_models([(name, model_dir)], [s for s, _ in test], [t for _, t in test], cfg.data.target_lang,
                               num_beams=cfg.eval.num_beams, batch_size=cfg.eval.batch_size,
@@ -185,22 +179,17 @@ def _evaluate(cfg: RunConfig, name: str, model_dir: Path, test) -> dict:
 
 def _second_teacher(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
     """``teacher-2``: the teacher's recipe with seed + 1, for the ensemble method (trained once)."""
-    from .data.corpus import load_splits
-    from .models.build import build_model
-    from .pipeline import _dev_subset, is_complete, load_tokenizer, mark_complete
-    from .training import train_seq2seq
 
     out = run_dir / "teacher-2"
     if is_complete(out):
         return
-    import dataclasses
 
     train_cfg = dataclasses.replace(cfg.teacher_train, seed=cfg.teacher_train.seed + 1)
     splits, tokenizer = load_splits(run_dir / "data"), load_tokenizer(run_dir)
     log.info("methods: training a second teacher (seed %d) for the ensemble", train_cfg.seed)
     started = time.time()
     train_seq2seq(build_model(cfg.teacher, tokenizer, seed=train_cfg.seed), tokenizer, splits.train,
-                  _dev_subset(cfg, splits), train_cfg, out, run_dir / "tb" / "teacher-2", cfg.data.max_tokens,
+                  dev_subset(cfg, splits), train_cfg, out, run_dir / "tb" / "teacher-2", cfg.data.max_tokens,
                   resume=resume)
     mark_complete(out, seconds=round(time.time() - started, 1))
 
@@ -263,8 +252,6 @@ def to_markdown(rows: list[dict], teacher: dict | None, settings: dict) -> str:
 
 def write_outputs(run_dir: Path, rows: list[dict], teacher: dict | None, settings: dict) -> list[dict]:
     """methods.json, methods.md and methods.png, each written atomically; returns the rows with their deltas."""
-    from .data.readers import atomic_open
-    from .evaluation.compare import write_json
 
     rows = add_deltas(rows)
     write_json(rows, run_dir / "methods.json", teacher=teacher, settings=settings)
@@ -281,7 +268,6 @@ def plot(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .data.readers import atomic_open
 
     lines = summary(rows)
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(lines) + 1.5), 3.6))
@@ -305,7 +291,6 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def format_table(rows: list[dict], teacher: dict | None = None):
-    from rich.table import Table
 
     caption = f"teacher BLEU {teacher['bleu']:.2f}" if teacher else None
     table = Table(title="Distillation methods (test set)", caption=caption)

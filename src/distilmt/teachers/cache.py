@@ -40,7 +40,6 @@ tokenizer or teacher it is used with is refused with a :class:`CacheError`, neve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -49,18 +48,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.readers import atomic_open
-from .data.tokenizer import tokenizer_fingerprint  # one definition, shared with seqkd
+from ..data.batching import ParallelDataset, Seq2SeqCollator, token_batches
+from ..data.tokenizer import tokenizer_fingerprint
+from ..errors import CacheError
+from ..rundir import (
+    atomic_open,
+    check_fingerprint,
+    pairs_fingerprint,
+    teacher_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
 FORMAT = "distilmt-teacher-cache/1"
 HEADER, OFFSETS, STATS = "header.json", "offsets.npy", "stats.json"
 DTYPES = {"float16": np.float16, "float32": np.float32}
-
-
-class CacheError(ValueError):
-    """A teacher cache that cannot be used as asked (stale, incomplete, unreadable)."""
 
 
 def rebuild_hint(cache_dir: str | Path) -> str:
@@ -70,37 +72,6 @@ def rebuild_hint(cache_dir: str | Path) -> str:
 
 
 # -- fingerprints -------------------------------------------------------------------------------------
-def pairs_fingerprint(pairs: Sequence[tuple[str, str]], max_tokens: int = 0) -> str:
-    """sha256 of the training pairs in order, and of the length limit that decides which of them are kept."""
-    digest = hashlib.sha256(f"max_tokens={int(max_tokens)}\n".encode())
-    for source, target in pairs:
-        digest.update(source.encode("utf-8") + b"\t" + target.encode("utf-8") + b"\n")
-    return digest.hexdigest()
-
-
-def teacher_fingerprint(teacher) -> str:
-    """sha256 of the teacher's weights: the weight files of a model directory, or an in-memory model's tensors.
-
-    The pipeline fingerprints ``RUN_DIR/teacher/*.safetensors`` (reading bytes, never loading the model); a
-    cache built from an in-memory model must be opened with the fingerprint of that same model.
-    """
-    digest = hashlib.sha256()
-    if isinstance(teacher, (str, Path)):
-        path = Path(teacher)
-        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
-        if not files:
-            raise CacheError(f"{path}: no model weights (*.safetensors or *.bin) to fingerprint the teacher by")
-        for file in files:
-            digest.update(file.name.encode())
-            with open(file, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(block)
-        return digest.hexdigest()
-    for name, tensor in sorted(teacher.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def cache_fingerprint(pairs, tokenizer, teacher_id: str, max_tokens: int = 0) -> dict[str, str]:
@@ -110,13 +81,6 @@ def cache_fingerprint(pairs, tokenizer, teacher_id: str, max_tokens: int = 0) ->
 
 
 _WHAT = {"pairs": "other training pairs", "tokenizer": "another tokenizer", "teacher": "another teacher"}
-
-
-def _check_fingerprint(cache_dir: Path, stored: dict, expected: dict) -> None:
-    for key in ("pairs", "tokenizer", "teacher"):
-        if stored.get(key) != expected.get(key):
-            raise CacheError(f"{cache_dir}: this teacher cache was made from {_WHAT[key]} than the ones it is used "
-                             f"with now (fingerprint mismatch); {rebuild_hint(cache_dir)}")
 
 
 # -- building -----------------------------------------------------------------------------------------
@@ -147,7 +111,6 @@ def build_teacher_cache(out_dir: str | Path, pairs: Sequence[tuple[str, str]], t
     is left as it is; a partial one is continued from its first missing shard; one made from anything else
     is refused. ``on_shard(done, total)`` is called after each shard is in place. Returns the stats.
     """
-    from .data.batching import ParallelDataset, Seq2SeqCollator, token_batches
 
     if dtype not in DTYPES:
         raise CacheError(f"cache dtype '{dtype}' is not one of {', '.join(DTYPES)}")
@@ -169,7 +132,8 @@ def build_teacher_cache(out_dir: str | Path, pairs: Sequence[tuple[str, str]], t
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / HEADER).is_file():
         existing = _read_header(out_dir)
-        _check_fingerprint(out_dir, existing.get("fingerprint", {}), fingerprint)
+        check_fingerprint(out_dir, existing.get("fingerprint", {}), fingerprint, _WHAT, CacheError, "teacher cache",
+                          rebuild_hint(out_dir))
         if existing != header:
             raise CacheError(f"{out_dir}: holds a teacher cache made with other settings (k, dtype or shard size); "
                              f"{rebuild_hint(out_dir)}")
@@ -254,7 +218,8 @@ class TeacherCache:
             raise CacheError(f"{self.dir}: no complete teacher cache here; build it with "
                              f"`distilmt cache-teacher --run-dir {self.dir.parent}`")
         self.header = _read_header(self.dir)
-        _check_fingerprint(self.dir, self.header.get("fingerprint", {}), fingerprint)
+        check_fingerprint(self.dir, self.header.get("fingerprint", {}), fingerprint, _WHAT, CacheError, "teacher cache",
+                          rebuild_hint(self.dir))
         self.k = self.header["k"]
         self.vocab_size = self.header["vocab_size"]
         self.shard_size = self.header["shard_size"]
@@ -293,3 +258,48 @@ class TeacherCache:
 
 __all__ = ["CacheError", "TeacherCache", "build_teacher_cache", "cache_fingerprint",
            "is_complete", "pairs_fingerprint", "teacher_fingerprint", "tokenizer_fingerprint"]
+
+
+class CachedTeacher:
+    """The teacher's top-k next-token distribution read back from a teacher cache (see :mod:`distilmt.cache`).
+
+    No teacher model is loaded: each training batch reads its examples' rows from the memory-mapped shards,
+    found by the batch's ``example_index`` (``ParallelDataset(..., with_index=True)`` and ``Seq2SeqCollator``
+    put it there). ``logits(batch)`` returns the cached log-probabilities at the stored ids and ``-inf``
+    elsewhere, so its softmax at any temperature T is the top-k renormalised ``p_i^(1/T) / sum_j p_j^(1/T)``;
+    ``topk(batch)`` returns the same as ``(ids, log_probs)`` ``[batch, target_length, k]`` so the trainer can
+    compute the KL on the k entries alone (:func:`distilmt.losses.sparse_forward_kl`) without a dense tensor.
+    """
+
+    needs_example_index = True
+
+    def __init__(self, cache):
+        self.cache = cache
+        self.device = torch.device("cpu")
+
+    @classmethod
+    def open(cls, cache_dir, pairs, tokenizer, teacher_id: str, max_tokens: int = 0) -> "CachedTeacher":
+        """The cache in ``cache_dir``, refused (CacheError) unless made from these pairs, tokenizer and teacher."""
+
+        return cls(TeacherCache(cache_dir, cache_fingerprint(pairs, tokenizer, teacher_id, max_tokens)))
+
+    def to(self, device: torch.device) -> "CachedTeacher":
+        self.device = torch.device(device)
+        return self
+
+    def topk(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if "example_index" not in batch:
+
+            raise CacheError("a teacher cache needs each batch's example_index: build the training set with "
+                             "ParallelDataset(..., with_index=True) and keep remove_unused_columns=False")
+        ids, log_probs = self.cache.topk(batch["example_index"].cpu(), batch["labels"].cpu())
+        device = batch["labels"].device
+        return ids.to(device, non_blocking=True), log_probs.to(device, non_blocking=True)
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids, log_probs = self.topk(batch)
+        n, length, _ = ids.shape
+        dense = torch.full((n, length, self.cache.vocab_size), float("-inf"), device=ids.device)
+        dense.scatter_(-1, ids, log_probs)
+        pad = batch["labels"].eq(-100)
+        return dense.masked_fill(pad.unsqueeze(-1), 0.0)  # pad rows: finite (uniform), masked out by the loss

@@ -10,9 +10,11 @@ a pipeline stage's directory stays a loadable student), the second, its peer, in
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForSeq2SeqLM
 
 PEER = "peer"
 
@@ -24,7 +26,6 @@ def make_peer(student, start: str, seed: int):
     """The second student: ``copy`` starts it from the first one's initial weights (for a student derived from a
     teacher, the same teacher-derived weights; dropout and the mutual term make them diverge), ``fresh`` from an
     independent random initialisation (:func:`fresh_peer`, as in the DML paper)."""
-    import copy
 
     if start == "copy":
         return copy.deepcopy(student)
@@ -36,7 +37,6 @@ def make_peer(student, start: str, seed: int):
 def fresh_peer(student, seed: int):
     """A second student of the same architecture, freshly initialised from ``seed`` (DML's independent peers),
     with the first one's generation settings."""
-    import copy
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -93,7 +93,6 @@ class MutualPair(torch.nn.Module):
 
     def load_students(self, directory) -> None:
         """Load both students' weights back from a directory written by :meth:`save_pretrained` (a checkpoint)."""
-        from transformers import AutoModelForSeq2SeqLM
 
         for path, student in zip(self.directories(directory), self.students):
             saved = AutoModelForSeq2SeqLM.from_pretrained(str(path))

@@ -37,11 +37,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
-from .config import SeqKDConfig
-from .data.batching import token_batches
-from .data.readers import atomic_open, normalize, read_tsv, write_tsv
-from .data.tokenizer import tokenizer_fingerprint  # noqa: F401 - re-exported (pipeline, tests)
+from ..config.sections import SeqKDConfig
+from ..data.prompt import TranslationPrompt
+from ..data.readers import read_tsv, write_tsv
+from ..errors import LabelsError
+from ..models.generation import translate_scored
+from ..models.translators import CausalTranslator
+from ..rundir import atomic_open, check_fingerprint, sources_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +56,7 @@ GENERATION_KEYS = ("num_beams", "length_penalty", "max_new_tokens", "do_sample",
 FILTER_KEYS = ("min_length_ratio", "max_length_ratio", "min_score")
 
 
-class LabelsError(ValueError):
-    """A distilled corpus that cannot be used as asked (made from other sources, teacher or settings)."""
-
-
 # -- fingerprint --------------------------------------------------------------------------------------
-def sources_fingerprint(sources: Sequence[str]) -> str:
-    digest = hashlib.sha256()
-    for source in sources:
-        digest.update(source.encode("utf-8") + b"\n")
-    return digest.hexdigest()
 
 
 def generation_settings(cfg: SeqKDConfig) -> dict:
@@ -88,10 +83,7 @@ def check_manifest(out_dir: Path, expected: dict, cfg: SeqKDConfig, rebuild_hint
     except ValueError:
         raise LabelsError(f"{path}: unreadable manifest; {rebuild_hint}") from None
     stored = manifest.get("fingerprint", {})
-    for key in ("sources", "tokenizer", "teacher"):
-        if stored.get(key) != expected[key]:
-            raise LabelsError(f"{out_dir}: this distilled corpus was made from {_WHAT[key]} than the run's "
-                              f"(fingerprint mismatch); {rebuild_hint}")
+    check_fingerprint(out_dir, stored, expected, _WHAT, LabelsError, "distilled corpus", rebuild_hint)
     if stored.get("generation") != expected["generation"]:
         was, now = manifest.get("settings", {}), generation_settings(cfg)
         changed = next((f"seqkd.{k}: {was.get(k)!r} there, {now[k]!r} now" for k in GENERATION_KEYS
@@ -103,67 +95,6 @@ def check_manifest(out_dir: Path, expected: dict, cfg: SeqKDConfig, rebuild_hint
 # -- generation ---------------------------------------------------------------------------------------
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.tsv"
-
-
-def _max_positions(model, tokenizer) -> int:
-    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
-    return min([int(x) for x in limits if isinstance(x, int) and 0 < x < 10**9] or [1024])
-
-
-@torch.no_grad()
-def translate_scored(model, tokenizer, sources: Sequence[str], cfg: SeqKDConfig,
-                     seed: int | None = None) -> list[list[tuple[str, float]]]:
-    """The teacher's ``cfg.num_return_sequences`` translations of each source with their teacher scores.
-
-    Sources are sorted by length and cut into batches of at most ``cfg.batch_tokens`` source tokens
-    (:func:`~distilmt.data.batching.token_batches`); results come back in input order, best hypothesis first (the
-    order ``generate`` returns them in). With ``cfg.do_sample`` the draws are seeded by ``seed``. A causal-LM
-    teacher comes as a :class:`~distilmt.causal.CausalTranslator` (its own tokenizer and prompt; ``tokenizer`` is
-    then unused) and translates itself, with the same batching, settings and score.
-    """
-    if hasattr(model, "translate_scored"):  # a causal-LM teacher with its own tokenizer and prompt (distilmt.causal)
-        return model.translate_scored(sources, cfg, seed=seed)
-    if not sources:
-        return []
-    model.eval()
-    device = model.device
-    limit = _max_positions(model, tokenizer)
-    encoded = tokenizer(list(sources), truncation=True, max_length=limit)["input_ids"]
-    n = cfg.num_return_sequences
-    options = dict(num_beams=cfg.num_beams, length_penalty=cfg.length_penalty, do_sample=cfg.do_sample,
-                   max_new_tokens=min(cfg.max_new_tokens, limit), num_return_sequences=n)
-    if cfg.do_sample:
-        options.update(top_p=cfg.top_p, temperature=cfg.temperature)
-    results: list[list[tuple[str, float]]] = [[] for _ in sources]
-    with torch.random.fork_rng(devices=[] if device.type != "cuda" else None, enabled=cfg.do_sample):
-        if cfg.do_sample:
-            torch.manual_seed(cfg.seed if seed is None else seed)
-        for batch in token_batches([len(ids) for ids in encoded], cfg.batch_tokens, seed=0):
-            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-            input_ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
-            sequences = model.generate(input_ids=input_ids, attention_mask=mask, **options)
-            scores = sequence_scores(model, input_ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
-                                     sequences, tokenizer.eos_token_id)
-            for row, (ids, score) in enumerate(zip(sequences.tolist(), scores.tolist())):
-                text = normalize(tokenizer.decode(ids, skip_special_tokens=True))
-                results[batch[row // n]].append((text, float(score)))
-    return results
-
-
-@torch.no_grad()
-def sequence_scores(model, input_ids, attention_mask, sequences, eos_token_id: int) -> torch.Tensor:
-    """Mean log-probability per target token of each generated sequence under ``model`` (T = 1, teacher-forced).
-
-    ``sequences`` start with the decoder start token, as ``generate`` returns them; the scored tokens are every
-    later token up to and including the first end-of-sentence token (what follows is padding).
-    """
-    decoder_input, targets = sequences[:, :-1], sequences[:, 1:]
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input,
-                   use_cache=False).logits.float()
-    token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    is_eos = (targets == eos_token_id).long()
-    keep = (torch.cumsum(is_eos, dim=1) - is_eos) == 0  # up to and including the first EOS
-    return (token_logp * keep).sum(1) / keep.sum(1).clamp(min=1)
 
 
 def build_distilled(out_dir: str | Path, sources: Sequence[str], tokenizer, load_teacher: Callable[[], object],
@@ -300,3 +231,18 @@ def training_pairs(original: Sequence[tuple[str, str]], distilled: Sequence[tupl
     count = round(mix_ratio * len(distilled))
     chosen = sorted(random.Random(seed).sample(range(len(distilled)), count))
     return list(original) + [distilled[i] for i in chosen]
+
+
+def labels_teacher(cfg, teacher_dir: str | Path, teacher_id: str):
+    """``(teacher_id, load)`` for :func:`distilmt.seqkd.build_distilled` with a causal-LM teacher: the id gains
+    the prompt's fingerprint (another prompt makes other labels), ``load()`` gives a :class:`CausalTranslator` on
+    the GPU when there is one. ``cfg`` is the run's :class:`~distilmt.config.RunConfig`."""
+
+    prompt = TranslationPrompt.from_config(AutoTokenizer.from_pretrained(str(teacher_dir)), cfg.prompt, cfg.data)
+
+    def load() -> CausalTranslator:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return CausalTranslator.load(teacher_dir, cfg.prompt.template, cfg.data.source_lang, cfg.data.target_lang,
+                                     device)
+
+    return f"{teacher_id}+prompt:{prompt.fingerprint()}", load

@@ -20,15 +20,15 @@ peft is a dependency of distilmt (``pip install peft``); it is imported only her
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
 
-from .config import LoRAConfig, TrainConfig
-from .models.build import ModelError
+from ..config.sections import LoRAConfig
+from ..errors import ModelError
+from .loading import load_seq2seq
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,6 @@ def trainable_parameters(model) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def lora_train_config(train: TrainConfig, cfg: LoRAConfig, **changes) -> TrainConfig:
-    """``train`` with LoRA's learning rate (and any other ``changes``): same batches, same number of updates."""
-    return dataclasses.replace(train, learning_rate=cfg.learning_rate, **changes)
-
-
 def save_merged(wrapped, tokenizer, out_dir: str | Path, cfg: LoRAConfig | None = None):
     """Write ``out_dir/adapter/`` (the adapters) and the merged model into ``out_dir``; returns the merged model.
 
@@ -147,7 +142,6 @@ def load_lora(base, adapter_dir: str | Path, trainable: bool = False):
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ModelError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_config.json)")
     if isinstance(base, (str, Path)):
-        from .models.build import load_seq2seq
 
         base = load_seq2seq(base)[0]
     return peft.PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
@@ -156,7 +150,6 @@ def load_lora(base, adapter_dir: str | Path, trainable: bool = False):
 def merge_lora(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path):
     """Merge the adapters of ``adapter_dir`` into the model of ``base_dir`` and save a plain directory at ``out_dir``
     (with the base's tokenizer); returns the merged model."""
-    from .models.build import load_seq2seq
 
     base, tokenizer = load_seq2seq(base_dir)
     merged = load_lora(base, adapter_dir).merge_and_unload()
@@ -167,26 +160,3 @@ def merge_lora(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Pat
     return merged
 
 
-def train_lora(model, tokenizer, train_pairs, dev_pairs, train_cfg: TrainConfig, cfg: LoRAConfig, out_dir: Path,
-               log_dir: Path, max_tokens: int, base_path: str | Path | None = None, **train_kwargs):
-    """Train LoRA adapters on ``model`` with :func:`distilmt.training.train_seq2seq` (``train_kwargs``: teacher,
-    distill, resume, callbacks ...), then write ``out_dir`` as :func:`save_merged` describes. Returns the trainer.
-
-    ``train_cfg`` is used as given (see :func:`lora_train_config` for LoRA's learning rate). Without ``base_path``
-    (the base weights are saved nowhere else, e.g. a freshly derived student) the base is saved to
-    ``out_dir/base/`` first, so the adapters can be reloaded and merged again later.
-    """
-    from .training import train_seq2seq
-
-    out_dir = Path(out_dir)
-    if base_path is None:
-        base_path = out_dir / BASE_DIR
-        if not (base_path / "config.json").is_file():
-            model.save_pretrained(str(base_path))
-            tokenizer.save_pretrained(str(base_path))
-    wrapped = add_lora(model, cfg, base_path)
-    trainer = train_seq2seq(wrapped, tokenizer, train_pairs, dev_pairs, train_cfg, out_dir, log_dir, max_tokens,
-                            **train_kwargs)
-    if trainer.is_world_process_zero():
-        save_merged(wrapped, tokenizer, out_dir, cfg)
-    return trainer

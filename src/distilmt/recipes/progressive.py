@@ -22,7 +22,16 @@ import logging
 import time
 from pathlib import Path
 
-from .config import RunConfig, StudentConfig
+from ..config.run import RunConfig
+from ..config.sections import StudentConfig
+from ..data.corpus import load_splits
+from ..errors import ConfigError
+from ..evaluation.compare import evaluate_models
+from ..models.build import copy_teacher_weights, derive_student, student_shape
+from ..models.loading import load_seq2seq
+from ..rundir import atomic_open, is_complete, load_tokenizer, mark_complete
+from .stages import dev_subset, test_subset
+from .student import train_student
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +43,6 @@ def stage_configs(student: StudentConfig, factor: float) -> list[StudentConfig]:
 
     The last entry is ``student`` itself. Shapes are not deduplicated here (see :func:`plan_chain`)."""
     if not 0 < factor < 1:
-        from .config import ConfigError
 
         raise ConfigError(f"distill.progressive_factor: {factor!r} must be in (0, 1), e.g. 0.7")
     target = {"depth_ratio": student.depth_ratio, "decoder_depth_ratio": student.decoder_depth_ratio or student.depth_ratio,
@@ -55,7 +63,6 @@ def plan_chain(teacher_config, student: StudentConfig, factor: float) -> list[tu
     ``shape`` is :func:`distilmt.models.build.student_shape` of the teacher config (``d_model``, ``ffn``,
     ``heads``, ``enc``, ``dec``). A stage whose shape equals the previous one (or the teacher's) is dropped; the
     first stage of the target's shape ends the chain (as the target's own ratios)."""
-    from .models.build import student_shape
 
     previous = student_shape(teacher_config, StudentConfig(1.0, 1.0, 1.0, 1.0))  # the teacher's own shape
     target = student_shape(teacher_config, student)
@@ -84,9 +91,6 @@ def train_chain(cfg: RunConfig, run_dir: Path, stage_root: Path, final_dir: Path
     (also written to ``stage_root/chain.json``): ``stage``, ``dir``, ``teacher``, ``shape``, ``params``,
     ``seconds`` and, with ``evaluate``, ``dev_bleu``, ``dev_chrf``, ``test_bleu``, ``test_chrf``, ``collapsed``.
     """
-    from .data.corpus import load_splits
-    from .models.build import load_seq2seq
-    from .pipeline import is_complete, load_tokenizer
 
     run_dir, stage_root = Path(run_dir), Path(stage_root)
     teacher_dir = run_dir / "teacher"
@@ -112,10 +116,6 @@ def train_chain(cfg: RunConfig, run_dir: Path, stage_root: Path, final_dir: Path
 
 def _train_stage(cfg: RunConfig, run_dir: Path, k: int, stage_cfg: StudentConfig, shape: dict, teacher_model,
                  previous: Path, out: Path, splits, tokenizer, resume: bool, evaluate: bool) -> dict:
-    from .models.build import copy_teacher_weights, derive_student, load_seq2seq, student_shape
-    from .pipeline import _dev_subset, mark_complete
-    from .teachers import LiveTeacher
-    from .training import train_seq2seq
 
     previous_model, _ = load_seq2seq(previous)
     # The stage's shape comes from the original teacher's config (so the ratios are exact); its weights from
@@ -128,10 +128,8 @@ def _train_stage(cfg: RunConfig, run_dir: Path, k: int, stage_cfg: StudentConfig
     log.info("progressive stage %d: %s (%s parameters), taught by %s", k, _describe(shape),
              f"{student.num_parameters():,}", previous)
     started = time.time()
-    train_seq2seq(student, tokenizer, splits.train, _dev_subset(cfg, splits), cfg.student_train, out,
-                  run_dir / "tb" / f"progressive-{out.name}", cfg.data.max_tokens,
-                  teacher=LiveTeacher(previous_model, bf16=cfg.student_train.bf16), distill=cfg.distill,
-                  resume=resume, name=f"progressive stage {k}")
+    train_student(cfg, run_dir, f"progressive stage {k}", out, splits.train, student=student, teacher_dir=previous,
+                  monitor=False, log_dir=run_dir / "tb" / f"progressive-{out.name}", resume=resume, complete=False)
     record = {"stage": k, "dir": str(out), "teacher": str(previous), "shape": shape,
               "teacher_params": previous_model.num_parameters(), "params": student.num_parameters(),
               "seconds": round(time.time() - started, 1)}
@@ -146,11 +144,9 @@ def _train_stage(cfg: RunConfig, run_dir: Path, k: int, stage_cfg: StudentConfig
 def evaluate_stage(cfg: RunConfig, model_dir: Path, splits) -> dict:
     """dev and test BLEU/chrF (eval.num_beams; dev: data.max_eval_sentences, test: data.max_test_sentences) and
     whether the test output collapsed."""
-    from .evaluation.compare import evaluate_models
-    from .pipeline import _dev_subset, test_subset
 
     out = {}
-    for split, pairs in (("dev", _dev_subset(cfg, splits)), ("test", test_subset(cfg, splits))):
+    for split, pairs in (("dev", dev_subset(cfg, splits)), ("test", test_subset(cfg, splits))):
         rows, _ = evaluate_models([(model_dir.name, model_dir)], [s for s, _ in pairs], [t for _, t in pairs],
                                   cfg.data.target_lang, num_beams=cfg.eval.num_beams, batch_size=cfg.eval.batch_size,
                                   max_new_tokens=cfg.eval.max_new_tokens, speed_sentences=0, semantic=False)
@@ -165,7 +161,6 @@ def _describe(shape: dict) -> str:
 
 
 def _write_chain(path: Path, records: list[dict]) -> None:
-    from .data.readers import atomic_open
 
     with atomic_open(path) as handle:
         json.dump({"stages": records}, handle, indent=1)

@@ -16,16 +16,30 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
+import sacrebleu
 import torch
 from torch.utils.data import DataLoader
-from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+from transformers import (
+    EarlyStoppingCallback,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+)
+from transformers.integrations import TensorBoardCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
 
-from .config import DistillConfig, TrainConfig
-from .data.batching import ParallelDataset, Seq2SeqCollator, TokenBatchSampler
-from .losses import divergence_sum, mutual_kl, target_mask, token_kd_objective
-from .mutual import MutualPair
+from ..config.distill import DistillConfig
+from ..config.sections import TrainConfig
+from ..data.batching import ParallelDataset, Seq2SeqCollator, TokenBatchSampler
+from ..data.prompt import CausalCollator, CausalDataset
+from ..errors import ConfigError
+from ..losses import divergence_sum, mutual_kl, target_mask, token_kd_objective
+from ..models.mutual import MutualPair, make_peer
+from ..teachers.signal import TeacherSignal
+from .intermediate import IntermediateKD
 from .schedules import schedule_value
-from .teachers import TeacherSignal
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +89,12 @@ class DistilTrainer(Seq2SeqTrainer):
         self.intermediate = self._intermediate_terms()
         self._policy_rng = random.Random(self.args.seed)  # on-policy coin flips; never touches torch's RNG
         if self.distill.mutual and not isinstance(self.accelerator.unwrap_model(self.model), MutualPair):
-            from .config import ConfigError
 
             raise ConfigError("distill.mutual: the trainer's model must be a distilmt.mutual.MutualPair of two "
                               "students (train_seq2seq builds one for you)")
         d = self.distill
         if hasattr(self.teacher, "topk") and d.uses_kd and (
                 d.divergence == "reverse_kl" or (d.divergence == "jsd" and d.divergence_beta == 1)):
-            from .config import ConfigError
 
             raise ConfigError(f"distill.divergence: {d.divergence} (the reverse KL) is infinite on a teacher cache's "
                               "truncated top-k distribution: choose forward_kl, jsd (divergence_beta < 1), skew_kl "
@@ -106,8 +118,6 @@ class DistilTrainer(Seq2SeqTrainer):
         d = self.distill
         if d.hidden_weight == 0 and d.attention_weight == 0:
             return None
-        from .config import ConfigError
-        from .intermediate import IntermediateKD
 
         if self.teacher is None or not hasattr(self.teacher, "outputs"):
             raise ConfigError("distill.hidden_weight/attention_weight: hidden-state and attention KD need a live "
@@ -225,7 +235,6 @@ class DistilTrainer(Seq2SeqTrainer):
         """A causal-LM student (:mod:`distilmt.causal`): one prompt + target sequence, labels -100 on the prompt.
         The same terms as above on the target positions (logits at t predict token t + 1, so both models' logits
         drop the last position and the labels the first), the KD term on the shared real vocabulary."""
-        from .causal import shift_for_loss
 
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         now, d = self.scheduled_values(), self.distill
@@ -398,8 +407,6 @@ def generated_targets(sequences: torch.Tensor, eos_token_id: int, ignore_index: 
 
 def bleu_metric(tokenizer):
     """compute_metrics for the Trainer: corpus BLEU and chrF of generated dev translations (sacrebleu)."""
-    import numpy as np
-    import sacrebleu
 
     def compute(eval_pred):
         preds, labels = eval_pred.predictions, eval_pred.label_ids
@@ -439,7 +446,6 @@ class LogLines(TrainerCallback):
 
 def tensorboard_callback(log_dir: Path) -> TrainerCallback:
     """transformers' TensorBoard logger, writing into ``log_dir`` (rank zero only, created lazily)."""
-    from transformers.integrations import TensorBoardCallback
 
     callback = TensorBoardCallback()
     callback.logging_dir = str(log_dir)
@@ -509,11 +515,9 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
     """
     out_dir = Path(out_dir)
     if distill is not None and distill.mutual and not isinstance(model, MutualPair):
-        from .mutual import make_peer
 
         model = MutualPair(model, make_peer(model, distill.mutual_peer, cfg.seed + 1))
     if prompt is not None:  # a causal-LM student (distilmt.causal.train_causal): prompted pairs, no dev BLEU
-        from .causal import CausalCollator, CausalDataset
 
         train_set, dev_set, collator = CausalDataset(train_pairs, prompt, max_tokens), [], \
             CausalCollator(prompt.pad_token_id)
@@ -537,7 +541,6 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
         callbacks=all_callbacks, teacher=teacher, distill=distill, label_smoothing=cfg.label_smoothing,
         batch_tokens=cfg.batch_tokens,
     )
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -556,10 +559,21 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
 
 
 def last_checkpoint(out_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
 
     ckpt_dir = Path(out_dir) / "checkpoints"
     if not ckpt_dir.is_dir():
         return None
     found = get_last_checkpoint(str(ckpt_dir))
     return Path(found) if found else None
+
+
+def shift_for_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor):
+    """Align a causal LM's outputs with its labels: the logits at position t predict token t + 1, so drop the last
+    logit of both models and the first label. With a teacher the student's logits are cut to the teacher signal's
+    vocabulary (the shared real vocabulary, see :func:`check_shared_vocabulary`)."""
+    student = student_logits[:, :-1]
+    teacher = None
+    if teacher_logits is not None:
+        teacher = teacher_logits[:, :-1]
+        student = student[..., : teacher.shape[-1]]
+    return student, teacher, labels[:, 1:]

@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ConfigError, DistillConfig
-from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, match_heads
+from ..config.distill import DistillConfig
+from ..errors import ConfigError
+from ..losses import ATTENTION_LOSSES, HIDDEN_LOSSES, match_heads
 
 
 def layer_map(spec, n_student: int, n_teacher: int, where: str = "distill.hidden_layer_map") -> list[tuple[int, int]]:

@@ -34,6 +34,7 @@ architectures (a merged LoRA model is a plain model of its base's shape).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -43,9 +44,34 @@ import re
 import time
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, from_dict, set_override
-from .pipeline import (RunDirError, is_complete, load_tokenizer, mark_complete, open_run, prepare_data,
-                       train_teacher)
+from ..config.run import RunConfig, from_dict, set_override
+from ..data.corpus import load_splits
+from ..data.tokenizer import tokenizer_fingerprint
+from ..errors import ConfigError, RunDirError
+from ..evaluation.compare import _add_relative, evaluate_models, to_markdown, write_json
+from ..evaluation.report import _png, write_report
+from ..rundir import (
+    is_complete,
+    load_tokenizer,
+    mark_complete,
+    open_run,
+    teacher_fingerprint,
+    write_text_atomic,
+)
+from ..teachers.labels import (
+    build_distilled,
+    labels_fingerprint,
+    read_distilled,
+    training_pairs,
+)
+from .stages import (
+    prepare_data,
+    teacher_on_device,
+    test_subset,
+    train_teacher,
+    train_teacher_lora,
+)
+from .student import train_student
 
 log = logging.getLogger("distilmt")
 
@@ -96,7 +122,6 @@ class Study:
     stages and the outputs go (``root`` itself, or a sweep value's directory)."""
 
     def __init__(self, cfg: RunConfig, root: Path, home: Path):
-        from .data.corpus import load_splits
 
         self.cfg, self.root, self.home = cfg, Path(root), Path(home)
         self.splits = load_splits(self.root / "data")
@@ -153,7 +178,6 @@ class Study:
             raise RunDirError(f"{out}: was made with other settings than this study's; delete it to train it again")
         digest = _digest(self.settings(stage))
         if stage == "teacher-lora":
-            from .pipeline import train_teacher_lora
 
             return train_teacher_lora(self.cfg, self.root, resume=resume, out_dir=out, settings=digest)
         if stage == LABELS:
@@ -172,7 +196,6 @@ class Study:
         return self.stage("teacher-lora" if self.cfg.study.kd_teacher == "lora" else "teacher", resume)
 
     def hard_pairs(self, resume: bool = False) -> list[tuple[str, str]]:
-        from .seqkd import read_distilled, training_pairs
 
         labels = read_distilled(self.stage(LABELS, resume))
         return training_pairs(self.student_pairs(), labels, self.cfg.seqkd.train_on, self.cfg.seqkd.mix_ratio,
@@ -181,9 +204,6 @@ class Study:
     # -- stages -------------------------------------------------------------------------------------------
     def _labels(self, out: Path, digest: str) -> Path:
         """The KD teacher translates ``study.label_sources`` training sources (seqkd generation settings)."""
-        from .cache import teacher_fingerprint
-        from .pipeline import teacher_on_device
-        from .seqkd import build_distilled, labels_fingerprint, tokenizer_fingerprint
 
         teacher_dir = self.kd_teacher()
         sources = self.label_sources()
@@ -197,48 +217,24 @@ class Study:
         return out
 
     def _student(self, row: str, out: Path, digest: str, resume: bool) -> Path:
-        from .lora import lora_train_config, train_lora
-        from .models.build import check_same_vocabulary, derive_student, load_seq2seq
-        from .pipeline import _dev_subset
-        from .teachers import LiveTeacher
-        from .training import train_seq2seq
-
         cfg = self.cfg
         pairs = self.hard_pairs(resume) if row in ("hard-label-kd", "hard+soft-kd") else self.student_pairs()
-        teacher = None
-        if row in ("soft-label-kd", "hard+soft-kd"):
-            kd_model, kd_tokenizer = load_seq2seq(self.kd_teacher(resume))
-            check_same_vocabulary(kd_tokenizer, self.tokenizer, kd_model, where=f"KD teacher of {row}")
-            teacher = LiveTeacher(kd_model, bf16=cfg.student_train.bf16)
-        base, _ = load_seq2seq(self.root / "teacher")
-        # Every student starts from the same derived weights, so its training signal is the only difference.
-        student = derive_student(base, cfg.student, seed=cfg.student_train.seed)
-        del base
+        soft = row in ("soft-label-kd", "hard+soft-kd")
         log.info("%s: %d training pairs, %d updates%s", row, len(pairs), cfg.student_train.max_steps,
-                 f", token-level KD from {cfg.study.kd_teacher} teacher" if teacher is not None else "")
-        common = dict(out_dir=out, log_dir=self.home / "tb" / row, max_tokens=cfg.data.max_tokens, resume=resume,
-                      name=row)
-        dev = _dev_subset(cfg, self.splits)
-        started = time.time()
-        if row == "student-lora":
-            train_lora(student, self.tokenizer, pairs, dev, lora_train_config(cfg.student_train, cfg.lora), cfg.lora,
-                       **common)
-        else:
-            train_seq2seq(student, self.tokenizer, pairs, dev, cfg.student_train, teacher=teacher,
-                          distill=cfg.distill if teacher is not None else None, **common)
-        mark_complete(out, settings=digest, pairs=len(pairs), seconds=round(time.time() - started, 1))
+                 f", token-level KD from {cfg.study.kd_teacher} teacher" if soft else "")
+        # Every student starts from the same derived weights, so its training signal is the only difference.
+        train_student(cfg, self.root, row, out, pairs, teacher_dir=self.kd_teacher(resume) if soft else None,
+                      lora=row == "student-lora" or cfg.lora.students, monitor=False,
+                      log_dir=self.home / "tb" / row, resume=resume, settings=digest, pairs=len(pairs))
         return out
 
     # -- evaluation and outputs ---------------------------------------------------------------------------
     def test_pairs(self) -> list[tuple[str, str]]:
-        from .pipeline import test_subset
 
         return test_subset(self.cfg, self.splits)
 
     def evaluate(self, row: str, path: Path) -> tuple[dict, list[str]]:
         """The row's comparison row and translations (cached in ``path/study-row.json`` for this test set)."""
-        from .data.readers import write_text_atomic
-        from .evaluation.compare import evaluate_models
 
         e, test = self.cfg.eval, self.test_pairs()
         speed = e.speed_sentences if row in SPEED_ROWS else 0
@@ -257,9 +253,6 @@ class Study:
         return rows[0], hyps[row]
 
     def run(self, rows: tuple[str, ...] = ROWS, resume: bool = False) -> list[dict]:
-        from .data.readers import write_text_atomic
-        from .evaluation.compare import _add_relative, to_markdown, write_json
-        from .evaluation.report import write_report
 
         started = time.time()
         paths = {row: self.stage(row, resume) for row in rows}
@@ -356,13 +349,11 @@ def sweep(cfg: RunConfig, run_dir: str | Path, specs: list[str], rows: tuple[str
         models = Study(value_cfg, root, home).run(rows, resume=resume)
         results.append({"values": dict(zip(keys, combo)), "models": models})
     summary = {"keys": keys, "values": [r["values"] for r in results], "results": results}
-    from .data.readers import write_text_atomic
 
     write_text_atomic(root / f"sweep-{label}.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     write_text_atomic(root / f"sweep-{label}.md", sweep_markdown(summary))
     plot = plot_sweep(summary)
     if plot is not None:
-        import base64
 
         (root / f"sweep-{label}.png").write_bytes(base64.b64decode(plot))
     return summary
@@ -392,7 +383,6 @@ def plot_sweep(summary: dict) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .evaluation.report import _png
 
     results = summary["results"]
     if not results:

@@ -1,0 +1,343 @@
+"""The config sections other than ``distill``: data, models, training, labels, LoRA, study, evaluation, monitor,
+prompt. Each dataclass validates itself on construction and names the field in its one-sentence error."""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+
+from .fields import check as _check, help_field as _help
+
+
+@dataclass
+class DataConfig:
+    corpus: str = _help("'bible' for the built-in en-hu corpus, or a path: a .tsv file, a .jsonl file, "
+                        "or the prefix of two aligned files PREFIX.SRC / PREFIX.TGT", "bible")
+    source_lang: str = _help("source language code (for the built-in corpus: en or hu)", "en")
+    target_lang: str = _help("target language code", "hu")
+    format: str = _help("corpus format: auto, tsv, plain, jsonl", "auto")
+    src_field: str = _help("JSONL field holding the source sentence (default: source_lang)", "")
+    tgt_field: str = _help("JSONL field holding the target sentence (default: target_lang)", "")
+    dev_file: str = _help("optional dev corpus (same format); default: held out from the corpus", "")
+    test_file: str = _help("optional test corpus (same format); default: held out from the corpus", "")
+    dev_size: int = _help("sentences held out for dev when no dev_file is given (user corpora)", 500)
+    test_size: int = _help("sentences held out for test when no test_file is given (user corpora)", 1000)
+    skip_bad_lines: bool = _help("skip malformed lines (counted and reported) instead of stopping", False)
+    vocab_size: int = _help("joint subword vocabulary size of a tokenizer trained here", 4000)
+    max_tokens: int = _help("drop training pairs longer than this many subword tokens on either side", 64)
+    max_train_pairs: int = _help("use at most this many training pairs (0 = all)", 0)
+    max_eval_sentences: int = _help("dev sentences used for BLEU during training (0 = all)", 300)
+    max_test_sentences: int = _help("test sentences used in the final evaluation (0 = all)", 0)
+
+    def __post_init__(self):
+        _check(self.format in ("auto", "tsv", "plain", "jsonl"), "data.format",
+               f"'{self.format}' is not one of auto, tsv, plain, jsonl")
+        _check(self.source_lang != self.target_lang, "data.source_lang",
+               f"source and target are both '{self.source_lang}'; set data.target_lang to the other language")
+        if self.corpus == "bible":
+            _check({self.source_lang, self.target_lang} == {"en", "hu"}, "data.source_lang",
+                   "the built-in corpus is English-Hungarian: use en/hu or hu/en, or point data.corpus at your files")
+        _check(self.vocab_size >= 100, "data.vocab_size", f"{self.vocab_size} is too small; use at least 100")
+        _check(self.max_tokens >= 4, "data.max_tokens", "must be at least 4")
+        for name in ("dev_size", "test_size", "max_train_pairs", "max_eval_sentences", "max_test_sentences"):
+            _check(getattr(self, name) >= 0, f"data.{name}", "must not be negative")
+
+    @property
+    def direction(self) -> str:
+        return f"{self.source_lang}-{self.target_lang}"
+
+
+MODEL_KINDS = ("seq2seq", "causal")
+
+
+@dataclass
+class TeacherConfig:
+    path: str = _help("a local Hugging Face seq2seq model directory to use as the teacher; empty = train one here", "")
+    arch: str = _help("architecture of a teacher trained here: 'prenorm' (M2M100-style pre-LayerNorm) or "
+                      "'marian' (MarianMT, post-LayerNorm)", "prenorm")
+    d_model: int = _help("hidden width", 256)
+    encoder_layers: int = _help("encoder depth", 3)
+    decoder_layers: int = _help("decoder depth", 3)
+    ffn_dim: int = _help("feed-forward width", 1024)
+    heads: int = _help("attention heads", 4)
+    dropout: float = _help("dropout", 0.1)
+    kind: str = _help("seq2seq (an encoder-decoder, loaded from path or trained here) or causal (a causal LM such "
+                      "as Qwen2 loaded from path and prompted with prompt.template)", "seq2seq")
+
+    def __post_init__(self):
+        _check(self.kind in MODEL_KINDS, "teacher.kind", f"'{self.kind}' is not seq2seq or causal")
+        _check(self.kind != "causal" or bool(self.path), "teacher.path",
+               "a causal-LM teacher is loaded, not trained here: set teacher.path to its local directory")
+        _check(self.arch in ("prenorm", "marian"), "teacher.arch", f"'{self.arch}' is not prenorm or marian")
+        _check(self.d_model > 0 and self.d_model % max(self.heads, 1) == 0, "teacher.d_model",
+               f"{self.d_model} must be a positive multiple of teacher.heads ({self.heads})")
+        for name in ("encoder_layers", "decoder_layers", "ffn_dim", "heads"):
+            _check(getattr(self, name) >= 1, f"teacher.{name}", "must be at least 1")
+        _check(0 <= self.dropout < 1, "teacher.dropout", "must be in [0, 1)")
+
+
+@dataclass
+class StudentConfig:
+    depth_ratio: float = _help("student layers = round(teacher layers x ratio), at least 1", 0.67)
+    width_ratio: float = _help("student d_model and ffn = teacher's x ratio (rounded to a multiple of heads)", 1.0)
+    heads_ratio: float = _help("student heads = teacher heads x ratio, at least 1", 1.0)
+    decoder_depth_ratio: float = _help("decoder depth ratio (default: depth_ratio); a shallow decoder is fastest", 0.0)
+    init_from_teacher: bool = _help("when widths match, copy embeddings and a spread-out subset of teacher "
+                                    "layers into the student (shrink and fine-tune)", True)
+    kind: str = _help("seq2seq (derived from the teacher by the ratios above) or causal (a causal LM loaded from "
+                      "student.path, e.g. a smaller model of the teacher's family)", "seq2seq")
+    path: str = _help("local directory of a causal-LM student (student.kind=causal)", "")
+
+    def __post_init__(self):
+        _check(self.kind in MODEL_KINDS, "student.kind", f"'{self.kind}' is not seq2seq or causal")
+        _check(self.kind != "causal" or bool(self.path), "student.path",
+               "a causal-LM student is loaded: set student.path to its local directory")
+        for name in ("depth_ratio", "width_ratio", "heads_ratio"):
+            _check(0 < getattr(self, name) <= 1, f"student.{name}", f"{getattr(self, name)} must be in (0, 1]")
+        _check(0 <= self.decoder_depth_ratio <= 1, "student.decoder_depth_ratio", "must be in [0, 1] (0 = same as depth_ratio)")
+
+
+LR_SCHEDULES = ("cosine", "wsd", "linear", "constant")
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = _help("peak AdamW learning rate", 1e-3)
+    warmup_steps: int = _help("linear warm-up steps before the schedule's decay", 300)
+    lr_schedule: str = _help("learning rate after warm-up: cosine (decays to 0 over all updates), wsd (warm-up, "
+                             "stable at the peak, then linear decay to 0 over the last decay_fraction of the updates), "
+                             "linear or constant", "cosine")
+    decay_fraction: float = _help("wsd only: the share of the updates spent decaying to 0", 0.2)
+    epochs: float = _help("training epochs (ignored when max_steps > 0)", 5.0)
+    max_steps: int = _help("total optimizer updates (0 = use epochs)", 0)
+    batch_tokens: int = _help("tokens per batch per device (padded source+target lengths x rows)", 3000)
+    grad_accum: int = _help("gradient accumulation steps", 1)
+    weight_decay: float = _help("AdamW weight decay", 0.01)
+    max_grad_norm: float = _help("gradient clipping norm", 1.0)
+    label_smoothing: float = _help("label smoothing of the reference cross-entropy", 0.1)
+    bf16: bool = _help("bf16 autocast (CPU with AMX or a recent GPU); losses stay fp32", True)
+    eval_every_epoch: bool = _help("generate on dev and compute BLEU at each epoch end", True)
+    early_stopping_patience: int = _help("stop after this many evaluations without dev-BLEU gain (0 = off)", 0)
+    seed: int = _help("random seed", 1)
+    eval_beams: int = _help("beam size for dev BLEU during training", 1)
+
+    def __post_init__(self):
+        _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
+        _check(self.epochs > 0 or self.max_steps > 0, "train.epochs", "set epochs > 0 or max_steps > 0")
+        _check(self.max_steps >= 0 and self.warmup_steps >= 0, "train.max_steps", "steps must not be negative")
+        _check(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule",
+               f"'{self.lr_schedule}' is not one of {', '.join(LR_SCHEDULES)}")
+        _check(0 < self.decay_fraction <= 1, "train.decay_fraction", f"{self.decay_fraction} must be in (0, 1]")
+        _check(self.batch_tokens >= 64, "train.batch_tokens", f"{self.batch_tokens} is too small; use at least 64")
+        _check(self.grad_accum >= 1, "train.grad_accum", "must be at least 1")
+        _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
+        _check(self.eval_beams >= 1, "train.eval_beams", "must be at least 1")
+
+
+SEQKD_TRAIN_ON = ("original", "distilled", "mix")
+
+
+@dataclass
+class SeqKDConfig:
+    """Sequence-level KD: the teacher's own translations of the training sources become the student's labels."""
+
+    enabled: bool = _help("generate the distilled corpus (RUN_DIR/distilled/) and train a third student, "
+                          "student-seqkd, on it; off keeps a run's students and metrics rows as they are", False)
+    num_beams: int = _help("beam size of the teacher's translations", 4)
+    length_penalty: float = _help("beam-search length penalty (> 1 favours longer, < 1 shorter translations)", 1.0)
+    max_new_tokens: int = _help("longest translation generated, in tokens (also capped by the model's positions)",
+                                128)
+    do_sample: bool = _help("sample translations instead of searching for the best one", False)
+    top_p: float = _help("nucleus sampling: keep the most probable tokens holding this mass (needs do_sample)", 1.0)
+    temperature: float = _help("sampling temperature (needs do_sample)", 1.0)
+    seed: int = _help("seed of sampled translations (each shard is seeded from it, so a resumed run is identical)", 0)
+    num_return_sequences: int = _help("hypotheses kept per source in distilled/nbest.jsonl (the best one is the "
+                                      "label); at most num_beams unless sampling", 1)
+    batch_tokens: int = _help("source tokens per generation batch (rows x longest source; beams multiply memory)",
+                              2000)
+    shard_size: int = _help("sentences per shard file; each finished shard survives an interruption", 1000)
+    min_length_ratio: float = _help("drop pairs whose target/source word ratio is below this (0 = off)", 0.0)
+    max_length_ratio: float = _help("drop pairs whose target/source word ratio is above this (0 = off)", 0.0)
+    min_score: float | None = _help("drop pairs whose teacher log-probability per target token is below this "
+                                    "(e.g. -1.5; None = off)", None)
+    train_on: str = _help("what student-seqkd learns from: distilled (the teacher's translations), original "
+                          "(the references) or mix (all references plus mix_ratio of the distilled pairs)",
+                          "distilled")
+    mix_ratio: float = _help("for train_on=mix: share of the sources whose distilled pair is added to the original "
+                             "pairs (a seeded random sample; 1 = both full sets)", 1.0)
+    with_token_kd: bool = _help("also apply token-level KD (the distill section, live teacher) on the distilled "
+                                "targets; off = no teacher in memory while student-seqkd trains", False)
+
+    def __post_init__(self):
+        for name in ("num_beams", "max_new_tokens", "num_return_sequences", "shard_size"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"seqkd.{name}",
+                   f"{value!r} must be a whole number >= 1")
+        _check(self.batch_tokens >= 16, "seqkd.batch_tokens", f"{self.batch_tokens} is too small; use at least 16")
+        _check(0 < self.top_p <= 1, "seqkd.top_p", f"{self.top_p} must be in (0, 1]")
+        _check(self.temperature > 0, "seqkd.temperature", f"{self.temperature} must be > 0")
+        if not self.do_sample:
+            _check(self.top_p == 1 and self.temperature == 1, "seqkd.do_sample",
+                   "top_p/temperature only act when sampling: set seqkd.do_sample=true or leave them at 1")
+            _check(self.num_return_sequences <= self.num_beams, "seqkd.num_return_sequences",
+                   f"{self.num_return_sequences} hypotheses need at least as many beams: raise seqkd.num_beams to "
+                   f"{self.num_return_sequences} or lower num_return_sequences")
+        for name in ("min_length_ratio", "max_length_ratio"):
+            _check(getattr(self, name) >= 0, f"seqkd.{name}", "must be >= 0 (0 = off)")
+        if self.min_length_ratio and self.max_length_ratio:
+            _check(self.min_length_ratio <= self.max_length_ratio, "seqkd.min_length_ratio",
+                   f"{self.min_length_ratio} is above max_length_ratio {self.max_length_ratio}: nothing would be kept")
+        _check(self.min_score is None or self.min_score <= 0, "seqkd.min_score",
+               f"{self.min_score} is a log-probability per token, which is <= 0: use e.g. -1.5, or leave it unset")
+        _check(self.train_on in SEQKD_TRAIN_ON, "seqkd.train_on",
+               f"'{self.train_on}' is not one of {', '.join(SEQKD_TRAIN_ON)}")
+        _check(0 < self.mix_ratio <= 1, "seqkd.mix_ratio", f"{self.mix_ratio} must be in (0, 1]")
+
+
+LORA_TARGETS = ("auto", "all-linear")
+_MODULE_NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA (peft): low-rank adapters on the attention and feed-forward projections, the base weights frozen."""
+
+    rank: int = _help("rank r of each adapter (A: r x in, B: out x r)", 8)
+    alpha: float = _help("scaling numerator: the adapter's update is (alpha / rank) * B A", 16.0)
+    dropout: float = _help("dropout on the adapter's input, in [0, 1)", 0.05)
+    target_modules: str | list = _help(
+        "which linear layers get adapters: auto (attention q/k/v/output and feed-forward projections: q_proj, "
+        "k_proj, v_proj, out_proj, fc1, fc2 in Marian/M2M100/BART; q, k, v, o, wi, wo in T5; o_proj, gate_proj, "
+        "up_proj, down_proj in Qwen2-style models), all-linear, or a list of module names", "auto")
+    learning_rate: float = _help("peak learning rate of LoRA training (teacher-lora, and students trained with "
+                                 "LoRA); adapters usually want a higher rate than full fine-tuning", 2e-3)
+    teacher_steps: int = _help("optimizer updates of the teacher's LoRA fine-tune on the parallel data "
+                               "(stage teacher-lora); batches as teacher_train", 500)
+    warmup_steps: int = _help("linear warm-up steps of the teacher's LoRA fine-tune", 50)
+    students: bool = _help("train the run's students (distilmt distill) with LoRA adapters on the derived student "
+                           "instead of fully; each student directory then holds the merged model and adapter/",
+                           False)
+
+    def __post_init__(self):
+        _check(isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank >= 1, "lora.rank",
+               f"{self.rank!r} must be a whole number >= 1 (8 is a good start)")
+        _check(isinstance(self.alpha, (int, float)) and not isinstance(self.alpha, bool) and self.alpha > 0,
+               "lora.alpha", f"{self.alpha!r} must be a number > 0 (often 2 x rank)")
+        _check(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1, "lora.dropout",
+               f"{self.dropout!r} must be in [0, 1)")
+        names = self.module_names
+        _check(bool(names) and all(isinstance(n, str) and re.fullmatch(_MODULE_NAME, n) for n in names),
+               "lora.target_modules", f"{self.target_modules!r} must be auto, all-linear or module names such as "
+               "[q_proj, v_proj] (comma-separated or a list)")
+        _check(not (len(names) > 1 and set(names) & set(LORA_TARGETS)), "lora.target_modules",
+               f"{self.target_modules!r}: auto and all-linear stand alone, not inside a list of module names")
+        _check(self.learning_rate > 0, "lora.learning_rate", "must be positive")
+        _check(isinstance(self.teacher_steps, int) and self.teacher_steps >= 1, "lora.teacher_steps",
+               f"{self.teacher_steps!r} must be a whole number >= 1")
+        _check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "lora.warmup_steps",
+               "must be a whole number >= 0")
+
+    @property
+    def module_names(self) -> list:
+        """target_modules as a list (a comma-separated string split; auto / all-linear as one entry)."""
+        if isinstance(self.target_modules, str):
+            return [p.strip() for p in self.target_modules.split(",") if p.strip()]
+        return list(self.target_modules) if isinstance(self.target_modules, (list, tuple)) else []
+
+
+STUDY_TEACHERS = ("lora", "base")
+
+
+@dataclass
+class StudyConfig:
+    """`distilmt study`: the base / LoRA / hard-label / soft-label comparison with one budget for every student."""
+
+    kd_teacher: str = _help("teacher of the KD rows (hard-label-kd, soft-label-kd, hard+soft-kd): lora (the "
+                            "LoRA fine-tuned teacher) or base", "lora")
+    label_sources: int = _help("training sources the teacher translates for the hard-label rows (a seeded random "
+                               "sample; 0 = all); generation settings under seqkd", 2000)
+    student_pairs: int = _help("training pairs every student learns from (a seeded random sample; 0 = all): the "
+                               "training-data size of the study's students", 0)
+    seed: int = _help("seed of those samples", 0)
+
+    def __post_init__(self):
+        _check(self.kd_teacher in STUDY_TEACHERS, "study.kd_teacher",
+               f"'{self.kd_teacher}' is not one of {', '.join(STUDY_TEACHERS)}")
+        for name in ("label_sources", "student_pairs"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"study.{name}",
+                   f"{value!r} must be a whole number >= 0 (0 = all)")
+
+
+@dataclass
+class EvalConfig:
+    num_beams: int = _help("beam size for test translations", 4)
+    batch_size: int = _help("sentences per generation batch", 64)
+    max_new_tokens: int = _help("longest translation generated, in tokens", 128)
+    samples_in_report: int = _help("sample translations shown in report.md", 8)
+    speed_sentences: int = _help("test sentences timed for speed and memory, each model in its own process "
+                                 "(0 = skip speed)", 64)
+    export_ct2: bool = _help("export the KD student to CTranslate2 int8 and evaluate it too", True)
+    semantic: bool = _help("semantic similarity to the references (BERTScore F1 for English, e5 cosine otherwise) "
+                           "when pip install 'distilmt[semantic]' is installed", True)
+
+    def __post_init__(self):
+        _check(self.num_beams >= 1, "eval.num_beams", "must be at least 1")
+        _check(self.batch_size >= 1, "eval.batch_size", "must be at least 1")
+        _check(self.speed_sentences >= 0, "eval.speed_sentences", "must not be negative")
+
+
+@dataclass
+class MonitorConfig:
+    enabled: bool = _help("show what teacher and student translate while the student learns", True)
+    sample_frequency: int = _help("show the panel every this many optimizer steps", 50)
+    num_samples: int = _help("fixed dev samples shown in each panel", 2)
+    language: str = _help("language of the monitor's comments: en or zh", "en")
+    show_diff: bool = _help("show a word-level diff between student and teacher output", False)
+    max_text_length: int = _help("truncate shown texts to this many characters", 160)
+    topics: dict = _help("extra topics: {topic: [keyword, ...]} added to the built-in lists", factory=dict)
+    quiet: bool = _help("plain log lines only, even on a terminal", False)
+
+    def __post_init__(self):
+        _check(self.sample_frequency >= 1, "monitor.sample_frequency", "must be at least 1")
+        _check(self.num_samples >= 1, "monitor.num_samples", "must be at least 1")
+        _check(self.language in ("en", "zh"), "monitor.language", f"'{self.language}' is not en or zh")
+        _check(self.max_text_length >= 10, "monitor.max_text_length", "must be at least 10")
+        _check(isinstance(self.topics, dict) and all(isinstance(v, list) for v in self.topics.values()),
+               "monitor.topics", "must map each topic name to a list of keywords")
+
+
+PLACEHOLDERS = frozenset({"src_lang", "tgt_lang", "source"})
+"""The names a prompt template may use."""
+
+
+def template_problem(template: str) -> str | None:
+    """Why ``template`` is not a usable prompt template (None when it is); ``auto`` is always usable."""
+    if template == "auto":
+        return None
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        return f"not a valid template ({exc}); write literal braces as {{{{ and }}}}"
+    unknown = sorted(names - PLACEHOLDERS)
+    if unknown:
+        return f"unknown placeholder {{{unknown[0]}}}; use only {{src_lang}}, {{tgt_lang}} and {{source}}"
+    if "source" not in names:
+        return "has no {source} placeholder: the model would never see the sentence to translate"
+    return None
+
+
+@dataclass
+class PromptConfig:
+    """How a causal-LM teacher or student is asked to translate (distilmt.causal)."""
+
+    template: str = _help("the prompt before the target: a string with {src_lang}, {tgt_lang} (language names) and "
+                          "{source}, or auto = the tokenizer's chat template when it has one, else 'Translate this "
+                          "{src_lang} text into {tgt_lang}.\\n{src_lang}: {source}\\n{tgt_lang}:'", "auto")
+
+    def __post_init__(self):
+        problem = template_problem(self.template)
+        _check(problem is None, "prompt.template", str(problem))
+
+

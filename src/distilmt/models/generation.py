@@ -1,0 +1,189 @@
+"""The one generation path: seq2seq and causal models translate here, for evaluation, for
+sequence-level KD labels and for the training monitor.
+
+Sources are tokenized once, truncated to what the model's position table allows, sorted by length and cut into
+batches; results come back in input order, decoded with one call (``decode(ids, skip_special_tokens=True)``), so
+every engine's outputs compare string for string. A *score* is a translation's mean log-probability per target
+token under the model at temperature 1, teacher-forced on the translation itself (every generated token up to and
+including the first end-of-sentence token): ``(1 / |y|) * sum_t log p(y_t | y_<t, x)``, always <= 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..config import SeqKDConfig
+from ..data.batching import token_batches
+from ..data.prompt import TranslationPrompt
+from ..data.readers import normalize
+
+
+def translate(model, tokenizer, sentences: Sequence[str], num_beams: int = 4, batch_size: int = 64,
+              max_new_tokens: int = 128) -> list[str]:
+    """Translate with ``model.generate`` in length-sorted batches; results come back in input order.
+
+    Inputs longer than the model's position table are truncated; ``max_new_tokens`` is capped to it.
+    """
+    import torch
+
+    if not sentences:
+        return []
+    limit = max_positions(model, tokenizer)
+    max_new_tokens = min(max_new_tokens, limit)
+    encoded = tokenizer(list(sentences), truncation=True, max_length=limit)["input_ids"]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    outputs: list[str] = [""] * len(encoded)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt")
+            generated = model.generate(
+                input_ids=batch["input_ids"].to(model.device),
+                attention_mask=batch["attention_mask"].to(model.device),
+                num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens,
+            )
+            for i, ids in zip(chunk, generated.tolist()):
+                outputs[i] = decode(tokenizer, ids)
+    return outputs
+
+
+def decode(tokenizer, ids: Sequence[int]) -> str:
+    """The one detokenization both engines use."""
+    return tokenizer.decode(list(ids), skip_special_tokens=True).strip()
+
+
+def position_limit(model_limit: int | None, tokenizer) -> int:
+    """Longest sequence both a model's position table and the tokenizer allow (1024 if neither says)."""
+    limits = [model_limit, getattr(tokenizer, "model_max_length", None)]
+    return min([int(x) for x in limits if isinstance(x, int) and 0 < x < 10**9] or [1024])
+
+
+def max_positions(model, tokenizer) -> int:
+    """:func:`position_limit` of a loaded model (its ``config.max_position_embeddings``)."""
+    return position_limit(getattr(model.config, "max_position_embeddings", None), tokenizer)
+
+
+@torch.no_grad()
+def translate_scored(model, tokenizer, sources: Sequence[str], cfg: SeqKDConfig,
+                     seed: int | None = None) -> list[list[tuple[str, float]]]:
+    """The teacher's ``cfg.num_return_sequences`` translations of each source with their teacher scores.
+
+    Sources are sorted by length and cut into batches of at most ``cfg.batch_tokens`` source tokens
+    (:func:`~distilmt.data.batching.token_batches`); results come back in input order, best hypothesis first (the
+    order ``generate`` returns them in). With ``cfg.do_sample`` the draws are seeded by ``seed``. A causal-LM
+    teacher comes as a :class:`~distilmt.causal.CausalTranslator` (its own tokenizer and prompt; ``tokenizer`` is
+    then unused) and translates itself, with the same batching, settings and score.
+    """
+    if hasattr(model, "translate_scored"):  # a causal-LM teacher with its own tokenizer and prompt (distilmt.causal)
+        return model.translate_scored(sources, cfg, seed=seed)
+    if not sources:
+        return []
+    model.eval()
+    device = model.device
+    limit = max_positions(model, tokenizer)
+    encoded = tokenizer(list(sources), truncation=True, max_length=limit)["input_ids"]
+    n = cfg.num_return_sequences
+    options = dict(num_beams=cfg.num_beams, length_penalty=cfg.length_penalty, do_sample=cfg.do_sample,
+                   max_new_tokens=min(cfg.max_new_tokens, limit), num_return_sequences=n)
+    if cfg.do_sample:
+        options.update(top_p=cfg.top_p, temperature=cfg.temperature)
+    results: list[list[tuple[str, float]]] = [[] for _ in sources]
+    with torch.random.fork_rng(devices=[] if device.type != "cuda" else None, enabled=cfg.do_sample):
+        if cfg.do_sample:
+            torch.manual_seed(cfg.seed if seed is None else seed)
+        for batch in token_batches([len(ids) for ids in encoded], cfg.batch_tokens, seed=0):
+            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+            input_ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
+            sequences = model.generate(input_ids=input_ids, attention_mask=mask, **options)
+            scores = sequence_scores(model, input_ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
+                                     sequences, tokenizer.eos_token_id)
+            for row, (ids, score) in enumerate(zip(sequences.tolist(), scores.tolist())):
+                text = normalize(tokenizer.decode(ids, skip_special_tokens=True))
+                results[batch[row // n]].append((text, float(score)))
+    return results
+
+
+@torch.no_grad()
+def sequence_scores(model, input_ids, attention_mask, sequences, eos_token_id: int) -> torch.Tensor:
+    """Mean log-probability per target token of each generated sequence under ``model`` (T = 1, teacher-forced).
+
+    ``sequences`` start with the decoder start token, as ``generate`` returns them; the scored tokens are every
+    later token up to and including the first end-of-sentence token (what follows is padding).
+    """
+    decoder_input, targets = sequences[:, :-1], sequences[:, 1:]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input,
+                   use_cache=False).logits.float()
+    token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    is_eos = (targets == eos_token_id).long()
+    keep = (torch.cumsum(is_eos, dim=1) - is_eos) == 0  # up to and including the first EOS
+    return (token_logp * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+# -- generation ---------------------------------------------------------------------------------------------
+def _stop_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's eos plus any the model's generation config lists (Qwen2.5-Instruct: <|im_end|> and
+    <|endoftext|>)."""
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    configured = configured if isinstance(configured, (list, tuple)) else [configured]
+    return list(dict.fromkeys([tokenizer.eos_token_id, *(i for i in configured if i is not None)]))
+
+
+def until_stop(continuation: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
+    """Mask of each row's tokens up to and including its first stop token (every token when there is none)."""
+    is_stop = torch.isin(continuation, torch.tensor(list(stop_ids), device=continuation.device)).long()
+    return (torch.cumsum(is_stop, dim=1) - is_stop) == 0
+
+
+@torch.no_grad()
+def generate_continuations(model, prompt: TranslationPrompt, sources: Sequence[str], batch_tokens: int = 4000,
+                           max_new_tokens: int = 128, num_return_sequences: int = 1, score: bool = False,
+                           **options) -> list[list[tuple[str, float | None]]]:
+    """Each source's ``num_return_sequences`` continuations of its prompt, as ``(text, score)`` in input order.
+
+    Prompts are sorted by length and cut into batches of at most ``batch_tokens`` prompt tokens, left-padded, and
+    generated until every row has produced eos (or ``max_new_tokens``, capped by the model's positions). The text
+    is the continuation alone, up to its first eos, decoded without special tokens. With ``score=True`` the score
+    is the mean log-probability per continuation token (eos included) under ``model`` at T = 1, teacher-forced;
+    else None. ``options`` go to ``generate`` (num_beams, length_penalty, do_sample, top_p, temperature, ...).
+    """
+
+    if not sources:
+        return []
+    model.eval()
+    tokenizer, device = prompt.tokenizer, model.device
+    encoded = [prompt.prompt_ids(s) for s in sources]
+    stop = _stop_ids(model, tokenizer)
+    results: list[list[tuple[str, float | None]]] = [[] for _ in sources]
+    for batch in token_batches([len(ids) for ids in encoded], batch_tokens, seed=0):
+        padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, padding_side="left", return_tensors="pt")
+        input_ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
+        width = input_ids.shape[1]
+        room = max(1, min(max_new_tokens, max_positions(model, tokenizer) - width))
+        sequences = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=room,
+                                   num_return_sequences=num_return_sequences, eos_token_id=stop,
+                                   pad_token_id=prompt.pad_token_id, **options)
+        continuation = sequences[:, width:]
+        keep = until_stop(continuation, stop)
+        scores = _continuation_scores(model, input_ids.repeat_interleave(num_return_sequences, 0),
+                                      mask.repeat_interleave(num_return_sequences, 0), continuation, keep) \
+            if score else [None] * len(continuation)
+        for row, (ids, kept, value) in enumerate(zip(continuation.tolist(), keep.tolist(), scores)):
+            text = tokenizer.decode([t for t, k in zip(ids, kept) if k], skip_special_tokens=True)
+            results[batch[row // num_return_sequences]].append((normalize(text), value))
+    return results
+
+
+@torch.no_grad()
+def _continuation_scores(model, input_ids, attention_mask, continuation, keep) -> list[float]:
+    """Mean log-probability per kept continuation token, teacher-forced after the left-padded prompt."""
+    full = torch.cat([input_ids, continuation], dim=1)
+    mask = torch.cat([attention_mask, keep.long()], dim=1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate numbers them under left padding
+    logits = model(input_ids=full, attention_mask=mask, position_ids=positions, use_cache=False).logits.float()
+    width = input_ids.shape[1]
+    log_probs = torch.log_softmax(logits[:, width - 1:-1], dim=-1)
+    token_logp = log_probs.gather(-1, continuation.unsqueeze(-1)).squeeze(-1)
+    return ((token_logp * keep).sum(1) / keep.sum(1).clamp(min=1)).tolist()

@@ -1,0 +1,143 @@
+"""One loader per kind of model directory: Hugging Face seq2seq, causal LM, CTranslate2.
+
+Every loader refuses a directory it cannot use with one :class:`~distilmt.errors.ModelLoadError` sentence that
+names the directory and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+)
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING,
+)
+
+from ..errors import ModelError, ModelLoadError
+
+EXPORT_INFO = "distilmt_export.json"
+"""Metadata written next to an exported model (source parameters, quantization, ...)."""
+
+
+def require_ctranslate2():
+    """Import ctranslate2, or fail with an install hint."""
+    try:
+        import ctranslate2
+    except ImportError:
+        raise ImportError("CTranslate2 is not installed: pip install ctranslate2 "
+                          "(or pip install 'distilmt[export]')") from None
+    return ctranslate2
+
+
+def is_ct2_dir(path: str | Path) -> bool:
+    """True for a CTranslate2 model directory: model.bin plus a config.json without a HF model_type."""
+    path = Path(path)
+    if not (path / "model.bin").is_file():
+        return False
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return "model_type" not in config
+
+
+def read_export_info(path: str | Path) -> dict:
+    """The export metadata of a directory written by :mod:`distilmt.export` ({} if none)."""
+    info = Path(path) / EXPORT_INFO
+    return json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
+
+
+# -- loading ----------------------------------------------------------------------------------------------
+def is_causal_dir(path: str | Path) -> bool:
+    """True when ``path`` holds a Hugging Face model that is not an encoder-decoder (read from config.json; a
+    CTranslate2 directory's config.json has no model_type and is not one)."""
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        saved = json.loads(config.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    return "model_type" in saved and not saved.get("is_encoder_decoder", False)
+
+
+def tokenizer_next_to(path: Path):
+    """The tokenizer saved in a model directory, or one clear error."""
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds here
+        raise ModelError(f"{path}: no usable tokenizer saved next to the model ({exc.__class__.__name__}); "
+                         "save the tokenizer into the same directory") from None
+
+
+def load_seq2seq(path: str | Path):
+    """Load ``(model, tokenizer)`` from a Hugging Face seq2seq directory, in eval mode."""
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: model directory not found")
+    if is_ct2_dir(path):
+        raise ModelLoadError(f"{path}: this is a CTranslate2 directory; open it with open_model() or Ct2Translator")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path}: no config.json; expected a directory written by save_pretrained()")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"{path}: config.json is not a Hugging Face model config ({first_line(exc)})") from None
+    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING and not config.is_encoder_decoder:
+        raise ModelLoadError(f"{path}: '{config.model_type}' is a causal LM, not a seq2seq (encoder-decoder) model; "
+                             "`distilmt export` converts seq2seq models only (evaluate, compare and translate open a "
+                             "causal LM from its own directory, with its prompt.json)")
+    if type(config) not in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING:
+        raise ModelLoadError(f"{path}: '{config.model_type}' is not a seq2seq (encoder-decoder) model")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: no usable tokenizer saved with the model ({first_line(exc)})") from None
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: the model weights could not be loaded ({first_line(exc)})") from None
+    return model.eval(), tokenizer
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_causal(path: str | Path, role: str = "teacher"):
+    """``(model, tokenizer)`` of a causal LM saved in a local directory, with a one-line error otherwise.
+
+    A tokenizer without a pad token pads with its eos (the attention mask and -100 labels hide the padding).
+    """
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: not a Hugging Face model directory (no config.json); set {role}.path to a "
+                         "directory saved with save_pretrained")
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, "is_encoder_decoder", False):
+        raise ModelError(f"{path}: '{config.model_type}' is an encoder-decoder (seq2seq) model; set {role}.kind "
+                         "to seq2seq, or point it at a causal LM")
+    tokenizer = tokenizer_next_to(path)
+    if tokenizer.eos_token_id is None:
+        raise ModelError(f"{path}: its tokenizer has no eos token, so a translation could never end; set "
+                         "eos_token in tokenizer_config.json")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path)
+    except ValueError as exc:
+        raise ModelError(f"{path}: '{config.model_type}' is not a causal LM transformers can load "
+                         f"({str(exc).splitlines()[0]})") from None
+    return model, tokenizer

@@ -1,0 +1,202 @@
+"""The teacher-side stages and what every recipe shares: the corpus and tokenizer, the teacher (trained here or
+taken as it is), its LoRA fine-tune, its cache of top-k probabilities and its translations of the training sources
+(sequence-level KD labels), plus the run's dev and test subsets and the names of its model directories."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..data.corpus import load_splits, prepare_data as prepare_splits
+from ..data.tokenizer import tokenizer_fingerprint, train_tokenizer
+from ..models.build import build_model
+from ..models.loading import load_causal, load_seq2seq
+from ..models.translators import save_prompt
+from ..rundir import (
+    is_complete,
+    load_tokenizer,
+    mark_complete,
+    require_teacher,
+    teacher_fingerprint,
+)
+from ..teachers.cache import TeacherCache, build_teacher_cache, cache_fingerprint
+from ..teachers.labels import build_distilled, labels_fingerprint, labels_teacher
+from ..training.lora import lora_train_config, train_lora
+from ..training.trainer import train_seq2seq
+
+log = logging.getLogger("distilmt")
+
+
+STUDENTS = {"student-baseline": False, "student-kd": True}  # name -> uses the teacher
+
+
+TEACHER_LORA = "teacher-lora"  # the teacher fine-tuned with LoRA on the parallel data (`distilmt train-teacher-lora`)
+
+
+SEQKD_STUDENT = "student-seqkd"  # trained on RUN_DIR/distilled/ (the teacher's translations); only with seqkd.enabled
+
+
+PROGRESSIVE_STUDENT = "student-progressive"  # last stage of the progressive chain; only with distill.progressive_factor
+
+
+def student_names(cfg: RunConfig) -> tuple[str, ...]:
+    """The students a run trains: the two of STUDENTS, and student-seqkd when seqkd.enabled."""
+    names = (*STUDENTS, SEQKD_STUDENT) if cfg.seqkd.enabled else tuple(STUDENTS)
+    if cfg.teacher.kind != cfg.student.kind:  # a causal LM and a seq2seq model share no vocabulary: no student-kd
+        names = tuple(n for n in names if n != "student-kd")
+    return names
+
+
+# -- stages -------------------------------------------------------------------------------------------
+def prepare_data(cfg: RunConfig, run_dir: Path):
+    """Corpus splits (built-in or the user's files) and the tokenizer (trained here or the teacher's)."""
+
+    splits = prepare_splits(cfg.data, run_dir / "data")
+    tok_dir = run_dir / "tokenizer"
+    if not is_complete(tok_dir):
+        if cfg.teacher.path and cfg.teacher.kind == "seq2seq":  # a causal teacher keeps its own tokenizer
+
+            _, tokenizer = load_seq2seq(cfg.teacher.path)
+            tokenizer.save_pretrained(str(tok_dir))
+        else:
+            texts = (text for pair in splits.train for text in pair)
+            train_tokenizer(texts, cfg.data.vocab_size, tok_dir)
+        mark_complete(tok_dir)
+    return splits
+
+
+def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
+    """Train the teacher from scratch, or take the user's teacher directory as it is."""
+
+    out = run_dir / "teacher"
+    if is_complete(out):
+        log.info("teacher: complete, skipped")
+        return
+    if cfg.teacher.path:
+        if cfg.teacher.kind == "causal":
+
+            model, tokenizer = load_causal(cfg.teacher.path)
+        else:
+            model, tokenizer = load_seq2seq(cfg.teacher.path)
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+        if cfg.teacher.kind == "causal":  # how to prompt it, for evaluate/translate/compare (prompt.json)
+            save_prompt(out, cfg.prompt, cfg.data)
+        mark_complete(out, source=cfg.teacher.path)
+        return
+    splits = load_splits(run_dir / "data")
+    tokenizer = load_tokenizer(run_dir)
+    model = build_model(cfg.teacher, tokenizer, seed=cfg.teacher_train.seed)
+    log.info("teacher: training %s parameters", f"{model.num_parameters():,}")
+    started = time.time()
+    train_seq2seq(model, tokenizer, splits.train, dev_subset(cfg, splits), cfg.teacher_train, out,
+                  run_dir / "tb" / "teacher", cfg.data.max_tokens, resume=resume)
+    mark_complete(out, seconds=round(time.time() - started, 1))
+
+
+def teacher_on_device(model_dir: Path):
+    """A teacher model (seq2seq directory), on the GPU when there is one (for one pass over the training set)."""
+
+
+    model, _ = load_seq2seq(model_dir)
+    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_teacher_lora(cfg: RunConfig, run_dir: Path, resume: bool = False, out_dir: Path | None = None,
+                       **complete_info) -> Path:
+    """Fine-tune the teacher with LoRA adapters on the training pairs (``teacher-lora/``, or ``out_dir``: the merged
+    model, its ``adapter/``); ``lora.teacher_steps`` updates at ``lora.learning_rate``, batches as ``teacher_train``.
+    ``complete_info`` goes into the stage's ``.complete`` marker."""
+
+    require_teacher(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / TEACHER_LORA
+    if is_complete(out):
+        log.info("%s: complete, skipped", TEACHER_LORA)
+        return out
+    splits = load_splits(run_dir / "data")
+    model, tokenizer = load_seq2seq(run_dir / "teacher")
+    train_cfg = lora_train_config(cfg.teacher_train, cfg.lora, max_steps=cfg.lora.teacher_steps,
+                                  warmup_steps=cfg.lora.warmup_steps)
+    started = time.time()
+    train_lora(model, tokenizer, splits.train, dev_subset(cfg, splits), train_cfg, cfg.lora, out,
+               out.parent / "tb" / out.name, cfg.data.max_tokens, base_path=run_dir / "teacher", resume=resume,
+               name=TEACHER_LORA)
+    mark_complete(out, seconds=round(time.time() - started, 1), **complete_info)
+    return out
+
+
+def cache_teacher(cfg: RunConfig, run_dir: Path, rebuild: bool = False) -> dict:
+    """One pass of the frozen teacher over the training set, storing its top-k probabilities (``teacher-cache/``).
+
+    Continues an interrupted build; a complete cache is checked against the run's data, tokenizer and teacher
+    and skipped (a stale one is refused: ``rebuild=True`` deletes and rebuilds it). Returns the cache's stats.
+    """
+
+
+    require_teacher(run_dir)
+    out = run_dir / "teacher-cache"
+    splits = load_splits(run_dir / "data")
+    tokenizer = load_tokenizer(run_dir)
+    teacher_id = teacher_fingerprint(run_dir / "teacher")
+    if rebuild and out.exists():
+        shutil.rmtree(out)
+    if is_complete(out):
+        cache = TeacherCache(out, cache_fingerprint(splits.train, tokenizer, teacher_id, cfg.data.max_tokens))
+        log.info("teacher-cache: complete, skipped")
+        return cache.stats
+    teacher_model = teacher_on_device(run_dir / "teacher")
+    log.info("teacher-cache: top-%d teacher probabilities for %d training pairs", cfg.distill.cache_top_k,
+             len(splits.train))
+    started = time.time()
+    stats = build_teacher_cache(
+        out, splits.train, tokenizer, teacher_model, teacher_id=teacher_id, max_tokens=cfg.data.max_tokens,
+        top_k=cfg.distill.cache_top_k, dtype=cfg.distill.cache_dtype,
+        batch_tokens=4 * cfg.student_train.batch_tokens,
+        on_shard=lambda done, total: log.info("teacher-cache: shard %d/%d", done, total))
+    log.info("teacher-cache: %s target tokens, %.1f bytes per target token, %.1f MB in all, top-%d mass %.3f "
+             "(%.0fs)", f"{stats['n_tokens']:,}", stats["bytes_per_token"], stats["total_bytes"] / 1e6, stats["k"],
+             stats["mean_topk_mass"], time.time() - started)
+    mark_complete(out, seconds=round(time.time() - started, 1))
+    return stats
+
+
+def generate_labels(cfg: RunConfig, run_dir: Path, rebuild: bool = False, on_shard=None) -> dict:
+    """The teacher translates the training sources (``distilled/``): the labels of sequence-level KD.
+
+    Resumable shard by shard; a complete corpus made from the same sources, tokenizer, teacher and generation
+    settings is skipped, a stale one refused (``rebuild=True`` deletes and rebuilds it). Returns its stats.
+    """
+
+
+    require_teacher(run_dir)
+    out = run_dir / "distilled"
+    if rebuild and out.exists():
+        shutil.rmtree(out)
+    sources = [s for s, _ in load_splits(run_dir / "data").train]
+    tokenizer = load_tokenizer(run_dir)
+    teacher_id, load = teacher_fingerprint(run_dir / "teacher"), lambda: teacher_on_device(run_dir / "teacher")
+    if cfg.teacher.kind == "causal":  # prompted with prompt.template, in its own tokenizer (distilmt.causal)
+
+        teacher_id, load = labels_teacher(cfg, run_dir / "teacher", teacher_id)
+    fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(tokenizer), teacher_id, cfg.seqkd)
+
+    hint = f"rebuild it with `distilmt generate-labels --run-dir {run_dir} --rebuild`, or delete {out}"
+    stats = build_distilled(out, sources, tokenizer, load, cfg.seqkd, fingerprint, hint, on_shard)
+    mark_complete(out, kept=stats["kept"], sources=stats["sources"])
+    return stats
+
+
+def dev_subset(cfg: RunConfig, splits):
+    n = cfg.data.max_eval_sentences
+    return splits.dev[:n] if n else splits.dev
+
+
+def test_subset(cfg: RunConfig, splits) -> list:
+    """The test pairs the final evaluation uses: the first ``data.max_test_sentences`` (0 = all)."""
+    n = cfg.data.max_test_sentences
+    return list(splits.test[:n] if n else splits.test)
