@@ -12,25 +12,18 @@ import pytest
 import torch
 
 from distilmt.config import MonitorConfig
-from distilmt.monitor import (
-    BUILTIN_TOPICS,
-    DistillationMonitor,
-    advice_key,
-    band,
-    classify_topic,
+from distilmt.monitor import DistillationMonitor
+from distilmt.monitor.messages import advice_key, band, comment
+from distilmt.monitor.render import plain_diff, shorten, shown, word_diff
+from distilmt.monitor.scores import (
     collapse_suspected,
-    comment,
     laziness,
-    merge_topics,
     normalised_kl,
-    plain_diff,
     sample_kl,
-    shorten,
-    shown,
     text_similarity,
     trend_of,
-    word_diff,
 )
+from distilmt.monitor.topics import BUILTIN_TOPICS, classify_topic, merge_topics
 
 # Sentences written for these tests (Bible-like, English / Hungarian), not taken from any corpus.
 PAIRS = [

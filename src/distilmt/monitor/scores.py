@@ -1,0 +1,155 @@
+"""The monitor's numbers: text similarity, normalised KL, laziness, collapse, trend, sample choice."""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+import torch
+
+from distilmt.losses import forward_kl
+
+from .generation import MAX_SOURCE_TOKENS, decoder_start, encode, evaluating, model_device
+
+
+TEXT_WEIGHT = 0.6
+KL_WEIGHT = 0.4
+GREEN_BELOW = 0.30
+YELLOW_BELOW = 0.60
+TREND_EPSILON = 0.05  # a change in mean laziness smaller than this between first and last epoch is "flat"
+LOW_LOSS = 1.5  # nats/token: a training loss below this counts as "low" for the comments
+
+
+def text_similarity(a: str, b: str) -> float:
+    """difflib ``SequenceMatcher(None, a, b, autojunk=False).ratio()`` on characters, in [0, 1].
+
+    Two empty strings are identical (1.0). ``autojunk`` is off because its popularity heuristic
+    treats frequent characters (spaces, vowels) of strings over 200 characters as junk.
+    """
+    if not a and not b:
+        return 1.0
+    return float(difflib.SequenceMatcher(None, a, b, autojunk=False).ratio())
+
+
+def normalised_kl(kl_nats_per_token: float, vocab_size: int) -> float:
+    """``KL / log(V)`` clipped to [0, 1]: 0 = the teacher's prediction, 1 = a uniform guess or worse.
+
+    A NaN KL (a student that produced NaN logits) is as bad as it gets: 1.0.
+    """
+    if vocab_size < 2:
+        raise ValueError(f"vocab_size must be at least 2 to normalise a KL, got {vocab_size}")
+    if kl_nats_per_token is None or math.isnan(kl_nats_per_token):
+        return 1.0
+    return float(min(1.0, max(0.0, kl_nats_per_token / math.log(vocab_size))))
+
+
+def laziness(similarity: float, kl_norm: float | None) -> float:
+    """``0.6 * (1 - similarity) + 0.4 * kl_norm``, in [0, 1].
+
+    Without a KL (``kl_norm=None``: teacher and student do not share a vocabulary) the text term alone
+    is used: ``1 - similarity``.
+    """
+    s = min(1.0, max(0.0, float(similarity)))
+    if kl_norm is None:
+        return 1.0 - s
+    k = min(1.0, max(0.0, float(kl_norm)))
+    return TEXT_WEIGHT * (1.0 - s) + KL_WEIGHT * k
+
+
+def repetition(text: str) -> float:
+    """Share of repeated words: ``1 - distinct words / words`` (0 for fewer than 3 words)."""
+    words = text.split()
+    if len(words) < 3:
+        return 0.0
+    return 1.0 - len(set(words)) / len(words)
+
+
+def _mean_pairwise_similarity(texts: list[str]) -> float:
+    pairs = [(a, b) for i, a in enumerate(texts) for b in texts[i + 1:]]
+    return sum(text_similarity(a, b) for a, b in pairs) / len(pairs)
+
+
+def collapse_suspected(students: list[str], teachers: list[str]) -> bool:
+    """True when the student's outputs look degenerate where the teacher's do not.
+
+    Degenerate: empty everywhere; (nearly) the same text for different inputs (mean pairwise
+    similarity of the student's outputs >= 0.8 and at least 0.3 above the teacher's); or mostly
+    repeated words (> 0.5 on average and 0.25 above the teacher's).
+    """
+    if not students:
+        return False
+    if all(not s.strip() for s in students) and any(t.strip() for t in teachers):
+        return True
+    if len(students) >= 2 and len(teachers) == len(students):
+        s_sim, t_sim = _mean_pairwise_similarity(students), _mean_pairwise_similarity(teachers)
+        if s_sim >= 0.8 and s_sim >= t_sim + 0.3:
+            return True
+    rep_s = sum(map(repetition, students)) / len(students)
+    rep_t = sum(map(repetition, teachers)) / max(len(teachers), 1)
+    return rep_s > 0.5 and rep_s > rep_t + 0.25
+
+
+def mean(values) -> float | None:
+    """The mean of the values that are not None (None when there are none)."""
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def trend_of(first: float | None, last: float | None, epsilon: float = TREND_EPSILON) -> str:
+    """improving / flat / worse from the first to the last mean laziness (lower is better)."""
+    if first is None or last is None:
+        return "unknown"
+    if last < first - epsilon:
+        return "improving"
+    if last > first + epsilon:
+        return "worse"
+    return "flat"
+
+
+def batch_kl(teacher, student, tokenizer, sources: list[str], targets: list[str]) -> tuple[list[float], int]:
+    """Mean per-token ``KL(teacher || student)`` at T=1 for each pair, teacher-forced on ``targets``,
+    and the vocabulary size the KL was taken over.
+
+    Both models read the same source and target token ids (each with its own decoder start token); the
+    logits are compared in fp32 over the shared vocabulary (the smaller of the two logit widths, for
+    models whose embeddings are padded to a multiple), with padded target positions ignored.
+    """
+    labels = tokenizer(text_target=targets, return_tensors="pt", padding=True, truncation=True,
+                       max_length=MAX_SOURCE_TOKENS)
+    ids, mask = labels["input_ids"], labels["attention_mask"].bool()
+    logits = []
+    for model in (teacher, student):
+        device = model_device(model)
+        with evaluating(model):
+            enc = encode(tokenizer, sources, device)
+            start = torch.full((ids.shape[0], 1), decoder_start(model), dtype=ids.dtype)
+            decoder_input_ids = torch.cat([start, ids[:, :-1]], dim=1).to(device)
+            out = model(**enc, decoder_input_ids=decoder_input_ids, use_cache=False)
+        logits.append(out.logits.float())
+    device = logits[1].device
+    vocab = min(logits[0].shape[-1], logits[1].shape[-1])
+    t_logits, s_logits = logits[0][..., :vocab].to(device), logits[1][..., :vocab]
+    mask = mask.to(device)
+    kls = []
+    for row in range(ids.shape[0]):
+        total, count = forward_kl(s_logits[row : row + 1], t_logits[row : row + 1], mask[row : row + 1])
+        kls.append(float(total / count.clamp(min=1)))
+    return kls, int(vocab)
+
+
+def sample_kl(teacher, student, tokenizer, source: str, target_text: str) -> float:
+    """Mean per-token ``KL(teacher || student)`` in nats at T=1 on one sentence pair, teacher-forced
+    on ``target_text`` (the monitor passes the teacher's own greedy translation: the question is how
+    far the student is from imitating the teacher on what the teacher would say; it also needs no
+    reference). Computed under ``torch.no_grad`` in eval mode; both models' modes are restored."""
+    return batch_kl(teacher, student, tokenizer, [source], [target_text])[0][0]
+
+
+def select_samples(pairs: list[tuple[str, str]], n: int, min_words: int = 6,
+                   max_words: int = 30) -> list[tuple[str, str]]:
+    """``n`` (source, reference) pairs spread evenly over ``pairs``, preferring mid-length sources."""
+    fitting = [p for p in pairs if min_words <= len(p[0].split()) <= max_words] or list(pairs)
+    if len(fitting) <= n:
+        return list(fitting)
+    step = len(fitting) / n
+    return [fitting[int(i * step)] for i in range(n)]
