@@ -285,7 +285,7 @@ def test_other_divergences_train_from_the_cache_on_its_dense_logits(tmp_path, to
 
 
 def test_tokenizer_fingerprint_ignores_truncation_and_padding_state(tokenizer):
-    from distilmt.teachers import labels as seqkd
+    from distilmt.teachers import cache
     from distilmt.data.tokenizer import tokenizer_fingerprint
 
     before = tokenizer_fingerprint(tokenizer)

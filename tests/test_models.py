@@ -60,7 +60,7 @@ def test_load_seq2seq_errors_are_one_clear_sentence(tmp_path):
     from transformers import GPT2Config
 
     GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match="not an encoder-decoder"):
+    with pytest.raises(ModelError, match="not a seq2seq"):
         load_seq2seq(tmp_path)
 
 

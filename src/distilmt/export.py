@@ -23,6 +23,7 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
 import transformers
 
 from .errors import ExportError
@@ -123,8 +124,6 @@ def _converter(model_dir: Path, model, tokenizer):
 
     class LoadedModelConverter(Converter):
         def _load(self):
-            import torch
-
             with torch.no_grad():
                 return loader(model, tokenizer)
 

@@ -178,7 +178,7 @@ def evaluate_models(entries: Sequence[tuple[str, str | Path]], sources: Sequence
         row.update(_speed(path, timed.sources[:speed_sentences], speed_settings, isolate_speed, ct2_options,
                           max_new_tokens))
         rows.append(row)
-    _add_relative(rows, reference_name)
+    add_relative(rows, reference_name)
     # ROW_KEYS first; a speed grid other than the default adds its own throughput_*/peak_mem_* keys after them
     extra = [k for row in rows for k in row if k not in ROW_KEYS and k.startswith(("throughput_", "peak_mem_"))]
     keys = list(ROW_KEYS) + list(dict.fromkeys(extra))
@@ -247,7 +247,7 @@ def _ratio(a, b) -> float | None:
     return a / b if a is not None and b not in (None, 0) else None
 
 
-def _add_relative(rows: list[dict], reference_name: str) -> None:
+def add_relative(rows: list[dict], reference_name: str) -> None:
     ref = next((r for r in rows if r["name"] == reference_name), None)
     if ref is None:
         log.warning("reference model '%s' is not among the models; relative columns are left empty", reference_name)

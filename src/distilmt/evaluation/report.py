@@ -42,7 +42,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _png(fig) -> str:
+def png_data_uri(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -73,7 +73,7 @@ def plot_curves(curves: dict) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def plot_tradeoffs(rows: list[dict]) -> str | None:
@@ -111,7 +111,7 @@ def plot_tradeoffs(rows: list[dict]) -> str | None:
     axes[0].set_title("quality vs size")
     axes[1].set_title("quality vs speed")
     fig.tight_layout()
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def sample_rows(run_dir: Path, n: int) -> tuple[list[str], list[list[str]]]:

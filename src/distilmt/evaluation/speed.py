@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
+import torch
 
 from ..models.translators import open_model
 
@@ -123,8 +124,6 @@ def profile(model_dir: str | Path, sentences: Sequence[str], settings: dict | No
     """
 
     # runtimes are imported before the baseline, so they do not count as model memory
-    import torch
-
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     if settings["torch_threads"]:
         torch.set_num_threads(int(settings["torch_threads"]))

@@ -11,6 +11,7 @@ including the first end-of-sentence token): ``(1 / |y|) * sum_t log p(y_t | y_<t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -21,13 +22,14 @@ from ..data.readers import normalize
 
 
 def translate(model, tokenizer, sentences: Sequence[str], num_beams: int = 4, batch_size: int = 64,
-              max_new_tokens: int = 128) -> list[str]:
+              max_new_tokens: int = 128, relative_cap: bool = False, **options) -> list[str]:
     """Translate with ``model.generate`` in length-sorted batches; results come back in input order.
 
-    Inputs longer than the model's position table are truncated; ``max_new_tokens`` is capped to it.
+    Inputs longer than the model's position table are truncated; ``max_new_tokens`` is capped to it, and with
+    ``relative_cap`` also to ``2 * source tokens + 10`` per batch (a model that never emits eos then costs a bounded
+    time: the training monitor). ``options`` go to ``generate`` (e.g. ``no_repeat_ngram_size``). The model runs in
+    eval mode without gradients; its training mode is restored afterwards.
     """
-    import torch
-
     if not sentences:
         return []
     limit = max_positions(model, tokenizer)
@@ -35,19 +37,51 @@ def translate(model, tokenizer, sentences: Sequence[str], num_beams: int = 4, ba
     encoded = tokenizer(list(sentences), truncation=True, max_length=limit)["input_ids"]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(encoded)
-    model.eval()
-    with torch.inference_mode():
+    device = model_device(model)
+    with evaluating(model):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt")
-            generated = model.generate(
-                input_ids=batch["input_ids"].to(model.device),
-                attention_mask=batch["attention_mask"].to(model.device),
-                num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens,
-            )
+            width = batch["input_ids"].shape[1]
+            cap = max(1, min(max_new_tokens, 2 * width + 10)) if relative_cap else max_new_tokens
+            generated = model.generate(input_ids=batch["input_ids"].to(device),
+                                       attention_mask=batch["attention_mask"].to(device),
+                                       **{"num_beams": num_beams, "do_sample": False, "max_new_tokens": cap, **options})
             for i, ids in zip(chunk, generated.tolist()):
                 outputs[i] = decode(tokenizer, ids)
     return outputs
+
+
+def model_device(model) -> torch.device:
+    """The device of the model's first parameter (the CPU for a model without parameters)."""
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover - a model without parameters
+        return torch.device("cpu")
+
+
+@contextmanager
+def evaluating(model):
+    """Eval mode (no dropout) and no autograd for the block; the previous mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def decoder_start(model) -> int:
+    """The model's decoder start token id (from its config or generation config, else its pad token id)."""
+    for source in (model.config, getattr(model, "generation_config", None)):
+        value = getattr(source, "decoder_start_token_id", None) if source is not None else None
+        if value is not None:
+            return int(value)
+    pad = getattr(model.config, "pad_token_id", None)
+    if pad is None:
+        raise ValueError("the model has neither decoder_start_token_id nor pad_token_id in its config")
+    return int(pad)
 
 
 def decode(tokenizer, ids: Sequence[int]) -> str:

@@ -95,8 +95,9 @@ def load_seq2seq(path: str | Path):
         raise ModelLoadError(f"{path}: config.json is not a Hugging Face model config ({first_line(exc)})") from None
     if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING and not config.is_encoder_decoder:
         raise ModelLoadError(f"{path}: '{config.model_type}' is a causal LM, not a seq2seq (encoder-decoder) model; "
-                             "`distilmt export` converts seq2seq models only (evaluate, compare and translate open a "
-                             "causal LM from its own directory, with its prompt.json)")
+                             "for a causal-LM teacher add --set teacher.kind=causal (teacher.kind: causal in a config "
+                             "file); `distilmt export` converts seq2seq models only, and evaluate, compare and translate "
+                             "open a causal LM from its own directory, with its prompt.json")
     if type(config) not in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING:
         raise ModelLoadError(f"{path}: '{config.model_type}' is not a seq2seq (encoder-decoder) model")
     try:

@@ -26,6 +26,8 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
+
 from ..config.sections import LoRAConfig
 from ..errors import ModelError
 from .loading import load_seq2seq
@@ -52,8 +54,6 @@ def require_peft():
 
 def _linear_names(model) -> list[str]:
     """Qualified names of the model's linear layers, the output projection (tied to the embeddings) excepted."""
-    import torch
-
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return [name for name, module in model.named_modules()
             if isinstance(module, torch.nn.Linear) and module is not output]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 """Files counted by :func:`dir_size_mb` (HF safetensors / pytorch_model.bin, CTranslate2 model.bin)."""
 
@@ -16,8 +18,6 @@ def count_parameters(model) -> dict[str, int]:
     ``params_embedding`` is the token embedding matrices (input, output, encoder/decoder; once when
     tied) plus learned position embeddings; ``params_non_embedding`` is the rest.
     """
-    import torch
-
     seen: set[int] = set()
     fixed: set[int] = set()
     embedding: set[int] = set()

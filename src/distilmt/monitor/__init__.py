@@ -41,8 +41,7 @@ The package, in layers (each imports only those before it):
 
 from __future__ import annotations
 
-from .callback import DistillationMonitor
-from .generation import greedy_translate
+from .callback import DistillationMonitor, greedy_translate
 from .messages import advice_key, band, comment
 from .render import plain_diff, shorten, shown, word_diff
 from .scores import (
@@ -57,7 +56,6 @@ from .scores import (
     trend_of,
 )
 from .topics import BUILTIN_TOPICS, OTHER_TOPIC, classify_topic, merge_topics, topic_name
-
 
 __all__ = [
     "BUILTIN_TOPICS",

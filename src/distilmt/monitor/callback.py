@@ -14,16 +14,32 @@ from rich.console import Console
 from transformers import TrainerCallback
 
 from distilmt.config import MonitorConfig
+from distilmt.models.generation import translate
 
-from .generation import greedy_translate
 from .messages import ADVICE, advice_key, band, comment
 from .render import epoch_line, epoch_panel, final_line, final_panel, markdown, sample_line, sample_panel
-from .scores import (LOW_LOSS, batch_kl, collapse_suspected, laziness, mean, normalised_kl, repetition,
-                     text_similarity, trend_of)
+from .scores import (
+    LOW_LOSS,
+    batch_kl,
+    collapse_suspected,
+    laziness,
+    mean,
+    normalised_kl,
+    repetition,
+    text_similarity,
+    trend_of,
+)
 from .topics import classify_topic, merge_topics
 
-
 logger = logging.getLogger(__package__)  # "distilmt.monitor", the name the monitor's log lines have always had
+
+
+def greedy_translate(model, tokenizer, sources: list[str], max_new_tokens: int = 128,
+                     generate_kwargs: dict | None = None) -> list[str]:
+    """Greedy translations of ``sources`` in one batch through the shared generation path, the length capped at
+    ``2 * source tokens + 10`` (and ``max_new_tokens``) so a student that never emits ``</s>`` costs a bounded time."""
+    return translate(model, tokenizer, sources, num_beams=1, batch_size=max(1, len(sources)),
+                     max_new_tokens=max_new_tokens, relative_cap=True, **(generate_kwargs or {}))
 
 
 class DistillationMonitor(TrainerCallback):

@@ -6,7 +6,6 @@ import math
 
 from .scores import GREEN_BELOW, LOW_LOSS, YELLOW_BELOW
 
-
 _BAND_LABELS = {
     "en": {"green": "learning well", "yellow": "getting there", "red": "lazy"},
     "zh": {"green": "学习良好", "yellow": "正在进步", "red": "偷懒"},

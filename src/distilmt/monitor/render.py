@@ -18,7 +18,6 @@ from .messages import LABELS, TRENDS, band
 from .scores import mean
 from .topics import topic_name
 
-
 EMPTY = "(empty)"
 
 

@@ -8,9 +8,7 @@ import math
 import torch
 
 from distilmt.losses import forward_kl
-
-from .generation import MAX_SOURCE_TOKENS, decoder_start, encode, evaluating, model_device
-
+from distilmt.models.generation import decoder_start, evaluating, model_device
 
 TEXT_WEIGHT = 0.6
 KL_WEIGHT = 0.4
@@ -18,6 +16,15 @@ GREEN_BELOW = 0.30
 YELLOW_BELOW = 0.60
 TREND_EPSILON = 0.05  # a change in mean laziness smaller than this between first and last epoch is "flat"
 LOW_LOSS = 1.5  # nats/token: a training loss below this counts as "low" for the comments
+
+
+MAX_SOURCE_TOKENS = 256
+
+
+def encode(tokenizer, sources: list[str], device) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` of ``sources`` (padded, cut at MAX_SOURCE_TOKENS) on ``device``."""
+    enc = tokenizer(sources, return_tensors="pt", padding=True, truncation=True, max_length=MAX_SOURCE_TOKENS)
+    return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
 
 def text_similarity(a: str, b: str) -> float:

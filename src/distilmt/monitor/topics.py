@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import unicodedata
 
-
 OTHER_TOPIC = "other"
 
 # Keywords for the built-in corpus (English / Hungarian Bible verses), lower case. A keyword of four or

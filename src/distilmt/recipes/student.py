@@ -56,11 +56,11 @@ CAUSAL_UNSUPPORTED = {"hidden_weight": 0.0, "attention_weight": 0.0, "on_policy_
 """Distillation settings a causal-LM student cannot use yet, with the value that turns each off."""
 
 
-def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, pairs: Sequence[tuple[str, str]], *,
+def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pairs: Sequence[tuple[str, str]], *,
                   teacher_dir: Path | None = None, base_dir: Path | None = None, student=None,
                   lora: bool | None = None, monitor: bool = True, log_dir: Path | None = None, resume: bool = False,
                   complete: bool = True, **complete_info):
-    """Train the student ``name`` into ``out`` on ``pairs`` and return its trainer.
+    """Train the student ``name`` into ``out`` on ``train_pairs`` and return its trainer.
 
     * the student: ``student`` when given (a model built by the caller), a causal LM loaded from ``student.path``
       (``student.kind=causal``), or derived by ``student.*`` from ``base_dir`` (default ``run_dir/teacher``), with
@@ -71,7 +71,7 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, pairs: Se
     * the monitor (``monitor.enabled``) when ``monitor`` and both models are seq2seq;
     * ``out`` is marked complete (with ``complete_info``) unless ``complete=False``.
     """
-    run_dir, out = Path(run_dir), Path(out)
+    run_dir, out, pairs = Path(run_dir), Path(out), train_pairs
     splits = load_splits(run_dir / "data")
     causal = cfg.student.kind == "causal"
     if causal:
@@ -113,7 +113,9 @@ def _base_model(cfg: RunConfig, run_dir: Path, base_dir: Path | None, tokenizer)
     teacher, whose vocabulary a seq2seq student does not share — a fresh model of shape ``teacher.*``."""
     if cfg.teacher.kind == "causal" and base_dir is None:
         return build_model(cfg.teacher, tokenizer, seed=cfg.student_train.seed)
-    model, _ = load_seq2seq(base_dir or run_dir / "teacher")
+    base_dir = base_dir or run_dir / "teacher"
+    model, base_tokenizer = load_seq2seq(base_dir)
+    check_same_vocabulary(base_tokenizer, tokenizer, model, where=f"teacher in {base_dir}")
     return model
 
 

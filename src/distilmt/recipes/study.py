@@ -48,8 +48,8 @@ from ..config.run import RunConfig, from_dict, set_override
 from ..data.corpus import load_splits
 from ..data.tokenizer import tokenizer_fingerprint
 from ..errors import ConfigError, RunDirError
-from ..evaluation.compare import _add_relative, evaluate_models, to_markdown, write_json
-from ..evaluation.report import _png, write_report
+from ..evaluation.compare import add_relative, evaluate_models, to_markdown, write_json
+from ..evaluation.report import png_data_uri, write_report
 from ..rundir import (
     is_complete,
     load_tokenizer,
@@ -263,7 +263,7 @@ class Study:
             result.update(stage_dir=str(paths[row]), train_pairs=info.get("pairs"),
                           updates=self.cfg.student_train.max_steps if row not in ("teacher", "teacher-lora") else None)
             results.append(result)
-        _add_relative(results, "teacher")
+        add_relative(results, "teacher")
         test = self.test_pairs()
         meta = self.describe()
         write_json(results, self.home / "study.json", study=meta)
@@ -401,4 +401,4 @@ def plot_sweep(summary: dict) -> str | None:
     axes[0].legend(fontsize=7)
     fig.suptitle(f"sweep over {', '.join(summary['keys'])}")
     fig.tight_layout()
-    return _png(fig)
+    return png_data_uri(fig)
