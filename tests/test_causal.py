@@ -17,7 +17,7 @@ from distilmt.data.prompt import CausalCollator, TranslationPrompt
 from distilmt.models.translators import CausalTranslator
 from distilmt.models.vocab import check_shared_vocabulary
 from distilmt.models.loading import load_causal
-from distilmt.training.trainer import shift_for_loss
+from distilmt.training.terms import shift_for_loss
 from distilmt.recipes.student import train_causal
 from distilmt.config import DistillConfig, SeqKDConfig, TrainConfig
 from distilmt.losses import IGNORE_INDEX, forward_kl, label_smoothed_cross_entropy

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
+import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,8 +13,14 @@ from transformers import Seq2SeqTrainingArguments, TrainerCallback
 
 from distilmt.config import DistillConfig, TrainConfig
 from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
-from distilmt.teachers.signal import LiveTeacher
+from distilmt.training.intermediate import IntermediateKD
+from distilmt.losses import divergence_sum, token_kd_objective
+from distilmt.models.mutual import MutualPair
+from distilmt.teachers.cache import CachedTeacher
+from distilmt.teachers.signal import CausalTeacher, LiveTeacher, TeacherBase
+from distilmt.teachers.ensemble import EnsembleTeacher
 from distilmt.training.trainer import DistilTrainer, last_checkpoint, train_seq2seq
+from distilmt.training.terms import AttentionTerm, EnsembleNLLTerm, HiddenTerm, MutualTerm, OnPolicyTerm, StepContext, TokenKDTerm, summed
 
 
 def _sgd_args(tmp_path, batch, accum):
@@ -137,3 +145,209 @@ def test_unknown_lr_schedule_is_refused():
         TrainConfig(lr_schedule="step")
     with pytest.raises(ConfigError, match="train.decay_fraction"):
         TrainConfig(lr_schedule="wsd", decay_fraction=0)
+
+
+# -- the loss terms as objects (distilmt.training_terms) -------------------------------------------------------
+
+def _step(logits, labels, outputs=None, **fields):
+    inputs = {"labels": labels, "attention_mask": torch.ones(labels.shape[0], 4, dtype=torch.long)}
+    return StepContext(inputs=inputs, outputs=outputs or SimpleNamespace(logits=logits),
+                       now={"temperature": 2.0, "alpha": 0.3, "beta": 0.7}, **fields)
+
+
+def _tiny_case(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    student, teacher = torch.randn(2, 3, 5, generator=g), torch.randn(2, 3, 5, generator=g)
+    labels = torch.tensor([[1, 4, -100], [0, 2, 3]])  # 5 real target tokens
+    return student, teacher, labels
+
+
+def test_token_kd_term_is_token_kd_objective():
+    student, teacher, labels = _tiny_case()
+    term = TokenKDTerm(DistillConfig(alpha=0.3, beta=0.7, temperature=2.0), label_smoothing=0.1)
+    step = _step(student, labels, teacher_logits=teacher)
+    expected = token_kd_objective(student, teacher, labels, 0.3, 0.7, 2.0, 0.1)
+    assert term.weight(step.now) == 1.0  # alpha and beta are inside the objective
+    torch.testing.assert_close(term(step), expected["total"], rtol=0, atol=0)
+    assert {k: float(v) for k, v in step.values.items()} == {k: float(expected[k]) for k in ("ce", "kd", "n_tokens")}
+    # No teacher signal: beta times the plain cross-entropy, summed by hand over the 5 real tokens.
+    plain = TokenKDTerm(DistillConfig(alpha=0.3, beta=0.7), label_smoothing=0.0)
+    step = _step(student, labels)
+    log_p = torch.log_softmax(student, -1)
+    ce = -sum(float(log_p[b, t, labels[b, t]]) for b in range(2) for t in range(3) if labels[b, t] >= 0)
+    assert float(plain(step)) == pytest.approx(0.7 * ce, rel=1e-6)
+    assert float(step.values["kd"]) == 0.0 and int(step.values["n_tokens"]) == 5
+
+
+def test_mutual_term_is_t_squared_kl_from_the_detached_peer():
+    student, peer, labels = _tiny_case(1)
+    student.requires_grad_(True)
+    term = MutualTerm(DistillConfig(mutual=True, mutual_weight=0.4))
+    step = _step(student, labels, peer_logits=peer)
+    value = term(step)
+    p, log_q = torch.softmax(peer / 2.0, -1), torch.log_softmax(student.detach() / 2.0, -1)
+    kl = (p * (p.log() - log_q)).sum(-1)[labels.ne(-100)].sum()
+    assert term.weight(step.now) == 0.4
+    assert float(value.detach()) == pytest.approx(4.0 * float(kl), rel=1e-5)
+    value.backward()
+    assert student.grad is not None and not peer.requires_grad
+
+
+def _intermediate(distill):
+    config = SimpleNamespace(d_model=4, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                             decoder_attention_heads=2)
+    return IntermediateKD(distill, config, config)
+
+
+def test_hidden_and_attention_terms_on_hand_checked_states_and_maps():
+    labels = torch.tensor([[1, 4, -100], [0, 2, 3]])  # 5 real target positions
+    source = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])  # 7 real source positions
+    distill = DistillConfig(hidden_weight=0.5, attention_weight=0.25)
+    kd = _intermediate(distill)
+    g = torch.Generator().manual_seed(2)
+    enc, dec = torch.randn(2, 4, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+
+    def uniform(q, k):  # [batch, heads, q, k] maps, every key 1/k
+        return torch.full((2, 2, q, k), 1.0 / k)
+
+    def first_key(q, k):  # every query on key 0
+        return torch.nn.functional.one_hot(torch.zeros(2, 2, q, dtype=torch.long), k).float()
+
+    student = SimpleNamespace(logits=torch.zeros(2, 3, 5), encoder_hidden_states=(enc, enc),
+                              decoder_hidden_states=(dec, dec), encoder_attentions=(uniform(4, 4),),
+                              decoder_attentions=(uniform(3, 3),), cross_attentions=(uniform(3, 4),))
+    teacher = SimpleNamespace(logits=torch.zeros(2, 3, 5), encoder_hidden_states=(enc, enc + 1),
+                              decoder_hidden_states=(dec, dec + 1), encoder_attentions=(first_key(4, 4),),
+                              decoder_attentions=(first_key(3, 3),), cross_attentions=(first_key(3, 4),))
+    step = _step(student.logits, labels, outputs=student, teacher_outputs=teacher)
+    step.inputs["attention_mask"] = source
+    hidden, attention = HiddenTerm(kd, distill.hidden_weight), AttentionTerm(kd, distill.attention_weight)
+    # MSE 1 at every real position (encoder and decoder sides added): 7 + 5.
+    assert float(hidden(step)) == pytest.approx(12.0) and hidden.weight(step.now) == 0.5
+    # KL(one-hot || uniform over K keys) = log K per real query: encoder 7 log 4, decoder 5 log 3, cross 5 log 4.
+    assert float(attention(step)) == pytest.approx(7 * math.log(4) + 5 * math.log(3) + 5 * math.log(4), rel=1e-5)
+    assert attention.weight(step.now) == 0.25
+    assert hidden.needs_hidden and attention.needs_attentions and hidden.needs_teacher_outputs
+    step.training = False  # evaluation: no intermediate terms
+    assert not hidden.applies(step) and not attention.applies(step)
+
+
+class _Fixed(torch.nn.Module):
+    """A stand-in model whose output is fixed logits."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.fixed = logits
+
+    def forward(self, **inputs):
+        return SimpleNamespace(logits=self.fixed)
+
+
+def test_ensemble_nll_term_is_the_mixtures_nll_of_the_references():
+    z1, z2, labels = _tiny_case(3)
+    ensemble = EnsembleTeacher([_Fixed(z1), _Fixed(z2)], learned=True)  # uniform weights at the start
+    batch = {"input_ids": torch.zeros(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4, dtype=torch.long),
+             "decoder_input_ids": torch.zeros(2, 3, dtype=torch.long), "labels": labels}
+    step = _step(torch.zeros(2, 3, 5), labels, teacher_logits=ensemble.logits(batch, temperature=2.0))
+    step.inputs = batch
+    term = EnsembleNLLTerm(ensemble)
+    p1, p2 = torch.softmax(z1, -1), torch.softmax(z2, -1)
+    hand = -sum(math.log(0.5 * float(p1[b, t, labels[b, t]]) + 0.5 * float(p2[b, t, labels[b, t]]))
+                for b in range(2) for t in range(3) if labels[b, t] >= 0)
+    assert term.applies(step) and term.weight(step.now) == 1.0
+    value = term(step)
+    assert float(value.detach()) == pytest.approx(hand, rel=1e-5)
+    value.backward()
+    assert ensemble.weights.scores.grad is not None  # it moves the mixture weights
+    step.teacher_logits = None  # an on-policy step: no reference logits, no NLL
+    assert not term.applies(step)
+
+
+def test_on_policy_term_is_the_divergence_on_the_translated_batch_for_drawn_steps():
+    student, teacher_logits, labels = _tiny_case(4)
+    policy = {"input_ids": torch.zeros(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4, dtype=torch.long),
+              "decoder_input_ids": torch.zeros(2, 3, dtype=torch.long), "labels": labels}
+
+    class Teacher(TeacherBase):
+        def logits(self, batch):
+            assert "labels" not in batch
+            return teacher_logits
+
+    distill = DistillConfig(alpha=0.6, beta=0.4, on_policy_ratio=0.5, on_policy_divergence="jsd", on_policy_beta=0.3)
+    term = OnPolicyTerm(distill, Teacher(), translate=lambda model, inputs: policy, seed=9)
+    step = _step(torch.zeros(2, 3, 5), torch.tensor([[1, -100, -100], [2, 2, -100]]), model=_Fixed(student),
+                 on_policy=True)
+    expected, _ = divergence_sum("jsd", student, teacher_logits, labels.ne(-100), 2.0, beta=0.3)
+    assert float(term(step)) == pytest.approx(4.0 * float(expected), rel=1e-6) and term.last_policy is policy
+    assert term.weight(step.now) == 0.3  # alpha of the step
+    coin = random.Random(9)
+    assert [term.replaces_reference_kd() for _ in range(20)] == [coin.random() < 0.5 for _ in range(20)]
+    step.on_policy = False
+    assert not term.applies(step)
+
+
+def _terms_trainer(tmp_path, model, teacher, distill):
+    return DistilTrainer(model=model, args=_sgd_args(tmp_path, 2, 1), train_dataset=[], teacher=teacher,
+                         distill=distill)
+
+
+def test_the_trainer_builds_its_terms_from_the_config_and_the_teachers_capabilities(tmp_path, tiny_teacher):
+    def kinds(trainer):
+        return [type(t) for t in trainer.terms]
+
+    assert kinds(_terms_trainer(tmp_path, copy.deepcopy(tiny_teacher), None, None)) == [TokenKDTerm]
+    live = LiveTeacher(copy.deepcopy(tiny_teacher))
+    assert kinds(_terms_trainer(tmp_path, copy.deepcopy(tiny_teacher), live, DistillConfig())) == [TokenKDTerm]
+    assert kinds(_terms_trainer(tmp_path, copy.deepcopy(tiny_teacher), live, DistillConfig(hidden_weight=0.5))) \
+        == [TokenKDTerm, HiddenTerm]
+    assert kinds(_terms_trainer(tmp_path, copy.deepcopy(tiny_teacher), live,
+                                DistillConfig(hidden_weight=0.5, attention_weight=0.1, on_policy_ratio=0.5))) \
+        == [TokenKDTerm, OnPolicyTerm, HiddenTerm, AttentionTerm]
+    # No KD (alpha 0 throughout): no on-policy term.
+    assert kinds(_terms_trainer(tmp_path, copy.deepcopy(tiny_teacher), live,
+                                DistillConfig(alpha=0.0, beta=1.0, on_policy_ratio=0.5))) == [TokenKDTerm]
+    ensemble = EnsembleTeacher([tiny_teacher], learned=True)
+    assert kinds(_terms_trainer(tmp_path, copy.deepcopy(tiny_teacher), ensemble, DistillConfig())) \
+        == [TokenKDTerm, EnsembleNLLTerm]
+    pair = MutualPair(copy.deepcopy(tiny_teacher), copy.deepcopy(tiny_teacher))
+    assert kinds(_terms_trainer(tmp_path, pair, live, DistillConfig(mutual=True))) == [TokenKDTerm, MutualTerm]
+    # The capabilities the trainer reads instead of probing the teacher.
+    assert (LiveTeacher.has_outputs, LiveTeacher.has_topk, LiveTeacher.learned) == (True, False, False)
+    assert (CachedTeacher.has_topk, CachedTeacher.needs_example_index, CachedTeacher.has_outputs) == (True, True, False)
+    assert EnsembleTeacher.applies_temperature and not EnsembleTeacher.has_outputs and ensemble.learned
+    assert not CausalTeacher.has_outputs and not EnsembleTeacher([tiny_teacher]).learned
+
+
+def test_the_trainers_loss_is_the_weighted_sum_of_its_terms_over_the_token_count(tmp_path, tokenizer, tiny_teacher,
+                                                                               verse_pairs):
+    data = ParallelDataset(verse_pairs[:6], tokenizer)
+    batch = Seq2SeqCollator(tokenizer.pad_token_id, tokenizer.eos_token_id)([data[i] for i in range(len(data))])
+    student = copy.deepcopy(tiny_teacher)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # differ from the teacher: every term is non-zero
+    distill = DistillConfig(alpha=0.4, beta=0.6, temperature=2.0, hidden_weight=0.3, attention_weight=0.2)
+    trainer = _terms_trainer(tmp_path, student, LiveTeacher(copy.deepcopy(tiny_teacher)), distill)
+    assert [type(t) for t in trainer.terms] == [TokenKDTerm, HiddenTerm, AttentionTerm]
+    student.train()
+    n = int(batch["labels"].ne(-100).sum())
+    with torch.no_grad():
+        loss = trainer.compute_loss(student, batch, num_items_in_batch=n)
+        step = trainer.step_context(student, batch)
+        weighted = [t.weight(step.now) * t(step) for t in trainer.terms if t.applies(step)]
+    assert len(weighted) == 3 and all(float(w) > 0 for w in weighted)
+    torch.testing.assert_close(loss, sum(weighted) / n, rtol=1e-6, atol=0)
+    with torch.no_grad():
+        total = summed(trainer.terms, step)  # what compute_loss divides by the count; each value logged by name
+    torch.testing.assert_close(total, sum(weighted), rtol=1e-6, atol=0)
+    assert {"ce", "kd", "n_tokens", "hidden", "attention"} <= set(step.values)
+    # In evaluation only the token term applies, and without a teacher signal: beta * CE / n.
+    student.eval()
+    with torch.no_grad():
+        eval_loss = trainer.compute_loss(student, batch, num_items_in_batch=n)
+        step = trainer.step_context(student, batch)
+    assert step.teacher_logits is None and [t for t in trainer.terms if t.applies(step)] == trainer.terms[:1]
+    token = trainer.terms[0](step)
+    torch.testing.assert_close(token, 0.6 * step.values["ce"], rtol=0, atol=0)
+    torch.testing.assert_close(eval_loss, token / n, rtol=1e-6, atol=0)

@@ -57,6 +57,7 @@ from ..rundir import (
     pairs_fingerprint,
     teacher_fingerprint,
 )
+from .signal import TeacherBase
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ __all__ = ["CacheError", "TeacherCache", "build_teacher_cache", "cache_fingerpri
            "is_complete", "pairs_fingerprint", "teacher_fingerprint", "tokenizer_fingerprint"]
 
 
-class CachedTeacher:
+class CachedTeacher(TeacherBase):
     """The teacher's top-k next-token distribution read back from a teacher cache (see :mod:`distilmt.cache`).
 
     No teacher model is loaded: each training batch reads its examples' rows from the memory-mapped shards,
@@ -271,6 +272,7 @@ class CachedTeacher:
     compute the KL on the k entries alone (:func:`distilmt.losses.sparse_forward_kl`) without a dense tensor.
     """
 
+    has_topk = True
     needs_example_index = True
 
     def __init__(self, cache):

@@ -7,7 +7,7 @@ import torch
 from ..losses import mixture_log_probs, mixture_nll, target_mask
 from ..models.loading import load_seq2seq
 from ..models.vocab import check_same_vocabulary
-from .signal import LiveTeacher
+from .signal import LiveTeacher, TeacherBase
 
 
 class EnsembleWeights(torch.nn.Module):
@@ -34,7 +34,7 @@ class EnsembleWeights(torch.nn.Module):
         return self.log_weights().exp()
 
 
-class EnsembleTeacher:
+class EnsembleTeacher(TeacherBase):
     """Several frozen teachers over the student's vocabulary, combined in probability space.
 
     ``p_mix = sum_k w_k softmax(z_k / T)``. The temperature is applied once, here, to each teacher before mixing:

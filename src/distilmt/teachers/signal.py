@@ -16,6 +16,27 @@ import torch
 
 
 class TeacherSignal(Protocol):
+    """What the trainer asks of a teacher signal: ``logits(batch)`` and ``to(device)``, plus these declared
+    capabilities (class attributes, read by the trainer instead of probing with hasattr; defaults here):
+
+    - ``has_topk``: ``topk(batch) -> (ids, log_probs)`` gives the top-k entries alone (a teacher cache); the
+      trainer then computes the forward KL on those k entries without a dense tensor. Default False.
+    - ``has_outputs``: ``outputs(batch, hidden=..., attentions=...)`` gives the full model output (hidden
+      states, attention maps) for hidden-state and attention KD; a live seq2seq teacher only. Default False.
+    - ``needs_example_index``: every training batch must carry ``example_index`` (the training set is built
+      with ``ParallelDataset(..., with_index=True)``), e.g. to read a cache's rows. Default False.
+    - ``applies_temperature``: ``logits(batch, temperature=T)`` applies T itself (an ensemble mixing at T);
+      the trainer passes its scheduled T. Default False.
+    - ``learned``: the signal has trainable mixture weights (``weights``, an ``nn.Module`` the trainer trains)
+      and ``weight_nll(batch)``, their loss on the references. Default False.
+    """
+
+    has_topk: bool = False
+    has_outputs: bool = False
+    needs_example_index: bool = False
+    applies_temperature: bool = False
+    learned: bool = False
+
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[batch, target_length, vocab]`` scores aligned with ``batch["labels"]``."""
         ...
@@ -24,8 +45,14 @@ class TeacherSignal(Protocol):
         ...
 
 
-class LiveTeacher:
+class TeacherBase(TeacherSignal):
+    """The protocol's capability defaults (all False) for the teachers below to override."""
+
+
+class LiveTeacher(TeacherBase):
     """A frozen teacher model run in eval mode without gradients, teacher-forced on the batch's targets."""
+
+    has_outputs = True
 
     def __init__(self, model, bf16: bool = False):
         self.model = model.eval()
@@ -70,6 +97,8 @@ class CausalTeacher(LiveTeacher):
     shared real vocabulary ``vocab_size`` so embedding matrices padded to other sizes do not matter. The trainer
     shifts both and keeps the target positions only.
     """
+
+    has_outputs = False  # outputs() is the seq2seq teacher's (decoder_input_ids): no hidden-state/attention KD
 
     def __init__(self, model, vocab_size: int, bf16: bool = False):
         super().__init__(model, bf16=bf16)

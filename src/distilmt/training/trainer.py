@@ -2,7 +2,8 @@
 
 The optimiser (AdamW), cosine schedule with warm-up, gradient accumulation and clipping, bf16 autocast,
 checkpointing and resume, DDP (torchrun) and TensorBoard logging are the Trainer's; what we add is the
-loss (``losses.token_kd_objective`` normalised once by the global target-token count), token-budget
+loss (the active terms of :mod:`distilmt.training_terms` summed and normalised once by the global target-token
+count), token-budget
 batches, per-term logging (CE, KD, total, tokens/s) and dev BLEU from real generation.
 """
 
@@ -12,7 +13,6 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import time
 from pathlib import Path
 
@@ -20,26 +20,20 @@ import numpy as np
 import sacrebleu
 import torch
 from torch.utils.data import DataLoader
-from transformers import (
-    EarlyStoppingCallback,
-    Seq2SeqTrainer,
-    Seq2SeqTrainingArguments,
-    TrainerCallback,
-)
+from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..config.distill import DistillConfig
-from ..config.sections import TrainConfig
+from ..config import DistillConfig, TrainConfig
 from ..data.batching import ParallelDataset, Seq2SeqCollator, TokenBatchSampler
 from ..data.prompt import CausalCollator, CausalDataset
 from ..errors import ConfigError
-from ..losses import divergence_sum, mutual_kl, target_mask, token_kd_objective
 from ..models.mutual import MutualPair, make_peer
 from ..teachers.signal import TeacherSignal
 from .intermediate import IntermediateKD
 from .schedules import schedule_value
+from .terms import LossTerm, OnPolicyTerm, StepContext, build_terms, shift_for_loss, signal_logits, summed
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +42,9 @@ class DistilTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer whose loss is ``alpha * T^2 * D + beta * CE_ls`` (plain CE when there is no teacher), with
     D the divergence ``distill.divergence`` (forward KL by default; a teacher cache gives it on its top k),
     plus ``hidden_weight * hidden + attention_weight * attention`` when those terms are on.
+
+    Each term is an object (:mod:`distilmt.training_terms`); ``self.terms`` are the active ones, chosen in
+    ``__init__`` from the DistillConfig and the teacher's declared capabilities (:class:`TeacherSignal`).
 
     Every term is a sum over positions divided once by the global target-token count (over accumulation
     micro-batches and processes): the hidden-state and attention sums too, encoder positions included, so
@@ -69,6 +66,10 @@ class DistilTrainer(Seq2SeqTrainer):
 
     Mutual learning: when the model is a :class:`distilmt.mutual.MutualPair`, each student gets its own terms plus
     ``mutual_weight * T^2 * KL(p_peer^T || p_self^T)`` (peer detached), and the loss is the sum of both.
+
+    Each micro-batch: the student's forward (hidden states / attentions only when a term needs them), the teacher's
+    signal once (:meth:`step_context`), ``sum(term.weight(now) * term(step))`` (:func:`distilmt.training_terms.summed`),
+    divided once by the token count; each term's value is logged under its name.
     """
 
     # compute_loss returns sum / (global token count over accumulation steps): already scaled for GA.
@@ -87,18 +88,18 @@ class DistilTrainer(Seq2SeqTrainer):
         self._last_log_time = time.time()
         self._scheduled: dict[str, float] = {}  # T, alpha, beta of the latest training micro-batch, for the log
         self.intermediate = self._intermediate_terms()
-        self._policy_rng = random.Random(self.args.seed)  # on-policy coin flips; never touches torch's RNG
-        if self.distill.mutual and not isinstance(self.accelerator.unwrap_model(self.model), MutualPair):
-
+        pair = isinstance(self.accelerator.unwrap_model(self.model), MutualPair)
+        if self.distill.mutual and not pair:
             raise ConfigError("distill.mutual: the trainer's model must be a distilmt.mutual.MutualPair of two "
                               "students (train_seq2seq builds one for you)")
         d = self.distill
-        if hasattr(self.teacher, "topk") and d.uses_kd and (
+        if self.teacher is not None and self.teacher.has_topk and d.uses_kd and (
                 d.divergence == "reverse_kl" or (d.divergence == "jsd" and d.divergence_beta == 1)):
-
             raise ConfigError(f"distill.divergence: {d.divergence} (the reverse KL) is infinite on a teacher cache's "
                               "truncated top-k distribution: choose forward_kl, jsd (divergence_beta < 1), skew_kl "
                               "or tvd, or use a live teacher")
+        self.terms: list[LossTerm] = build_terms(d, self.teacher, label_smoothing, self.intermediate,
+                                                 translate=self.student_translations, seed=self.args.seed, mutual=pair)
 
     ADAPTERS = "distil_adapters"
     ENSEMBLE = "distil_ensemble"
@@ -109,7 +110,7 @@ class DistilTrainer(Seq2SeqTrainer):
         found = {}
         if self.intermediate is not None and len(self.intermediate.adapters) > 0:
             found[self.ADAPTERS] = self.intermediate.adapters
-        if getattr(self.teacher, "learned", False):
+        if self.teacher is not None and self.teacher.learned:
             found[self.ENSEMBLE] = self.teacher.weights
         return found
 
@@ -118,8 +119,7 @@ class DistilTrainer(Seq2SeqTrainer):
         d = self.distill
         if d.hidden_weight == 0 and d.attention_weight == 0:
             return None
-
-        if self.teacher is None or not hasattr(self.teacher, "outputs"):
+        if self.teacher is None or not self.teacher.has_outputs:
             raise ConfigError("distill.hidden_weight/attention_weight: hidden-state and attention KD need a live "
                               "teacher model (one, not a teacher cache, an ensemble or none); set "
                               "distill.teacher_cache to false, distill.teachers to [] or both weights to 0")
@@ -155,14 +155,10 @@ class DistilTrainer(Seq2SeqTrainer):
         return self.accelerator.prepare(loader)
 
     # -- loss ---------------------------------------------------------------------------------------------
-    def _teacher_logits(self, batch: dict, temperature: float) -> torch.Tensor:
-        if getattr(self.teacher, "applies_temperature", False):  # an ensemble mixes at T itself
-            return self.teacher.logits(batch, temperature=temperature)
-        return self.teacher.logits(batch)
-
-    def _draw_on_policy(self) -> bool:
-        ratio = self.distill.on_policy_ratio
-        return ratio >= 1 or (ratio > 0 and self._policy_rng.random() < ratio)
+    @property
+    def _last_policy(self) -> dict[str, torch.Tensor] | None:
+        """The latest on-policy batch (the student's own translations), kept by the on-policy term."""
+        return next((t.last_policy for t in self.terms if isinstance(t, OnPolicyTerm)), None)
 
     @torch.no_grad()
     def student_translations(self, model, inputs) -> dict[str, torch.Tensor]:
@@ -186,90 +182,74 @@ class DistilTrainer(Seq2SeqTrainer):
                 "decoder_input_ids": decoder_input_ids, "labels": labels}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs["labels"]
-        if isinstance(self.accelerator.unwrap_model(model), MutualPair):
+        student = self.accelerator.unwrap_model(model)
+        if isinstance(student, MutualPair):
             return self._mutual_loss(model, inputs, return_outputs, num_items_in_batch)
-        if not getattr(self.accelerator.unwrap_model(model).config, "is_encoder_decoder", True):
+        if not getattr(student.config, "is_encoder_decoder", True):
             return self._causal_loss(model, inputs, return_outputs, num_items_in_batch)
-        extra = self.intermediate if model.training else None  # hidden-state / attention terms
-        hidden, attentions = (extra.needs_hidden, extra.needs_attentions) if extra is not None else (False, False)
+        step = self.step_context(model, inputs)
+        step.values["total"] = summed(self.terms, step)
+        return self._finish(step.values, step.now, model, step.outputs, return_outputs, num_items_in_batch)
+
+    def _live(self, terms, training: bool) -> list[LossTerm]:
+        return [t for t in terms if training or not t.training_only]
+
+    def step_context(self, model, inputs) -> StepContext:
+        """One micro-batch's :class:`StepContext`: the student's forward on the reference batch (asked for hidden
+        states / attentions only when a live term needs them) and the teacher's signal, computed once."""
+        live = self._live(self.terms, model.training)
+        hidden, attentions = any(t.needs_hidden for t in live), any(t.needs_attentions for t in live)
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                         decoder_input_ids=inputs["decoder_input_ids"], use_cache=False,
                         **({"output_hidden_states": True} if hidden else {}),
                         **({"output_attentions": True} if attentions else {}))
+        step = StepContext(inputs=inputs, outputs=outputs, now=self.scheduled_values(), training=model.training,
+                           model=model)
+        self._teacher_signal(step, live)
+        return step
+
+    def _teacher_signal(self, step: StepContext, live: list[LossTerm]) -> None:
+        """Fill in the step's teacher signal, once: the full outputs when a term needs them (their logits then
+        serve the KD), else the top k (a cache, forward KL) or the logits; none on a step where a term takes the
+        KD over from the reference (on-policy), without KD, without a teacher or outside training."""
+        if self.teacher is None or not step.training:
+            return
         d = self.distill
-        now = self.scheduled_values()
-        teacher_logits = teacher_topk = teacher_out = None
-        if extra is not None:  # one teacher pass gives the logits, hidden states and attentions
-            teacher_out = self.teacher.outputs(inputs, hidden=hidden, attentions=attentions)
-            teacher_logits = teacher_out.logits if d.uses_kd else None
-        on_policy = self.teacher is not None and d.uses_kd and model.training and self._draw_on_policy()
-        if on_policy:  # KD on the student's own translations; the reference only feeds the CE term
-            teacher_logits = teacher_topk = None
-        elif extra is None:
-            teacher_logits, teacher_topk = self._teacher_signal(inputs, now, model.training)
-        terms = token_kd_objective(outputs.logits, teacher_logits, labels, alpha=now["alpha"], beta=now["beta"],
-                                   temperature=now["temperature"], label_smoothing=self.label_smoothing,
-                                   teacher_topk=teacher_topk, divergence=d.divergence,
-                                   divergence_beta=d.divergence_beta)
-        if on_policy:
-            terms["kd"] = self._on_policy_kd(model, inputs, now["temperature"])
-            terms["total"] = now["alpha"] * terms["kd"] + now["beta"] * terms["ce"]
-        elif getattr(self.teacher, "learned", False) and model.training and teacher_logits is not None:
-            terms["ensemble_nll"] = self.teacher.weight_nll(inputs)
-            terms["total"] = terms["total"] + terms["ensemble_nll"]
-        if extra is not None:
-            source_mask, tgt_mask = inputs["attention_mask"].bool(), labels.ne(-100)
-            if hidden:
-                terms["hidden"] = extra.hidden_sum(outputs, teacher_out, source_mask, tgt_mask)
-                terms["total"] = terms["total"] + d.hidden_weight * terms["hidden"]
-            if attentions:
-                terms["attention"] = extra.attention_sum(outputs, teacher_out, source_mask, tgt_mask)
-                terms["total"] = terms["total"] + d.attention_weight * terms["attention"]
-        loss = self._normalised(terms, num_items_in_batch, labels.device)
+        if any(t.needs_teacher_outputs for t in live):  # one teacher pass gives the logits, hidden states, attentions
+            step.teacher_outputs = self.teacher.outputs(step.inputs, hidden=any(t.needs_hidden for t in live),
+                                                        attentions=any(t.needs_attentions for t in live))
+            step.teacher_logits = step.teacher_outputs.logits if d.uses_kd else None
+        draws = [t.replaces_reference_kd() for t in live]  # each such term draws once per step
+        step.on_policy = any(draws)
+        if step.on_policy:  # KD on the student's own translations; the reference only feeds the CE term
+            step.teacher_logits = step.teacher_topk = None
+        elif step.teacher_outputs is None and d.uses_kd:
+            if self.teacher.has_topk and d.divergence == "forward_kl":  # a cache: KL on its k entries only
+                step.teacher_topk = self.teacher.topk(step.inputs)
+            elif self.teacher.has_topk:  # any other divergence: the dense -inf logits
+                step.teacher_logits = self.teacher.logits(step.inputs)
+            else:
+                step.teacher_logits = signal_logits(self.teacher, step.inputs, step.temperature)
+
+    def _finish(self, values, now, model, outputs, return_outputs, num_items_in_batch):
+        loss = self._normalised(values, num_items_in_batch, values["n_tokens"].device)
         if model.training:
-            self._record(terms, now)
+            self._record(values, now)
         return (loss, outputs) if return_outputs else loss
 
     def _causal_loss(self, model, inputs, return_outputs, num_items_in_batch):
         """A causal-LM student (:mod:`distilmt.causal`): one prompt + target sequence, labels -100 on the prompt.
-        The same terms as above on the target positions (logits at t predict token t + 1, so both models' logits
-        drop the last position and the labels the first), the KD term on the shared real vocabulary."""
-
+        The token term on the target positions (logits at t predict token t + 1, so both models' logits drop the
+        last position and the labels the first), the KD term on the shared real vocabulary."""
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        now, d = self.scheduled_values(), self.distill
-        teacher_logits, _ = self._teacher_signal(inputs, now, model.training)
-        logits, teacher_logits, labels = shift_for_loss(outputs.logits, teacher_logits, inputs["labels"])
-        terms = token_kd_objective(logits, teacher_logits, labels, alpha=now["alpha"], beta=now["beta"],
-                                   temperature=now["temperature"], label_smoothing=self.label_smoothing,
-                                   divergence=d.divergence, divergence_beta=d.divergence_beta)
-        loss = self._normalised(terms, num_items_in_batch, labels.device)
-        if model.training:
-            self._record(terms, now)
-        return (loss, outputs) if return_outputs else loss
-
-    def _teacher_signal(self, inputs, now, training: bool):
-        """(teacher_logits, teacher_topk) for the KD term on the reference batch; both None without KD."""
-        if self.teacher is None or not self.distill.uses_kd or not training:
-            return None, None
-        if hasattr(self.teacher, "topk"):  # a teacher cache: forward KL on its k entries only, else dense -inf logits
-            if self.distill.divergence == "forward_kl":
-                return None, self.teacher.topk(inputs)
-            return self.teacher.logits(inputs), None
-        return self._teacher_logits(inputs, now["temperature"]), None
-
-    def _on_policy_kd(self, model, inputs, temperature: float) -> torch.Tensor:
-        """``T^2 * divergence`` summed over the student's own translations of the batch (see the class doc)."""
-        d = self.distill
-        policy = self.student_translations(model, inputs)
-        student_logits = model(input_ids=policy["input_ids"], attention_mask=policy["attention_mask"],
-                               decoder_input_ids=policy["decoder_input_ids"], use_cache=False).logits
-        teacher_batch = {k: v for k, v in policy.items() if k != "labels"}  # ensemble: no weight NLL on these
-        teacher_logits = self._teacher_logits(teacher_batch, temperature)
-        kd, _ = divergence_sum(d.on_policy_divergence, student_logits, teacher_logits, target_mask(policy["labels"]),
-                               temperature, beta=d.on_policy_beta)
-        self._last_policy = policy
-        return kd * temperature**2
+        step = StepContext(inputs=inputs, outputs=outputs, now=self.scheduled_values(), training=model.training,
+                           model=model)
+        token = self.terms[:1]  # the token term only (train_causal refuses the others)
+        self._teacher_signal(step, token)
+        step.logits, step.teacher_logits, step.labels = shift_for_loss(step.logits, step.teacher_logits, step.labels)
+        step.teacher_topk = None
+        step.values["total"] = summed(token, step)
+        return self._finish(step.values, step.now, model, outputs, return_outputs, num_items_in_batch)
 
     def _normalised(self, terms, num_items_in_batch, device) -> torch.Tensor:
         if num_items_in_batch is None:
@@ -292,27 +272,19 @@ class DistilTrainer(Seq2SeqTrainer):
         self._scheduled = now
 
     def _mutual_loss(self, model, inputs, return_outputs, num_items_in_batch):
-        """Both students of a MutualPair: each one's CE (+ KD) + ``mutual_weight * T^2 * KL(peer || self)``."""
-        labels, d = inputs["labels"], self.distill
-        now = self.scheduled_values()
+        """Both students of a MutualPair: each one's terms (CE (+ KD) + ``mutual_weight * T^2 * KL(peer || self)``),
+        one teacher signal for both; the loss is the sum, logged as ce/kd/mutual and ce_b/kd_b/mutual_b."""
         out_a, out_b = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                              decoder_input_ids=inputs["decoder_input_ids"], use_cache=False, peer=True)
-        teacher_logits, teacher_topk = self._teacher_signal(inputs, now, model.training)
-        t, mask = now["temperature"], target_mask(labels)
-        both = []
-        for mine, peer in ((out_a.logits, out_b.logits), (out_b.logits, out_a.logits)):
-            terms = token_kd_objective(mine, teacher_logits, labels, alpha=now["alpha"], beta=now["beta"],
-                                       temperature=t, label_smoothing=self.label_smoothing, teacher_topk=teacher_topk,
-                                       divergence=d.divergence, divergence_beta=d.divergence_beta)
-            terms["mutual"] = mutual_kl(mine, peer, mask, t)[0] * t**2
-            terms["total"] = terms["total"] + d.mutual_weight * terms["mutual"]
-            both.append(terms)
-        a, b = both
-        terms = {**a, "ce_b": b["ce"], "kd_b": b["kd"], "mutual_b": b["mutual"], "total": a["total"] + b["total"]}
-        loss = self._normalised(terms, num_items_in_batch, labels.device)
-        if model.training:
-            self._record(terms, now)
-        return (loss, out_a) if return_outputs else loss
+        shared = StepContext(inputs=inputs, outputs=out_a, now=self.scheduled_values(), training=model.training,
+                             model=model)
+        self._teacher_signal(shared, self._live(self.terms, model.training))
+        a, b = (dataclasses.replace(shared, outputs=mine, logits=mine.logits, peer_logits=peer.logits, values={})
+                for mine, peer in ((out_a, out_b), (out_b, out_a)))
+        total = summed(self.terms, a) + summed(self.terms, b)
+        values = {**a.values, "ce_b": b.values["ce"], "kd_b": b.values["kd"], "mutual_b": b.values["mutual"],
+                  "total": total}
+        return self._finish(values, shared.now, model, out_a, return_outputs, num_items_in_batch)
 
     # -- a MutualPair is saved and loaded as two plain student directories -----------------------------------
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
@@ -407,7 +379,6 @@ def generated_targets(sequences: torch.Tensor, eos_token_id: int, ignore_index: 
 
 def bleu_metric(tokenizer):
     """compute_metrics for the Trainer: corpus BLEU and chrF of generated dev translations (sacrebleu)."""
-
     def compute(eval_pred):
         preds, labels = eval_pred.predictions, eval_pred.label_ids
         if isinstance(preds, tuple):
@@ -446,7 +417,6 @@ class LogLines(TrainerCallback):
 
 def tensorboard_callback(log_dir: Path) -> TrainerCallback:
     """transformers' TensorBoard logger, writing into ``log_dir`` (rank zero only, created lazily)."""
-
     callback = TensorBoardCallback()
     callback.logging_dir = str(log_dir)
     return callback
@@ -515,16 +485,14 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
     """
     out_dir = Path(out_dir)
     if distill is not None and distill.mutual and not isinstance(model, MutualPair):
-
         model = MutualPair(model, make_peer(model, distill.mutual_peer, cfg.seed + 1))
     if prompt is not None:  # a causal-LM student (distilmt.causal.train_causal): prompted pairs, no dev BLEU
-
         train_set, dev_set, collator = CausalDataset(train_pairs, prompt, max_tokens), [], \
             CausalCollator(prompt.pad_token_id)
         cfg = dataclasses.replace(cfg, eval_every_epoch=False, early_stopping_patience=0)
     else:
         train_set = ParallelDataset(train_pairs, tokenizer, max_tokens,
-                                    with_index=getattr(teacher, "needs_example_index", False))
+                                    with_index=teacher is not None and teacher.needs_example_index)
         dev_set = ParallelDataset(dev_pairs, tokenizer, 0)
         collator = Seq2SeqCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id)
     # Under torchrun every process takes 1/WORLD_SIZE of the batches, so an epoch has that many fewer updates.
@@ -541,7 +509,6 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
         callbacks=all_callbacks, teacher=teacher, distill=distill, label_smoothing=cfg.label_smoothing,
         batch_tokens=cfg.batch_tokens,
     )
-
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     checkpoint = last_checkpoint(out_dir)
@@ -559,21 +526,8 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
 
 
 def last_checkpoint(out_dir: Path) -> Path | None:
-
     ckpt_dir = Path(out_dir) / "checkpoints"
     if not ckpt_dir.is_dir():
         return None
     found = get_last_checkpoint(str(ckpt_dir))
     return Path(found) if found else None
-
-
-def shift_for_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor):
-    """Align a causal LM's outputs with its labels: the logits at position t predict token t + 1, so drop the last
-    logit of both models and the first label. With a teacher the student's logits are cut to the teacher signal's
-    vocabulary (the shared real vocabulary, see :func:`check_shared_vocabulary`)."""
-    student = student_logits[:, :-1]
-    teacher = None
-    if teacher_logits is not None:
-        teacher = teacher_logits[:, :-1]
-        student = student[..., : teacher.shape[-1]]
-    return student, teacher, labels[:, 1:]
