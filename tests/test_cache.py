@@ -13,16 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from distilmt.errors import CacheError
-from distilmt.teachers.cache import TeacherCache, build_teacher_cache, cache_fingerprint
-from distilmt.rundir import teacher_fingerprint
+from conftest import TINY_TEACHER
 from distilmt.config import DistillConfig, TeacherConfig, TrainConfig
 from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
+from distilmt.errors import CacheError
 from distilmt.models.build import build_model
-from distilmt.teachers.cache import CachedTeacher
+from distilmt.rundir import teacher_fingerprint
+from distilmt.teachers.cache import CachedTeacher, TeacherCache, build_teacher_cache, cache_fingerprint
 from distilmt.teachers.signal import LiveTeacher
-
-from conftest import TINY_TEACHER
 
 
 def _batch(pairs, tokenizer, model, indices, max_tokens=0):
@@ -196,8 +194,7 @@ def test_training_from_the_cache_needs_no_teacher_model(tmp_path, tokenizer, tin
 def test_cli_cache_teacher_builds_skips_refuses_stale_and_rebuilds(tmp_path, capsys):
     from distilmt.cli import main
     from distilmt.rundir import load_tokenizer
-
-    from test_pipeline import write_config
+    from helpers import write_config
 
     run_dir = tmp_path / "run"
     cfg = write_config(tmp_path)
@@ -285,8 +282,8 @@ def test_other_divergences_train_from_the_cache_on_its_dense_logits(tmp_path, to
 
 
 def test_tokenizer_fingerprint_ignores_truncation_and_padding_state(tokenizer):
-    from distilmt.teachers import cache
     from distilmt.data.tokenizer import tokenizer_fingerprint
+    from distilmt.teachers import cache
 
     before = tokenizer_fingerprint(tokenizer)
     definition = tokenizer.backend_tokenizer.to_str()

@@ -13,16 +13,16 @@ import pytest
 import torch
 import yaml
 
+from distilmt.config import DistillConfig, SeqKDConfig, TrainConfig
 from distilmt.data.prompt import CausalCollator, TranslationPrompt
+from distilmt.errors import ModelError
+from distilmt.losses import IGNORE_INDEX, forward_kl, label_smoothed_cross_entropy
+from distilmt.models.loading import load_causal
 from distilmt.models.translators import CausalTranslator
 from distilmt.models.vocab import check_shared_vocabulary
-from distilmt.models.loading import load_causal
-from distilmt.training.terms import shift_for_loss
 from distilmt.recipes.student import train_causal
-from distilmt.config import DistillConfig, SeqKDConfig, TrainConfig
-from distilmt.losses import IGNORE_INDEX, forward_kl, label_smoothed_cross_entropy
-from distilmt.errors import ModelError
 from distilmt.teachers.signal import CausalTeacher
+from distilmt.training.terms import shift_for_loss
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -278,14 +278,14 @@ def test_a_causal_teacher_writes_labels_for_a_seq2seq_student(tmp_path, trained_
                                                              capsys):
     """... and `distilmt evaluate` gives the causal teacher its row: the test set is the pairs it memorised."""
     import sacrebleu
-    from test_pipeline import TINY
 
     from distilmt.cli import main
     from distilmt.data.corpus import load_splits
-    from distilmt.models.translators import open_model
     from distilmt.models.loading import load_seq2seq
+    from distilmt.models.translators import open_model
     from distilmt.rundir import load_tokenizer
     from distilmt.teachers.labels import read_distilled
+    from helpers import TINY
 
     monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
     config = json.loads(json.dumps(TINY))
@@ -349,9 +349,8 @@ def test_a_causal_teacher_writes_labels_for_a_seq2seq_student(tmp_path, trained_
 
 def test_distill_trains_causal_students_with_token_kd_from_a_causal_teacher(tmp_path, teacher_dir, texts,
                                                                           monkeypatch, capsys):
-    from test_pipeline import TINY
-
     from distilmt.cli import main
+    from helpers import TINY
 
     monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
     _, tokenizer = load_causal(teacher_dir)
@@ -397,9 +396,8 @@ def test_distill_trains_causal_students_with_token_kd_from_a_causal_teacher(tmp_
 
 
 def test_a_causal_teacher_given_as_seq2seq_is_refused_with_the_fix(tmp_path, teacher_dir, monkeypatch, capsys):
-    from test_pipeline import TINY
-
     from distilmt.cli import main
+    from helpers import TINY
 
     monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(TINY))

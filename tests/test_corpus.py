@@ -10,8 +10,8 @@ import pytest
 from distilmt.config import DataConfig
 from distilmt.data import bible, corpus
 from distilmt.data.corpus import build_splits, load_splits, prepare_data
-from distilmt.errors import CorpusError
 from distilmt.data.readers import read_tsv
+from distilmt.errors import CorpusError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -9,15 +9,23 @@ import shutil
 from importlib.util import find_spec
 
 import pytest
-from conftest import SHARED_DATA
-from test_evaluation import make_tiny_model, toy_sentences
 
+from conftest import SHARED_DATA
 from distilmt.config import ConfigError, load_config, save_config
-from distilmt.evaluation.compare import evaluate_models, format_table, set_notes, to_markdown, write_csv, write_json, write_translations
+from distilmt.evaluation.compare import (
+    evaluate_models,
+    format_table,
+    set_notes,
+    to_markdown,
+    write_csv,
+    write_json,
+    write_translations,
+)
 from distilmt.evaluation.metrics import quality
 from distilmt.evaluation.report import write_report
 from distilmt.evaluation.testsets import TestSet, load_test_set, model_direction, parse_spec, run_direction, run_split
 from distilmt.models.translators import open_model
+from helpers import make_tiny_model, toy_sentences
 
 SPEED = {"repeats": 1, "warmup": 0, "latency_sentences": 2, "batch_sizes": [1, 32], "beam_batch_sizes": []}
 

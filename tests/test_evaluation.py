@@ -7,72 +7,24 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 import re
 import sys
 from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
-import torch
 
+from distilmt.errors import ModelLoadError, SemanticUnavailable
 from distilmt.evaluation import metrics
 from distilmt.evaluation.compare import ROW_KEYS, evaluate_models, format_table, to_markdown, write_csv, write_json
 from distilmt.evaluation.metrics import health, quality, repetition_rate
-from distilmt.errors import SemanticUnavailable
 from distilmt.evaluation.semantic import semantic_scorer, semantic_similarity
-from distilmt.models.size import count_parameters, dir_size_mb
 from distilmt.evaluation.speed import measure_in_subprocess, measure_speed
-from distilmt.models.translators import HfTranslator, Translator, open_model
-from distilmt.errors import ModelLoadError
-from distilmt.models.loading import load_seq2seq
 from distilmt.models.generation import translate
-
-HAS_CT2 = find_spec("ctranslate2") is not None
-needs_ct2 = pytest.mark.skipif(not HAS_CT2, reason="ctranslate2 is not installed (pip install ctranslate2)")
-
-WORDS = ("the cat dog bird fish sat ran sees eats on under near a red blue green big small old house tree river "
-         "hill moon sun star stone water fire light night day").split()
-
-
-def toy_sentences(n: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))) for _ in range(n)]
-
-
-def make_tiny_model(out_dir: Path, arch: str = "prenorm", d_model: int = 32, layers: int = 1, train_steps: int = 0,
-                    tie: bool = True, seed: int = 0) -> Path:
-    """A tiny MarianMT ('marian') or M2M100 ('prenorm') model + tokenizer saved in ``out_dir``.
-
-    With ``train_steps`` it learns a little of a copy task, so its greedy outputs are varied, not noise.
-    """
-    from transformers import M2M100Config, M2M100ForConditionalGeneration, MarianConfig, MarianMTModel
-
-    from distilmt.data.tokenizer import train_tokenizer
-
-    torch.manual_seed(seed)
-    texts = toy_sentences(48, seed)
-    tok = train_tokenizer(texts, 200, out_dir)
-    kwargs = dict(vocab_size=len(tok), d_model=d_model, encoder_layers=layers, decoder_layers=layers,
-                  encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * d_model,
-                  decoder_ffn_dim=2 * d_model, max_position_embeddings=128, dropout=0.0,
-                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-                  decoder_start_token_id=tok.eos_token_id, forced_eos_token_id=None, tie_word_embeddings=tie)
-    if arch == "marian":
-        model = MarianMTModel(MarianConfig(**kwargs))
-    else:
-        model = M2M100ForConditionalGeneration(M2M100Config(**kwargs))
-    if train_steps:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-        batch = tok(texts, text_target=texts, return_tensors="pt", padding=True)
-        batch["labels"][batch["labels"] == tok.pad_token_id] = -100
-        model.train()
-        for _ in range(train_steps):
-            model(**batch).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-    model.eval().save_pretrained(out_dir)
-    return Path(out_dir)
+from distilmt.models.loading import load_seq2seq
+from distilmt.models.size import count_parameters, dir_size_mb
+from distilmt.models.translators import HfTranslator, Translator, open_model
+from helpers import HAS_CT2, make_tiny_model, toy_sentences
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 import torch
-from test_evaluation import make_tiny_model, needs_ct2, toy_sentences
 
-from distilmt.models.size import count_parameters
-from distilmt.models.loading import EXPORT_INFO
-from distilmt.models.translators import Ct2Translator, HfTranslator, open_model
 from distilmt.errors import ExportError
 from distilmt.export import export_ctranslate2, export_hf
+from distilmt.models.loading import EXPORT_INFO
+from distilmt.models.size import count_parameters
+from distilmt.models.translators import Ct2Translator, HfTranslator, open_model
+from helpers import make_tiny_model, needs_ct2, toy_sentences
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,14 @@ import logging
 import pytest
 import torch
 
+from conftest import TINY_TEACHER
 from distilmt.cli import main
 from distilmt.config import ConfigError, LoRAConfig, TeacherConfig, TrainConfig, load_config
-from distilmt.models.lora import add_lora, load_lora, merge_lora, save_merged, target_modules
-from distilmt.training.lora import train_lora
 from distilmt.errors import ModelError
 from distilmt.models.build import build_model
+from distilmt.models.lora import add_lora, load_lora, merge_lora, save_merged, target_modules
+from distilmt.training.lora import train_lora
 from distilmt.training.trainer import train_seq2seq
-
-from conftest import TINY_TEACHER
 
 TRAIN = TrainConfig(max_steps=6, batch_tokens=400, warmup_steps=1, learning_rate=2e-2, label_smoothing=0.0,
                     bf16=False, eval_every_epoch=False)
@@ -94,8 +93,8 @@ def test_adapters_train_base_is_unchanged_and_merge_equals_peft_logits(tmp_path,
 
 
 def test_train_lora_saves_base_adapter_and_merged_that_reload_and_export(tmp_path, tokenizer, marian, verse_pairs):
-    from distilmt.models.translators import HfTranslator, open_model
     from distilmt.export import export_ctranslate2
+    from distilmt.models.translators import HfTranslator, open_model
 
     cfg = LoRAConfig(rank=4, alpha=8, dropout=0.0, target_modules="q_proj,v_proj,fc2")
     out = tmp_path / "student-lora"
@@ -146,7 +145,7 @@ def test_train_teacher_lora_command_and_lora_students_through_the_pipeline(tmp_p
     adapters: each directory holds the merged model and its adapter/, and the base teacher is left as it was."""
     from transformers import AutoModelForSeq2SeqLM
 
-    from test_study import study_config
+    from helpers import study_config
 
     monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
     config, run_dir = study_config(tmp_path, verse_pairs), tmp_path / "run"

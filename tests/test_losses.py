@@ -6,7 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distilmt.losses import forward_kl, generalized_jsd, label_smoothed_cross_entropy, normalise, reverse_kl, skew_kl, token_kd_objective, total_variation
+from distilmt.losses import (
+    forward_kl,
+    generalized_jsd,
+    label_smoothed_cross_entropy,
+    normalise,
+    reverse_kl,
+    skew_kl,
+    token_kd_objective,
+    total_variation,
+)
 
 # One position, two tokens. Teacher p = [0.25, 0.75] (logits [0, ln 3]); student q = [0.5, 0.5].
 P, Q = [0.25, 0.75], [0.5, 0.5]
@@ -400,7 +409,15 @@ def test_dense_and_sparse_forward_kl_are_accurate_for_near_uniform_distributions
 
 # -- hidden-state and attention distillation (issue 6, methods 3 and 4) -----------------------------------------
 
-from distilmt.losses import attention_kl, attention_mse, group_heads, hidden_state_cosine, hidden_state_mse, match_heads, repeat_heads
+from distilmt.losses import (
+    attention_kl,
+    attention_mse,
+    group_heads,
+    hidden_state_cosine,
+    hidden_state_mse,
+    match_heads,
+    repeat_heads,
+)
 
 
 def test_hidden_state_mse_hand_value_and_padding():

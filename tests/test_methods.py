@@ -213,7 +213,7 @@ def test_adapters_live_in_checkpoints_so_a_killed_run_resumes_exactly(tmp_path, 
 
     from distilmt.config import TrainConfig
     from distilmt.training.trainer import last_checkpoint, train_seq2seq
-    from test_training import _Interrupt
+    from helpers import Interrupt
 
     cfg = TrainConfig(learning_rate=3e-3, warmup_steps=1, max_steps=6, batch_tokens=200, bf16=False,
                       eval_every_epoch=False)
@@ -227,7 +227,7 @@ def test_adapters_live_in_checkpoints_so_a_killed_run_resumes_exactly(tmp_path, 
     reference = _narrow_student(tiny_teacher)
     straight = run("straight", reference)
     with pytest.raises(KeyboardInterrupt):
-        run("resumed", _narrow_student(tiny_teacher), callbacks=[_Interrupt(at_step=4)])
+        run("resumed", _narrow_student(tiny_teacher), callbacks=[Interrupt(at_step=4)])
     checkpoint = last_checkpoint(tmp_path / "resumed")
     assert checkpoint.name == "checkpoint-3"
     assert any(k.startswith("distil_adapters.") for k in load_file(str(checkpoint / "model.safetensors")))
@@ -245,11 +245,10 @@ def test_adapters_live_in_checkpoints_so_a_killed_run_resumes_exactly(tmp_path, 
 # -- the token-KD divergence (distill.divergence) --------------------------------------------------------------
 
 def test_training_with_the_jsd_divergence_runs_and_logs(tmp_path, tokenizer, tiny_teacher, verse_pairs):
+    from conftest import TINY_TEACHER
     from distilmt.config import TeacherConfig
     from distilmt.losses import generalized_jsd, label_smoothed_cross_entropy, target_mask
     from distilmt.models.build import build_model
-
-    from conftest import TINY_TEACHER
 
     student = build_model(TeacherConfig(**{**TINY_TEACHER, "decoder_layers": 1}), tokenizer, seed=7)
     distill = DistillConfig(alpha=0.5, beta=0.5, temperature=2.0, divergence="jsd", divergence_beta=0.3)

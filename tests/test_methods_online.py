@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments
 
+from conftest import TINY_TEACHER
 from distilmt.config import DistillConfig, StudentConfig, TeacherConfig
 from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
 from distilmt.losses import divergence_sum, forward_kl, label_smoothed_cross_entropy, target_mask, token_kd_objective
@@ -22,8 +23,6 @@ from distilmt.models.mutual import MutualPair
 from distilmt.teachers.ensemble import EnsembleTeacher
 from distilmt.teachers.signal import LiveTeacher
 from distilmt.training.trainer import DistilTrainer, generated_targets
-
-from conftest import TINY_TEACHER
 
 
 def _args(tmp_path, steps=3, batch=8):

@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from distilmt.cli import main
 from distilmt.config import PRESETS, ConfigError, load_config
-from distilmt.recipes.methods import METHODS, active_methods, add_deltas, method_config, parse_methods, parse_seeds, summary, to_markdown
-
-from test_pipeline import write_config
+from distilmt.recipes.methods import (
+    METHODS,
+    active_methods,
+    add_deltas,
+    method_config,
+    parse_methods,
+    parse_seeds,
+    summary,
+    to_markdown,
+)
+from helpers import write_config
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -110,3 +119,28 @@ def test_unknown_method_is_one_line(tmp_path, capsys):
                  "--methods", "kd,magic"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "magic" in err[0] and "reverse_kl" in err[0]
+
+
+def test_one_config_gives_the_same_student_through_distill_and_a_one_row_methods_run(tmp_path):
+    """`distilmt distill` and `distilmt methods` train a student through the same train_student: with one config
+    (here a teacher cache, which methods used to ignore) they give the same weights, and both build the cache."""
+    from safetensors.torch import load_file
+
+    config = write_config(tmp_path, distill__teacher_cache=True, eval__speed_sentences=0, eval__export_ct2=False,
+                          eval__semantic=False, monitor__enabled=False, student_train__eval_every_epoch=False)
+    base, via_distill, via_methods = tmp_path / "base", tmp_path / "distill", tmp_path / "methods"
+    assert main(["train-teacher", "--config", str(config), "--run-dir", str(base)]) == 0
+    teacher = ["--teacher", str(base / "teacher")]  # one teacher and tokenizer for both runs
+    assert main(["train-teacher", "--config", str(config), *teacher, "--run-dir", str(via_distill)]) == 0
+    assert main(["distill", "--config", str(config), *teacher, "--run-dir", str(via_distill), "--only", "kd"]) == 0
+    assert main(["methods", "--config", str(config), *teacher, "--run-dir", str(via_methods), "--methods", "kd",
+                 "--seeds", "1", "--test-sentences", "4"]) == 0
+    teachers = [load_file(run / "teacher" / "model.safetensors") for run in (via_distill, via_methods)]
+    assert teachers[0].keys() == teachers[1].keys()
+    assert all(torch.equal(teachers[0][k], teachers[1][k]) for k in teachers[0])
+    for run in (via_distill, via_methods):
+        assert (run / "teacher-cache" / "stats.json").is_file()  # the KD signal came from the cache in both
+    a = load_file(via_distill / "student-kd" / "model.safetensors")
+    b = load_file(via_methods / "methods" / "kd-s1" / "model.safetensors")
+    assert a.keys() == b.keys() and len(a) > 10
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]

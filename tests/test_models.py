@@ -4,8 +4,8 @@ import torch
 from distilmt.config import StudentConfig, TeacherConfig
 from distilmt.errors import ModelError
 from distilmt.models.build import build_model, derive_student, spread_layers, student_shape
-from distilmt.models.vocab import check_same_vocabulary
 from distilmt.models.loading import load_seq2seq
+from distilmt.models.vocab import check_same_vocabulary
 
 
 def test_spread_layers_keeps_first_and_last():

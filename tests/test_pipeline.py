@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
-from distilmt.cli import main
-
 from conftest import SHARED_DATA
-
-TINY = {
-    "name": "tiny",
-    "data": {"corpus": "bible", "source_lang": "en", "target_lang": "hu", "vocab_size": 300, "max_tokens": 24,
-             "max_train_pairs": 400, "max_eval_sentences": 8, "max_test_sentences": 12},
-    "teacher": {"d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "ffn_dim": 64, "heads": 4, "dropout": 0.0},
-    "student": {"depth_ratio": 0.5, "width_ratio": 1.0},
-    "teacher_train": {"max_steps": 6, "batch_tokens": 400, "warmup_steps": 1, "bf16": False},
-    "student_train": {"max_steps": 4, "batch_tokens": 400, "warmup_steps": 1, "bf16": False},
-    "eval": {"num_beams": 1, "batch_size": 8, "max_new_tokens": 16, "export_ct2": True, "speed_sentences": 4},
-    "monitor": {"sample_frequency": 2, "num_samples": 1},
-}
-
-
-def write_config(tmp_path: Path, **changes) -> Path:
-    config = json.loads(json.dumps(TINY))
-    for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        config[section][key] = value
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+from distilmt.cli import main
+from helpers import write_config
 
 
 @pytest.fixture(autouse=True)
@@ -140,8 +117,8 @@ def test_user_mistakes_end_in_one_clear_line(tmp_path, capsys, args, needle):
 
 
 def test_teacher_with_another_vocabulary_is_refused(tmp_path, capsys, verse_pairs):
-    from distilmt.data.tokenizer import train_tokenizer
     from distilmt.config import TeacherConfig
+    from distilmt.data.tokenizer import train_tokenizer
     from distilmt.models.build import build_model
 
     run_dir = tmp_path / "run"
@@ -159,13 +136,12 @@ def test_teacher_with_another_vocabulary_is_refused(tmp_path, capsys, verse_pair
 
 
 def test_distill_trains_student_kd_from_the_listed_teacher_ensemble(tmp_path, capsys):
-    from distilmt.recipes import pipeline
+    from conftest import TINY_TEACHER
     from distilmt.config import TeacherConfig
     from distilmt.models.build import build_model
+    from distilmt.recipes import pipeline
     from distilmt.rundir import load_tokenizer
     from distilmt.teachers.ensemble import EnsembleTeacher
-
-    from conftest import TINY_TEACHER
 
     run_dir, first, second = tmp_path / "run", tmp_path / "teacher-a", tmp_path / "teacher-b"
     assert main(["prepare-data", "--config", str(write_config(tmp_path)), "--set", "monitor.enabled=false",

@@ -11,8 +11,7 @@ from distilmt.cli import main
 from distilmt.config import ConfigError, DistillConfig, StudentConfig, TeacherConfig
 from distilmt.models.build import seq2seq_config
 from distilmt.recipes.progressive import plan_chain
-
-from test_pipeline import write_config
+from helpers import write_config
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -70,8 +69,8 @@ def test_wrong_factor_from_the_cli_is_one_line(tmp_path, capsys):
 
 
 def test_each_stage_learns_from_the_previous_is_evaluated_and_skipped_when_complete(tmp_path, capsys):
-    from distilmt.recipes import pipeline
     from distilmt.models.loading import load_seq2seq
+    from distilmt.recipes import pipeline
 
     run_dir = tmp_path / "run"
     cfg_file = write_config(tmp_path, student__depth_ratio=0.5, student__width_ratio=0.5, student__heads_ratio=0.5)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from distilmt.errors import CorpusError
 from distilmt.data.readers import detect_format, read_parallel, read_tsv, write_tsv
+from distilmt.errors import CorpusError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -12,16 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distilmt.rundir import teacher_fingerprint
 from distilmt.cli import main
 from distilmt.config import ConfigError, SeqKDConfig, TrainConfig, load_config
 from distilmt.data.readers import normalize
-from distilmt.models.translators import HfTranslator
-from distilmt.errors import LabelsError
-from distilmt.teachers.labels import build_distilled, filter_reason, labels_fingerprint, read_distilled, training_pairs
 from distilmt.data.tokenizer import tokenizer_fingerprint
-
-from test_pipeline import TINY
+from distilmt.errors import LabelsError
+from distilmt.models.translators import HfTranslator
+from distilmt.rundir import teacher_fingerprint
+from distilmt.teachers.labels import build_distilled, filter_reason, labels_fingerprint, read_distilled, training_pairs
+from helpers import TINY
 
 
 @pytest.fixture(autouse=True)
@@ -34,11 +33,10 @@ def teacher_dir(tmp_path_factory, tokenizer_dir, verse_pairs) -> Path:
     """A tiny teacher trained for a few hundred steps: varied, imperfect translations (real beam outputs)."""
     from transformers import AutoTokenizer
 
+    from conftest import TINY_TEACHER
     from distilmt.config import TeacherConfig
     from distilmt.models.build import build_model
     from distilmt.training.trainer import train_seq2seq
-
-    from conftest import TINY_TEACHER
 
     quiet, level = logging.getLogger("transformers"), logging.getLogger("transformers").level
     quiet.setLevel(logging.ERROR)  # no max_length / max_new_tokens chatter from generate while it trains
@@ -248,8 +246,8 @@ def test_cli_and_pipeline_train_a_student_on_the_teachers_labels_with_no_teacher
 
 
 def test_defaults_keep_todays_students(tmp_path):
-    from distilmt.recipes import pipeline
     from distilmt.config import PRESETS
+    from distilmt.recipes import pipeline
 
     for preset in PRESETS:
         cfg = load_config(preset)

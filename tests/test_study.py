@@ -10,8 +10,7 @@ import pytest
 
 from distilmt.cli import main
 from distilmt.teachers.labels import read_distilled
-
-from test_pipeline import write_config
+from helpers import study_config
 
 STUDY_ROWS = ["teacher", "student", "teacher-lora", "student-lora", "hard-label-kd", "soft-label-kd", "hard+soft-kd"]
 MODEL_DIRS = STUDY_ROWS[1:]
@@ -20,22 +19,6 @@ MODEL_DIRS = STUDY_ROWS[1:]
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
-
-
-def study_config(tmp_path: Path, pairs=None) -> Path:
-    """test_pipeline's tiny run, on the conftest verse pairs as a user corpus when given (no second corpus build)."""
-    path = write_config(tmp_path, eval__speed_sentences=0, eval__semantic=False, monitor__enabled=False)
-    config = __import__("yaml").safe_load(path.read_text())
-    if pairs is not None:
-        from distilmt.data.readers import write_tsv
-
-        write_tsv(pairs, tmp_path / "verses.tsv")
-        config["data"].update(corpus=str(tmp_path / "verses.tsv"), dev_size=30, test_size=12)
-    config.update(lora={"rank": 2, "alpha": 4, "teacher_steps": 3, "warmup_steps": 1},
-                  study={"label_sources": 24, "student_pairs": 300},
-                  seqkd={"num_beams": 2, "max_new_tokens": 12, "train_on": "mix", "shard_size": 10})
-    path.write_text(__import__("yaml").safe_dump(config))
-    return path
 
 
 def _mtimes(run_dir: Path) -> dict[str, int]:

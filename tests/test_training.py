@@ -9,18 +9,28 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import Seq2SeqTrainingArguments, TrainerCallback
+from transformers import Seq2SeqTrainingArguments
 
 from distilmt.config import DistillConfig, TrainConfig
 from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
-from distilmt.training.intermediate import IntermediateKD
 from distilmt.losses import divergence_sum, token_kd_objective
 from distilmt.models.mutual import MutualPair
 from distilmt.teachers.cache import CachedTeacher
-from distilmt.teachers.signal import CausalTeacher, LiveTeacher, TeacherBase
 from distilmt.teachers.ensemble import EnsembleTeacher
+from distilmt.teachers.signal import CausalTeacher, LiveTeacher, TeacherBase
+from distilmt.training.intermediate import IntermediateKD
+from distilmt.training.terms import (
+    AttentionTerm,
+    EnsembleNLLTerm,
+    HiddenTerm,
+    MutualTerm,
+    OnPolicyTerm,
+    StepContext,
+    TokenKDTerm,
+    summed,
+)
 from distilmt.training.trainer import DistilTrainer, last_checkpoint, train_seq2seq
-from distilmt.training.terms import AttentionTerm, EnsembleNLLTerm, HiddenTerm, MutualTerm, OnPolicyTerm, StepContext, TokenKDTerm, summed
+from helpers import Interrupt
 
 
 def _sgd_args(tmp_path, batch, accum):
@@ -60,15 +70,6 @@ def test_micro_batches_with_accumulation_equal_the_full_batch(tmp_path, tokenize
     torch.testing.assert_close(results[2], results[0], rtol=1e-4, atol=1e-6)
 
 
-class _Interrupt(TrainerCallback):
-    def __init__(self, at_step):
-        self.at_step = at_step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at_step:
-            raise KeyboardInterrupt
-
-
 def test_killed_training_resumes_from_last_checkpoint(tmp_path, tokenizer, tiny_teacher, verse_pairs):
     cfg = TrainConfig(learning_rate=3e-3, warmup_steps=2, max_steps=8, batch_tokens=200, bf16=False,
                       eval_every_epoch=False, label_smoothing=0.1)
@@ -80,7 +81,7 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, tokenizer, tiny_
     interrupted = copy.deepcopy(tiny_teacher)
     with pytest.raises(KeyboardInterrupt):
         train_seq2seq(interrupted, tokenizer, train, dev, cfg, tmp_path / "resumed", tmp_path / "tb2", 0,
-                      eval_steps=3, callbacks=[_Interrupt(at_step=5)])
+                      eval_steps=3, callbacks=[Interrupt(at_step=5)])
     ckpt = last_checkpoint(tmp_path / "resumed")
     assert ckpt is not None and ckpt.name == "checkpoint-3"
 

@@ -13,40 +13,37 @@ from typing import get_type_hints
 import yaml
 
 from ..errors import ConfigError
+from . import sections
 from .distill import DistillConfig
 from .fields import help_field as _help
-from .sections import (
-    DataConfig,
-    EvalConfig,
-    LoRAConfig,
-    MonitorConfig,
-    PromptConfig,
-    SeqKDConfig,
-    StudentConfig,
-    StudyConfig,
-    TeacherConfig,
-    TrainConfig,
-)
 
 PRESET_DIR = Path(__file__).parent.parent / "presets"
 PRESETS = ("quick", "conservative", "balanced", "aggressive", "quality")
+
 
 @dataclass
 class RunConfig:
     name: str = _help("preset or run name", "custom")
     description: str = _help("one line on what this configuration is for", "")
-    data: DataConfig = _help("corpus and tokenizer", factory=DataConfig)
-    teacher: TeacherConfig = _help("the teacher: a directory to load, or an architecture to train", factory=TeacherConfig)
-    student: StudentConfig = _help("how the student is derived from the teacher", factory=StudentConfig)
-    teacher_train: TrainConfig = _help("training recipe of a teacher trained here", factory=TrainConfig)
-    student_train: TrainConfig = _help("training recipe of both students (baseline and KD)", factory=TrainConfig)
+    data: sections.DataConfig = _help("corpus and tokenizer", factory=sections.DataConfig)
+    teacher: sections.TeacherConfig = _help("the teacher: a directory to load, or an architecture to train",
+                                            factory=sections.TeacherConfig)
+    student: sections.StudentConfig = _help("how the student is derived from the teacher",
+                                            factory=sections.StudentConfig)
+    teacher_train: sections.TrainConfig = _help("training recipe of a teacher trained here",
+                                                factory=sections.TrainConfig)
+    student_train: sections.TrainConfig = _help("training recipe of both students (baseline and KD)",
+                                                factory=sections.TrainConfig)
     distill: DistillConfig = _help("token-level KD", factory=DistillConfig)
-    seqkd: SeqKDConfig = _help("sequence-level KD: the teacher's translations as labels", factory=SeqKDConfig)
-    eval: EvalConfig = _help("final evaluation", factory=EvalConfig)
-    monitor: MonitorConfig = _help("the visual distillation monitor", factory=MonitorConfig)
-    lora: LoRAConfig = _help("LoRA adapters (peft): teacher-lora, LoRA students", factory=LoRAConfig)
-    study: StudyConfig = _help("`distilmt study`: what the comparison rows learn from", factory=StudyConfig)
-    prompt: PromptConfig = _help("translation prompt of causal-LM teachers and students", factory=PromptConfig)
+    seqkd: sections.SeqKDConfig = _help("sequence-level KD: the teacher's translations as labels",
+                                        factory=sections.SeqKDConfig)
+    eval: sections.EvalConfig = _help("final evaluation", factory=sections.EvalConfig)
+    monitor: sections.MonitorConfig = _help("the visual distillation monitor", factory=sections.MonitorConfig)
+    lora: sections.LoRAConfig = _help("LoRA adapters (peft): teacher-lora, LoRA students", factory=sections.LoRAConfig)
+    study: sections.StudyConfig = _help("`distilmt study`: what the comparison rows learn from",
+                                        factory=sections.StudyConfig)
+    prompt: sections.PromptConfig = _help("translation prompt of causal-LM teachers and students",
+                                          factory=sections.PromptConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -56,12 +56,15 @@ class TeacherConfig:
     path: str = _help("a local Hugging Face seq2seq model directory to use as the teacher; empty = train one here", "")
     arch: str = _help("architecture of a teacher trained here: 'prenorm' (M2M100-style pre-LayerNorm) or "
                       "'marian' (MarianMT, post-LayerNorm)", "prenorm")
-    d_model: int = _help("hidden width", 256)
-    encoder_layers: int = _help("encoder depth", 3)
-    decoder_layers: int = _help("decoder depth", 3)
-    ffn_dim: int = _help("feed-forward width", 1024)
-    heads: int = _help("attention heads", 4)
-    dropout: float = _help("dropout", 0.1)
+    d_model: int = _help("hidden width of a teacher trained here (a multiple of heads); a loaded teacher keeps its "
+                         "own shape", 256)
+    encoder_layers: int = _help("encoder depth of a teacher trained here", 3)
+    decoder_layers: int = _help("decoder depth of a teacher trained here (students may cut it more than the "
+                                "encoder: student.decoder_depth_ratio)", 3)
+    ffn_dim: int = _help("feed-forward width of a teacher trained here", 1024)
+    heads: int = _help("attention heads of a teacher trained here", 4)
+    dropout: float = _help("dropout of a teacher trained here (residual and embeddings; attention and activation "
+                           "dropout are 0)", 0.1)
     kind: str = _help("seq2seq (an encoder-decoder, loaded from path or trained here) or causal (a causal LM such "
                       "as Qwen2 loaded from path and prompted with prompt.template)", "seq2seq")
 

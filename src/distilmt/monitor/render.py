@@ -145,16 +145,21 @@ def epoch_line(s: dict, language: str) -> str:
 def epoch_panel(s: dict, language: str) -> Panel:
     """The box of an epoch summary: samples shown, mean loss and laziness, the most frequent topics."""
     labels = LABELS[language]
+    rows = [(labels["samples_shown"], str(s["samples_shown"])), (labels["mean_loss"], _fmt(s["mean_loss"], 4)),
+            (labels["mean_laziness"], "n/a" if s["mean_laziness"] is None else bar(s["mean_laziness"], language)),
+            (labels["topics"], _topics_text(s["top_topics"], language))]
+    title = f"{labels['epoch']} {s['epoch']} {labels['summary']} · {labels['step']} {s['step']}"
+    return summary_panel(rows, title, s["mean_laziness"])
+
+
+def summary_panel(rows: list[tuple[str, str]], title: str, laziness: float | None) -> Panel:
+    """A two-column box (bold labels, values), bordered in the colour of ``laziness``'s band (blue without)."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    grid.add_row(labels["samples_shown"], str(s["samples_shown"]))
-    grid.add_row(labels["mean_loss"], _fmt(s["mean_loss"], 4))
-    grid.add_row(labels["mean_laziness"],
-                 "n/a" if s["mean_laziness"] is None else bar(s["mean_laziness"], language))
-    grid.add_row(labels["topics"], _topics_text(s["top_topics"], language))
-    title = f"{labels['epoch']} {s['epoch']} {labels['summary']} · {labels['step']} {s['step']}"
-    colour = "blue" if s["mean_laziness"] is None else band(s["mean_laziness"])[0]
+    for label, value in rows:
+        grid.add_row(label, value)
+    colour = "blue" if laziness is None else band(laziness)[0]
     return Panel(grid, title=title, title_align="left", border_style=colour)
 
 
@@ -169,20 +174,14 @@ def final_line(f: dict) -> str:
 def final_panel(f: dict, language: str) -> Panel:
     """The final box: overall laziness, first and last, trend, collapse and advice."""
     labels = LABELS[language]
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column()
-    grid.add_row(labels["samples_shown"], str(f["samples_shown"]))
-    grid.add_row(labels["overall"],
-                 "n/a" if f["overall_laziness"] is None else bar(f["overall_laziness"], language))
-    grid.add_row(labels["first_last"], f"{_fmt(f['first_laziness'])} → {_fmt(f['last_laziness'])}")
-    grid.add_row(labels["trend"], TRENDS[language][f["trend"]])
+    rows = [(labels["samples_shown"], str(f["samples_shown"])),
+            (labels["overall"], "n/a" if f["overall_laziness"] is None else bar(f["overall_laziness"], language)),
+            (labels["first_last"], f"{_fmt(f['first_laziness'])} → {_fmt(f['last_laziness'])}"),
+            (labels["trend"], TRENDS[language][f["trend"]])]
     if f["collapsed"]:
-        grid.add_row(labels["collapsed"], "!")
-    grid.add_row(labels["advice"], f["advice"])
-    title = f"{labels['title']} · {labels['final']}"
-    colour = "blue" if f["last_laziness"] is None else band(f["last_laziness"])[0]
-    return Panel(grid, title=title, title_align="left", border_style=colour)
+        rows.append((labels["collapsed"], "!"))
+    rows.append((labels["advice"], f["advice"]))
+    return summary_panel(rows, f"{labels['title']} · {labels['final']}", f["last_laziness"])
 
 
 def markdown(r: dict) -> str:

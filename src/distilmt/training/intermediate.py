@@ -120,40 +120,51 @@ class IntermediateKD(nn.Module):
 
     def hidden_sum(self, student_out, teacher_out, source_mask: torch.Tensor,
                    target_mask: torch.Tensor) -> torch.Tensor:
+        """Sum over sides of the mean over mapped layer pairs of ``distill.hidden_loss`` (adapters lift the
+        student's width to the teacher's where they differ)."""
         loss = HIDDEN_LOSSES[self.distill.hidden_loss]
-        total = torch.zeros((), device=source_mask.device)
-        for side, pairs in self.hidden_pairs.items():
-            student_states = self._states(student_out, side, "student")
-            teacher_states = self._states(teacher_out, side, "teacher")
+
+        def pair_sum(side: str, s: int, t: int) -> torch.Tensor:
+            h_s = self._states(student_out, side, "student")[s + 1]
+            key = f"{side}_{s}_{t}"
+            if key in self.adapters:
+                h_s = self.adapters[key](h_s.to(self.adapters[key].weight.dtype))
             mask = source_mask if side == "encoder" else target_mask
-            side_sum = torch.zeros((), device=source_mask.device)
-            for s, t in pairs:
-                h_s = student_states[s + 1]
-                key = f"{side}_{s}_{t}"
-                if key in self.adapters:
-                    h_s = self.adapters[key](h_s.to(self.adapters[key].weight.dtype))
-                side_sum = side_sum + loss(h_s, teacher_states[t + 1].detach(), mask)[0]
-            total = total + side_sum / len(pairs)
-        return total
+            return loss(h_s, self._states(teacher_out, side, "teacher")[t + 1].detach(), mask)[0]
+
+        return _mean_over_pairs(self.hidden_pairs, pair_sum, source_mask.device)
 
     def attention_sum(self, student_out, teacher_out, source_mask: torch.Tensor,
                       target_mask: torch.Tensor) -> torch.Tensor:
+        """Sum over attention kinds of the mean over mapped layer pairs of ``distill.attention_loss``, heads
+        matched by ``distill.attention_heads``."""
         loss = ATTENTION_LOSSES[self.distill.attention_loss]
-        total = torch.zeros((), device=source_mask.device)
-        for kind, pairs in self.attention_pairs.items():
+        for kind in self.attention_pairs:
             field, side = _ATTENTIONS[kind]
-            student_maps, teacher_maps = getattr(student_out, field, None), getattr(teacher_out, field, None)
-            for who, maps in (("student", student_maps), ("teacher", teacher_maps)):
+            for who, out in (("student", student_out), ("teacher", teacher_out)):
+                maps = getattr(out, field, None)
                 if not maps or len(maps) != self.depth[who][side] or maps[0] is None:
                     raise RuntimeError(f"the {who} returned no {field} for every layer: attention KD needs "
                                        "output_attentions=True and eager attention (attn_implementation='eager')")
-            mask = source_mask if kind == "encoder" else target_mask
-            kind_sum = torch.zeros((), device=source_mask.device)
-            for s, t in pairs:
-                a_s, a_t = match_heads(student_maps[s], teacher_maps[t].detach(), self.distill.attention_heads)
-                kind_sum = kind_sum + loss(a_s, a_t, mask)[0]
-            total = total + kind_sum / len(pairs)
-        return total
+
+        def pair_sum(kind: str, s: int, t: int) -> torch.Tensor:
+            field = _ATTENTIONS[kind][0]
+            a_s, a_t = match_heads(getattr(student_out, field)[s], getattr(teacher_out, field)[t].detach(),
+                                   self.distill.attention_heads)
+            return loss(a_s, a_t, source_mask if kind == "encoder" else target_mask)[0]
+
+        return _mean_over_pairs(self.attention_pairs, pair_sum, source_mask.device)
+
+
+def _mean_over_pairs(pairs_by_key: dict, pair_sum, device) -> torch.Tensor:
+    """``sum over keys of (1 / |pairs|) sum over (s, t) pairs of pair_sum(key, s, t)``, in pair order."""
+    total = torch.zeros((), device=device)
+    for key, pairs in pairs_by_key.items():
+        key_sum = torch.zeros((), device=device)
+        for s, t in pairs:
+            key_sum = key_sum + pair_sum(key, s, t)
+        total = total + key_sum / len(pairs)
+    return total
 
 
 def _for_side(spec, side: str):

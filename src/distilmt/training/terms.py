@@ -186,12 +186,10 @@ class EnsembleNLLTerm(LossTerm):
         return self.teacher.weight_nll(step.inputs)
 
 
-class HiddenTerm(LossTerm):
-    """``hidden_weight`` x the hidden-state distance of the mapped layers (:meth:`IntermediateKD.hidden_sum`),
-    encoder positions included; training only."""
+class IntermediateTerm(LossTerm):
+    """A fixed weight x a sum over the mapped layers of :class:`IntermediateKD`, encoder positions included; it needs
+    the teacher's full outputs and applies in training only."""
 
-    name = "hidden"
-    needs_hidden = True
     needs_teacher_outputs = True
     training_only = True
 
@@ -201,26 +199,24 @@ class HiddenTerm(LossTerm):
 
     def weight(self, now: dict[str, float]) -> float:
         return self._weight
+
+
+class HiddenTerm(IntermediateTerm):
+    """``hidden_weight`` x the hidden-state distance of the mapped layers (:meth:`IntermediateKD.hidden_sum`)."""
+
+    name = "hidden"
+    needs_hidden = True
 
     def __call__(self, step: StepContext) -> torch.Tensor:
         return self.intermediate.hidden_sum(step.outputs, step.teacher_outputs, step.source_mask, step.target_mask)
 
 
-class AttentionTerm(LossTerm):
+class AttentionTerm(IntermediateTerm):
     """``attention_weight`` x the attention-map divergence of the mapped layers
-    (:meth:`IntermediateKD.attention_sum`); training only."""
+    (:meth:`IntermediateKD.attention_sum`)."""
 
     name = "attention"
     needs_attentions = True
-    needs_teacher_outputs = True
-    training_only = True
-
-    def __init__(self, intermediate: IntermediateKD, weight: float):
-        self.intermediate = intermediate
-        self._weight = weight
-
-    def weight(self, now: dict[str, float]) -> float:
-        return self._weight
 
     def __call__(self, step: StepContext) -> torch.Tensor:
         return self.intermediate.attention_sum(step.outputs, step.teacher_outputs, step.source_mask,
