@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from distilmt.config import TeacherConfig, TrainConfig
 from distilmt.models.build import build_model
-from distilmt.training.trainer import train_seq2seq
+from distilmt.training.loop import train_seq2seq
 
 if __name__ == "__main__":
     tokenizer_dir, pairs_file, out, grad_accum = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

@@ -169,7 +169,7 @@ def test_k_equal_vocabulary_gives_the_live_teachers_loss_and_gradient(tmp_path, 
 
 
 def test_training_from_the_cache_needs_no_teacher_model(tmp_path, tokenizer, tiny_teacher, verse_pairs):
-    from distilmt.training.trainer import train_seq2seq
+    from distilmt.training.loop import train_seq2seq
 
     pairs, dev = verse_pairs[:100], verse_pairs[100:106]
     teacher_dir = tmp_path / "teacher"
@@ -248,7 +248,8 @@ def test_example_index_is_added_only_when_asked(tokenizer, verse_pairs):
 def test_other_divergences_train_from_the_cache_on_its_dense_logits(tmp_path, tokenizer, tiny_teacher, verse_pairs):
     from distilmt.config import ConfigError
     from distilmt.losses import skew_kl, target_mask
-    from distilmt.training.trainer import DistilTrainer, train_seq2seq
+    from distilmt.training.loop import train_seq2seq
+    from distilmt.training.trainer import DistilTrainer
 
     pairs, dev = verse_pairs[:40], verse_pairs[40:42]
     teacher_id = teacher_fingerprint(tiny_teacher)
@@ -283,7 +284,7 @@ def test_other_divergences_train_from_the_cache_on_its_dense_logits(tmp_path, to
 
 def test_tokenizer_fingerprint_ignores_truncation_and_padding_state(tokenizer):
     from distilmt.data.tokenizer import tokenizer_fingerprint
-    from distilmt.teachers import cache
+    from distilmt.teachers.signal import cache
 
     before = tokenizer_fingerprint(tokenizer)
     definition = tokenizer.backend_tokenizer.to_str()

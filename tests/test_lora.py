@@ -17,8 +17,8 @@ from distilmt.config import ConfigError, LoRAConfig, TeacherConfig, TrainConfig,
 from distilmt.errors import ModelError
 from distilmt.models.build import build_model
 from distilmt.models.lora import add_lora, load_lora, merge_lora, save_merged, target_modules
+from distilmt.training.loop import train_seq2seq
 from distilmt.training.lora import train_lora
-from distilmt.training.trainer import train_seq2seq
 
 TRAIN = TrainConfig(max_steps=6, batch_tokens=400, warmup_steps=1, learning_rate=2e-2, label_smoothing=0.0,
                     bf16=False, eval_every_epoch=False)

@@ -17,7 +17,8 @@ from transformers import Seq2SeqTrainingArguments
 from distilmt.config import DistillConfig, StudentConfig
 from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
 from distilmt.teachers.signal import LiveTeacher
-from distilmt.training.trainer import DistilTrainer, tensorboard_callback
+from distilmt.training.callbacks import tensorboard_callback
+from distilmt.training.trainer import DistilTrainer
 
 
 def _args(tmp_path, steps=4, batch=8, accum=1, lr=3e-3, optim="adamw_torch", **extra):
@@ -212,7 +213,7 @@ def test_adapters_live_in_checkpoints_so_a_killed_run_resumes_exactly(tmp_path, 
     from safetensors.torch import load_file
 
     from distilmt.config import TrainConfig
-    from distilmt.training.trainer import last_checkpoint, train_seq2seq
+    from distilmt.training.loop import last_checkpoint, train_seq2seq
     from helpers import Interrupt
 
     cfg = TrainConfig(learning_rate=3e-3, warmup_steps=1, max_steps=6, batch_tokens=200, bf16=False,

@@ -222,7 +222,7 @@ def test_mutual_loss_is_ce_plus_weighted_kl_to_the_detached_peer(tmp_path, token
 def test_mutual_training_trains_both_students_and_saves_each_as_plain_hf(tmp_path, tokenizer, tiny_teacher,
                                                                          verse_pairs):
     from distilmt.config import TrainConfig
-    from distilmt.training.trainer import train_seq2seq
+    from distilmt.training.loop import train_seq2seq
 
     student = derive_student(tiny_teacher, StudentConfig(depth_ratio=0.5), seed=1)
     cfg = TrainConfig(max_steps=2, warmup_steps=0, batch_tokens=400, bf16=False, label_smoothing=0.1, seed=4)

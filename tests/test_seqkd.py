@@ -36,7 +36,7 @@ def teacher_dir(tmp_path_factory, tokenizer_dir, verse_pairs) -> Path:
     from conftest import TINY_TEACHER
     from distilmt.config import TeacherConfig
     from distilmt.models.build import build_model
-    from distilmt.training.trainer import train_seq2seq
+    from distilmt.training.loop import train_seq2seq
 
     quiet, level = logging.getLogger("transformers"), logging.getLogger("transformers").level
     quiet.setLevel(logging.ERROR)  # no max_length / max_new_tokens chatter from generate while it trains

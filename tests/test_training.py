@@ -19,6 +19,7 @@ from distilmt.teachers.cache import CachedTeacher
 from distilmt.teachers.ensemble import EnsembleTeacher
 from distilmt.teachers.signal import CausalTeacher, LiveTeacher, TeacherBase
 from distilmt.training.intermediate import IntermediateKD
+from distilmt.training.loop import last_checkpoint, train_seq2seq
 from distilmt.training.terms import (
     AttentionTerm,
     EnsembleNLLTerm,
@@ -29,7 +30,7 @@ from distilmt.training.terms import (
     TokenKDTerm,
     summed,
 )
-from distilmt.training.trainer import DistilTrainer, last_checkpoint, train_seq2seq
+from distilmt.training.trainer import DistilTrainer
 from helpers import Interrupt
 
 
@@ -122,7 +123,7 @@ def test_kd_training_logs_ce_kd_and_writes_tensorboard(tmp_path, tokenizer, tiny
 def test_lr_schedules_as_the_trainer_builds_them(tmp_path, schedule, expected):
     from transformers import get_scheduler
 
-    from distilmt.training.trainer import training_arguments
+    from distilmt.training.loop import training_arguments
 
     cfg = TrainConfig(learning_rate=1.0, warmup_steps=10, max_steps=100, lr_schedule=schedule, decay_fraction=0.2,
                       eval_every_epoch=False, bf16=False)

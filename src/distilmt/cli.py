@@ -357,13 +357,7 @@ def _print_presets() -> int:
 def _methods(args) -> int:
     from rich.console import Console
 
-    from .recipes.methods import (
-        format_table,
-        parse_methods,
-        parse_seeds,
-        run_study,
-        study_overrides,
-    )
+    from .recipes.methods import format_table, parse_methods, parse_seeds, run_study, study_overrides
 
     methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
     if args.quiet:

@@ -400,7 +400,7 @@ def mixture_log_probs(teacher_logits: list[torch.Tensor] | tuple[torch.Tensor, .
 
     ``weights`` ``[K]`` are the mixture weights (non-negative, summing to 1: fixed, or a softmax of learned
     scores). The temperature is applied here, once, to each teacher before mixing; a caller that hands the
-    result to a divergence that divides by T again must undo that (see :class:`distilmt.teachers.EnsembleTeacher`,
+    result to a divergence that divides by T again must undo that (see :class:`distilmt.teachers.ensemble.EnsembleTeacher`,
     which returns ``T * log p_mix`` so that ``softmax(returned / T) = p_mix``). Computed in fp32 with
     logsumexp, so a token every teacher gives probability 0 stays ``-inf`` and no probability underflows early.
     Gradients flow to ``weights`` (and to the logits, when they have any).

@@ -8,15 +8,7 @@ sentence naming the field and what to do.
 
 from ..errors import ConfigError
 from .distill import DIVERGENCES, SCHEDULES, DistillConfig
-from .run import (
-           PRESET_DIR,
-           PRESETS,
-           RunConfig,
-           from_dict,
-           load_config,
-           save_config,
-           set_override,
-)
+from .run import PRESET_DIR, PRESETS, RunConfig, from_dict, load_config, save_config, set_override
 from .sections import (
            LR_SCHEDULES,
            MODEL_KINDS,

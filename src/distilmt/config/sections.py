@@ -333,7 +333,7 @@ def template_problem(template: str) -> str | None:
 
 @dataclass
 class PromptConfig:
-    """How a causal-LM teacher or student is asked to translate (distilmt.causal)."""
+    """How a causal-LM teacher or student is asked to translate (distilmt.data.prompt)."""
 
     template: str = _help("the prompt before the target: a string with {src_lang}, {tgt_lang} (language names) and "
                           "{source}, or auto = the tokenizer's chat template when it has one, else 'Translate this "

@@ -9,14 +9,7 @@ import json
 from itertools import groupby
 from pathlib import Path
 
-from .compare import (
-    column_cell,
-    columns,
-    semantic_note,
-    set_notes,
-    test_set_names,
-    to_markdown,
-)
+from .compare import column_cell, columns, semantic_note, set_notes, test_set_names, to_markdown
 
 
 def training_curves(tb_root: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:

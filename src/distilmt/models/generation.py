@@ -107,12 +107,10 @@ def translate_scored(model, tokenizer, sources: Sequence[str], cfg: SeqKDConfig,
 
     Sources are sorted by length and cut into batches of at most ``cfg.batch_tokens`` source tokens
     (:func:`~distilmt.data.batching.token_batches`); results come back in input order, best hypothesis first (the
-    order ``generate`` returns them in). With ``cfg.do_sample`` the draws are seeded by ``seed``. A causal-LM
-    teacher comes as a :class:`~distilmt.causal.CausalTranslator` (its own tokenizer and prompt; ``tokenizer`` is
-    then unused) and translates itself, with the same batching, settings and score.
+    order ``generate`` returns them in). With ``cfg.do_sample`` the draws are seeded by ``seed``. (A causal-LM
+    teacher translates with :meth:`~distilmt.models.translators.CausalTranslator.translate_scored`: the same
+    batching, settings and score over :func:`generate_continuations`.)
     """
-    if hasattr(model, "translate_scored"):  # a causal-LM teacher with its own tokenizer and prompt (distilmt.causal)
-        return model.translate_scored(sources, cfg, seed=seed)
     if not sources:
         return []
     model.eval()

@@ -140,7 +140,7 @@ class Ct2Translator:
 
 def open_model(path: str | Path, **ct2_options) -> Translator:
     """Open a directory as a :class:`Translator`: CTranslate2 when it holds a CT2 model, a prompted causal LM
-    (:class:`~distilmt.causal.CausalTranslator`, prompt from its ``prompt.json``) when it holds a decoder-only
+    (:class:`~distilmt.models.translators.CausalTranslator`, prompt from its ``prompt.json``) when it holds a decoder-only
     model, else a Hugging Face seq2seq model."""
 
     path = Path(path)
@@ -194,7 +194,7 @@ def read_prompt(model_dir: str | Path) -> dict:
 class CausalTranslator:
     """A causal LM with its tokenizer and prompt as a translator: ``translate`` for evaluation (the
     :class:`~distilmt.evaluation.translate.Translator` interface, opened by ``open_model`` from a directory with a
-    ``prompt.json``), and ``translate_scored`` for :func:`distilmt.seqkd.translate_scored` (which hands a causal
+    ``prompt.json``), and ``translate_scored`` for :func:`distilmt.models.generation.translate_scored` (which hands a causal
     teacher over to it), so a causal teacher writes the distilled corpus of a seq2seq student (different tokenizers
     are fine there)."""
 

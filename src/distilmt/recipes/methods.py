@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..evaluation.compare import evaluate_models, write_json
 from ..models.build import build_model
 from ..rundir import atomic_open, is_complete, load_tokenizer, mark_complete
-from ..training.trainer import train_seq2seq
+from ..training.loop import train_seq2seq
 from . import stages
 from .progressive import train_chain
 from .stages import dev_subset

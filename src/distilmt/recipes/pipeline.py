@@ -30,13 +30,7 @@ from pathlib import Path
 from ..config import RunConfig, load_config
 from ..data.corpus import load_splits
 from ..errors import RunDirError
-from ..evaluation.compare import (
-    evaluate_models,
-    to_markdown,
-    write_csv,
-    write_json,
-    write_translations,
-)
+from ..evaluation.compare import evaluate_models, to_markdown, write_csv, write_json, write_translations
 from ..evaluation.metrics import paired_bootstrap
 from ..evaluation.report import write_report
 from ..export import export_ctranslate2
@@ -65,7 +59,7 @@ log = logging.getLogger("distilmt")
 
 def distill_progressive(cfg: RunConfig, run_dir: Path, resume: bool = False) -> list[dict]:
     """Progressive distillation: the chain teacher -> progressive/stage-k -> student-progressive, each stage taught
-    by the previous one and evaluated (see :mod:`distilmt.progressive`). Returns one record per stage."""
+    by the previous one and evaluated (see :mod:`distilmt.recipes.progressive`). Returns one record per stage."""
 
     require_teacher(run_dir)
     return train_chain(cfg, run_dir, run_dir / "progressive", run_dir / PROGRESSIVE_STUDENT, resume=resume)

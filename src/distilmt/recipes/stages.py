@@ -17,17 +17,11 @@ from ..data.tokenizer import tokenizer_fingerprint, train_tokenizer
 from ..models.build import build_model
 from ..models.loading import load_causal, load_seq2seq
 from ..models.translators import save_prompt
-from ..rundir import (
-    is_complete,
-    load_tokenizer,
-    mark_complete,
-    require_teacher,
-    teacher_fingerprint,
-)
+from ..rundir import is_complete, load_tokenizer, mark_complete, require_teacher, teacher_fingerprint
 from ..teachers.cache import TeacherCache, build_teacher_cache, cache_fingerprint
 from ..teachers.labels import build_distilled, labels_fingerprint, labels_teacher
+from ..training.loop import train_seq2seq
 from ..training.lora import lora_train_config, train_lora
-from ..training.trainer import train_seq2seq
 
 log = logging.getLogger("distilmt")
 
@@ -180,7 +174,7 @@ def generate_labels(cfg: RunConfig, run_dir: Path, rebuild: bool = False, on_sha
     sources = [s for s, _ in load_splits(run_dir / "data").train]
     tokenizer = load_tokenizer(run_dir)
     teacher_id, load = teacher_fingerprint(run_dir / "teacher"), lambda: teacher_on_device(run_dir / "teacher")
-    if cfg.teacher.kind == "causal":  # prompted with prompt.template, in its own tokenizer (distilmt.causal)
+    if cfg.teacher.kind == "causal":  # prompted with prompt.template, in its own tokenizer (distilmt.data.prompt)
 
         teacher_id, load = labels_teacher(cfg, run_dir / "teacher", teacher_id)
     fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(tokenizer), teacher_id, cfg.seqkd)

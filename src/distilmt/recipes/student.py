@@ -27,27 +27,14 @@ from ..models.loading import load_causal, load_seq2seq
 from ..models.translators import save_prompt
 from ..models.vocab import check_same_vocabulary, check_shared_vocabulary
 from ..monitor import DistillationMonitor, select_samples
-from ..rundir import (
-    is_complete,
-    load_tokenizer,
-    mark_complete,
-    require_teacher,
-    teacher_fingerprint,
-)
+from ..rundir import is_complete, load_tokenizer, mark_complete, require_teacher, teacher_fingerprint
 from ..teachers.cache import CachedTeacher
 from ..teachers.ensemble import EnsembleTeacher
 from ..teachers.labels import read_distilled, training_pairs
 from ..teachers.signal import CausalTeacher, LiveTeacher
+from ..training.loop import train_seq2seq
 from ..training.lora import lora_train_config, train_lora
-from ..training.trainer import train_seq2seq
-from .stages import (
-    SEQKD_STUDENT,
-    STUDENTS,
-    cache_teacher,
-    dev_subset,
-    generate_labels,
-    student_names,
-)
+from .stages import SEQKD_STUDENT, STUDENTS, cache_teacher, dev_subset, generate_labels, student_names
 
 log = logging.getLogger("distilmt")
 

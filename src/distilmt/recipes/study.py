@@ -50,27 +50,9 @@ from ..data.tokenizer import tokenizer_fingerprint
 from ..errors import ConfigError, RunDirError
 from ..evaluation.compare import add_relative, evaluate_models, to_markdown, write_json
 from ..evaluation.report import png_data_uri, write_report
-from ..rundir import (
-    is_complete,
-    load_tokenizer,
-    mark_complete,
-    open_run,
-    teacher_fingerprint,
-    write_text_atomic,
-)
-from ..teachers.labels import (
-    build_distilled,
-    labels_fingerprint,
-    read_distilled,
-    training_pairs,
-)
-from .stages import (
-    prepare_data,
-    teacher_on_device,
-    test_subset,
-    train_teacher,
-    train_teacher_lora,
-)
+from ..rundir import is_complete, load_tokenizer, mark_complete, open_run, teacher_fingerprint, write_text_atomic
+from ..teachers.labels import build_distilled, labels_fingerprint, read_distilled, training_pairs
+from .stages import prepare_data, teacher_on_device, test_subset, train_teacher, train_teacher_lora
 from .student import train_student
 
 log = logging.getLogger("distilmt")

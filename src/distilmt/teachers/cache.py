@@ -51,12 +51,7 @@ import torch
 from ..data.batching import ParallelDataset, Seq2SeqCollator, token_batches
 from ..data.tokenizer import tokenizer_fingerprint
 from ..errors import CacheError
-from ..rundir import (
-    atomic_open,
-    check_fingerprint,
-    pairs_fingerprint,
-    teacher_fingerprint,
-)
+from ..rundir import atomic_open, check_fingerprint, pairs_fingerprint, teacher_fingerprint
 from .signal import TeacherBase
 
 log = logging.getLogger(__name__)
@@ -262,7 +257,7 @@ __all__ = ["CacheError", "TeacherCache", "build_teacher_cache", "cache_fingerpri
 
 
 class CachedTeacher(TeacherBase):
-    """The teacher's top-k next-token distribution read back from a teacher cache (see :mod:`distilmt.cache`).
+    """The teacher's top-k next-token distribution read back from a teacher cache (see :mod:`distilmt.teachers.cache`).
 
     No teacher model is loaded: each training batch reads its examples' rows from the memory-mapped shards,
     found by the batch's ``example_index`` (``ParallelDataset(..., with_index=True)`` and ``Seq2SeqCollator``

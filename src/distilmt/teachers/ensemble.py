@@ -13,7 +13,7 @@ from .signal import LiveTeacher, TeacherBase
 class EnsembleWeights(torch.nn.Module):
     """The mixture weights of an ensemble: fixed (a buffer) or learned (softmax of a trained score vector).
 
-    Learned scores are an ``nn.Parameter`` that :class:`distilmt.training.DistilTrainer` attaches to the student
+    Learned scores are an ``nn.Parameter`` that :class:`distilmt.training.trainer.DistilTrainer` attaches to the student
     as the submodule ``distil_ensemble`` during ``train()`` only, so the optimizer, checkpoints and resume see
     them and the saved student does not.
     """

@@ -129,7 +129,9 @@ def build_distilled(out_dir: str | Path, sources: Sequence[str], tokenizer, load
         for index in missing:
             chunk = sources[index * cfg.shard_size:(index + 1) * cfg.shard_size]
             started = time.perf_counter()
-            hyps = translate_scored(teacher, tokenizer, chunk, cfg, seed=cfg.seed * 1_000_003 + index)
+            seed = cfg.seed * 1_000_003 + index
+            hyps = teacher.translate_scored(chunk, cfg, seed=seed) if isinstance(teacher, CausalTranslator) \
+                else translate_scored(teacher, tokenizer, chunk, cfg, seed=seed)  # a causal LM prompts itself
             took = time.perf_counter() - started
             if cfg.num_return_sequences > 1:
                 with atomic_open(out_dir / shard_name(index).replace(".tsv", ".nbest.jsonl")) as f:
@@ -234,7 +236,7 @@ def training_pairs(original: Sequence[tuple[str, str]], distilled: Sequence[tupl
 
 
 def labels_teacher(cfg, teacher_dir: str | Path, teacher_id: str):
-    """``(teacher_id, load)`` for :func:`distilmt.seqkd.build_distilled` with a causal-LM teacher: the id gains
+    """``(teacher_id, load)`` for :func:`build_distilled` with a causal-LM teacher: the id gains
     the prompt's fingerprint (another prompt makes other labels), ``load()`` gives a :class:`CausalTranslator` on
     the GPU when there is one. ``cfg`` is the run's :class:`~distilmt.config.RunConfig`."""
 

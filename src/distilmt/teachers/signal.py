@@ -89,9 +89,9 @@ class LiveTeacher(TeacherBase):
 
 
 class CausalTeacher(LiveTeacher):
-    """A frozen causal LM scoring the student's own prompt + target sequences (:mod:`distilmt.causal`).
+    """A frozen causal LM scoring the student's own prompt + target sequences (:mod:`distilmt.data.prompt`).
 
-    Teacher and student share one vocabulary (:func:`distilmt.causal.check_shared_vocabulary`), hence one
+    Teacher and student share one vocabulary (:func:`distilmt.models.vocab.check_shared_vocabulary`), hence one
     tokenization of the same prompt and target: ``logits(batch)`` is the teacher's ``[batch, length, vocab_size]``
     at every position of ``batch["input_ids"]`` (position t predicts token t + 1, like the student's), cut to the
     shared real vocabulary ``vocab_size`` so embedding matrices padded to other sizes do not matter. The trainer

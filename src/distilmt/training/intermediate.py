@@ -3,7 +3,7 @@
 The loss maths are the pure functions in :mod:`distilmt.losses` (``hidden_state_mse``, ``attention_kl``...);
 this module decides which student layer faces which teacher layer (:func:`layer_map`), holds the learned linear
 adapters that lift the student's width to the teacher's, and adds the per-layer sums up. The trainer owns the
-rest (optimizer, checkpoints, normalisation): see :class:`distilmt.training.DistilTrainer`.
+rest (optimizer, checkpoints, normalisation): see :class:`distilmt.training.trainer.DistilTrainer`.
 
 Layer ``i`` is the output of transformer layer ``i`` (0-based): ``hidden_states[i + 1]`` of a Hugging Face
 model, whose entry 0 is the embeddings and whose last entry is after the final layer norm, if any.

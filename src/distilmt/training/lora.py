@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import LoRAConfig, TrainConfig
 from ..models.lora import BASE_DIR, add_lora, save_merged
-from .trainer import train_seq2seq
+from .loop import train_seq2seq
 
 
 def lora_train_config(train: TrainConfig, cfg: LoRAConfig, **changes) -> TrainConfig:
@@ -17,7 +17,7 @@ def lora_train_config(train: TrainConfig, cfg: LoRAConfig, **changes) -> TrainCo
 
 def train_lora(model, tokenizer, train_pairs, dev_pairs, train_cfg: TrainConfig, cfg: LoRAConfig, out_dir: Path,
                log_dir: Path, max_tokens: int, base_path: str | Path | None = None, **train_kwargs):
-    """Train LoRA adapters on ``model`` with :func:`distilmt.training.train_seq2seq` (``train_kwargs``: teacher,
+    """Train LoRA adapters on ``model`` with :func:`distilmt.training.trainer.train_seq2seq` (``train_kwargs``: teacher,
     distill, resume, callbacks ...), then write ``out_dir`` as :func:`save_merged` describes. Returns the trainer.
 
     ``train_cfg`` is used as given (see :func:`lora_train_config` for LoRA's learning rate). Without ``base_path``

@@ -1,6 +1,6 @@
 """Schedules over training: a value moving from ``start`` to ``end`` as progress goes from 0 to 1.
 
-Pure functions of plain numbers (no trainer, no state), used by :class:`distilmt.training.DistilTrainer` for the
+Pure functions of plain numbers (no trainer, no state), used by :class:`distilmt.training.trainer.DistilTrainer` for the
 temperature (``distill.temperature`` -> ``distill.temperature_final``) and the loss weights (``distill.alpha`` ->
 ``distill.alpha_final``, ``distill.beta`` -> ``distill.beta_final``). Progress is ``global_step / max_steps``:
 0 in the first optimizer step, ``(max_steps - 1) / max_steps`` in the last; every micro-batch of one

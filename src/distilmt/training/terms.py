@@ -2,12 +2,12 @@
 
 Each :class:`LossTerm` has a ``name`` (its key in the training log), a ``weight(now)`` (``now``: the scheduled
 ``temperature``, ``alpha`` and ``beta`` of this step) and ``term(step) -> torch.Tensor``, a *sum* over positions
-that :class:`distilmt.training.DistilTrainer` divides once, with every other term, by the global target-token
+that :class:`distilmt.training.trainer.DistilTrainer` divides once, with every other term, by the global target-token
 count. ``step`` is a :class:`StepContext`: the batch, the student's outputs and the teacher's signal (logits, top
 k, full outputs), computed once per micro-batch by the trainer and read by every term.
 
 :func:`build_terms` picks the active terms from the :class:`~distilmt.config.DistillConfig` and the teacher's
-declared capabilities (:class:`distilmt.teachers.TeacherSignal`); :func:`summed` adds the weighted terms that
+declared capabilities (:class:`distilmt.teachers.signal.TeacherSignal`); :func:`summed` adds the weighted terms that
 apply to a step and records each one's value in ``step.values`` for the log.
 """
 
@@ -133,7 +133,7 @@ class OnPolicyTerm(LossTerm):
     of the batch's sources, weighted by alpha, for the drawn fraction ``on_policy_ratio`` of training batches. On
     those the token term sees no teacher signal (CE on the reference only) and this term's value is logged as
     ``kd``. ``translate(model, inputs)`` makes the teacher-forcing batch of the student's translations
-    (:meth:`distilmt.training.DistilTrainer.student_translations`); the latest is kept as ``last_policy``."""
+    (:meth:`distilmt.training.trainer.DistilTrainer.student_translations`); the latest is kept as ``last_policy``."""
 
     name = "kd"
     training_only = True

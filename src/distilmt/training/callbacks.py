@@ -1,0 +1,60 @@
+"""Trainer callbacks and metrics: one readable log line per step, TensorBoard, dev BLEU from real generation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import sacrebleu
+from transformers import TrainerCallback
+from transformers.integrations import TensorBoardCallback
+
+from .trainer import DistilTrainer
+
+log = logging.getLogger("distilmt.training.trainer")
+
+
+def bleu_metric(tokenizer):
+    """compute_metrics for the Trainer: corpus BLEU and chrF of generated dev translations (sacrebleu)."""
+    def compute(eval_pred):
+        preds, labels = eval_pred.predictions, eval_pred.label_ids
+        if isinstance(preds, tuple):
+            preds = preds[0]
+        preds = np.where(preds < 0, tokenizer.pad_token_id, preds)
+        labels = np.where(labels < 0, tokenizer.pad_token_id, labels)
+        hyps = [h.strip() for h in tokenizer.batch_decode(preds, skip_special_tokens=True)]
+        refs = [r.strip() for r in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+        return {"bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
+                "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+                "distinct": len(set(hyps)) / max(len(hyps), 1)}
+
+    return compute
+
+
+class LogLines(TrainerCallback):
+    """One readable log line per logging step and per evaluation (replaces the Trainer's dict printing)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        where = f"{self.name} step {state.global_step}/{state.max_steps} ep {state.epoch or 0:.2f}"
+        if "loss" in logs:
+            parts = [f"loss {logs['loss']:.3f}"]
+            parts += [f"{k} {logs[k]:.3f}" for k in ("ce", "kd", *DistilTrainer.EXTRA_TERMS, "temperature", "alpha",
+                                                      "beta") if k in logs]
+            parts += [f"lr {logs.get('learning_rate', 0):.2e}", f"{logs.get('target_tokens_per_s', 0):,.0f} tgt tok/s"]
+            log.info("%s | %s", where, " | ".join(parts))
+        elif "eval_bleu" in logs:
+            log.info("%s | dev BLEU %.2f chrF %.1f distinct %.2f (%.0fs)", where, logs["eval_bleu"],
+                     logs.get("eval_chrf", 0), logs.get("eval_distinct", 0), logs.get("eval_runtime", 0))
+
+
+def tensorboard_callback(log_dir: Path) -> TrainerCallback:
+    """transformers' TensorBoard logger, writing into ``log_dir`` (rank zero only, created lazily)."""
+    callback = TensorBoardCallback()
+    callback.logging_dir = str(log_dir)
+    return callback

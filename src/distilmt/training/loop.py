@@ -1,0 +1,135 @@
+"""Train one model: our TrainConfig as the Trainer's arguments, the datasets, callbacks and resume, then save the best."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+from transformers import EarlyStoppingCallback, Seq2SeqTrainingArguments, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..config import DistillConfig, TrainConfig
+from ..data.batching import ParallelDataset, Seq2SeqCollator, TokenBatchSampler
+from ..data.prompt import CausalCollator, CausalDataset
+from ..models.mutual import MutualPair, make_peer
+from ..teachers.signal import TeacherSignal
+from .callbacks import LogLines, bleu_metric, tensorboard_callback
+from .trainer import DistilTrainer
+
+log = logging.getLogger("distilmt.training.trainer")
+
+
+def lr_schedule_arguments(cfg: TrainConfig, max_steps: int) -> dict:
+    """transformers' scheduler arguments for ``cfg.lr_schedule`` (the warm-up is never longer than the run)."""
+    warmup = min(cfg.warmup_steps, max(max_steps - 1, 0))
+    if cfg.lr_schedule == "wsd":  # warm-up, stable at the peak, linear decay to 0 over the last decay_fraction
+        decay = min(max(1, round(cfg.decay_fraction * max_steps)), max_steps - warmup)
+        return {"lr_scheduler_type": "warmup_stable_decay", "warmup_steps": warmup,
+                "lr_scheduler_kwargs": {"num_decay_steps": decay, "decay_type": "linear"}}
+    names = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+    return {"lr_scheduler_type": names[cfg.lr_schedule], "warmup_steps": warmup}
+
+
+def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int, eval_steps: int = 0,
+                       layerdrop: bool = False) -> Seq2SeqTrainingArguments:
+    """The Trainer's arguments from our TrainConfig: epochs or steps, the lr schedule with warm-up, bf16, TensorBoard."""
+    max_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch / cfg.grad_accum)
+    updates_per_epoch = max(1, steps_per_epoch // cfg.grad_accum)
+    strategy = "steps" if eval_steps else ("epoch" if cfg.eval_every_epoch else "no")
+    return Seq2SeqTrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        report_to="none",  # TensorBoard is added as a callback writing to our log_dir (see tensorboard_callback)
+        max_steps=max_steps,
+        learning_rate=cfg.learning_rate,
+        **lr_schedule_arguments(cfg, max_steps),
+        weight_decay=cfg.weight_decay,
+        adam_beta2=0.98,
+        max_grad_norm=cfg.max_grad_norm,
+        gradient_accumulation_steps=cfg.grad_accum,
+        per_device_eval_batch_size=64,
+        bf16=cfg.bf16,
+        seed=cfg.seed,
+        logging_steps=max(1, min(50, updates_per_epoch // 4)),
+        eval_strategy=strategy,
+        eval_steps=eval_steps or None,
+        save_strategy=strategy if strategy != "no" else "steps",
+        save_steps=eval_steps or max(1, updates_per_epoch),
+        save_total_limit=2,
+        load_best_model_at_end=strategy != "no",
+        metric_for_best_model="bleu",
+        greater_is_better=True,
+        predict_with_generate=True,
+        generation_num_beams=cfg.eval_beams,
+        generation_max_length=128,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=layerdrop,  # LayerDrop (e.g. NLLB configs) skips layers: DDP must look
+        remove_unused_columns=False,
+    )
+
+
+def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, out_dir: Path, log_dir: Path,
+                  max_tokens: int, teacher: TeacherSignal | None = None, distill: DistillConfig | None = None,
+                  resume: bool = False, callbacks: list[TrainerCallback] | None = None, eval_steps: int = 0,
+                  name: str = "", prompt=None):
+    """Train ``model`` on the pairs (with a teacher signal when given) and save the best one to ``out_dir``.
+
+    Returns the trainer (its ``state.log_history`` holds the curves). The best checkpoint by dev BLEU is
+    loaded at the end and saved with its tokenizer as a plain Hugging Face directory. With ``distill.mutual`` the
+    model is trained as a :class:`MutualPair` with a peer made by ``distill.mutual_peer`` (a copy of the
+    student's initial weights, or a fresh one from seed ``cfg.seed + 1``; or pass a MutualPair): ``out_dir`` holds the first student, ``out_dir/peer`` the second.
+    """
+    out_dir = Path(out_dir)
+    if distill is not None and distill.mutual and not isinstance(model, MutualPair):
+        model = MutualPair(model, make_peer(model, distill.mutual_peer, cfg.seed + 1))
+    if prompt is not None:  # a causal-LM student (distilmt.recipes.student.train_causal): prompted pairs, no dev BLEU
+        train_set, dev_set, collator = CausalDataset(train_pairs, prompt, max_tokens), [], \
+            CausalCollator(prompt.pad_token_id)
+        cfg = dataclasses.replace(cfg, eval_every_epoch=False, early_stopping_patience=0)
+    else:
+        train_set = ParallelDataset(train_pairs, tokenizer, max_tokens,
+                                    with_index=teacher is not None and teacher.needs_example_index)
+        dev_set = ParallelDataset(dev_pairs, tokenizer, 0)
+        collator = Seq2SeqCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id)
+    # Under torchrun every process takes 1/WORLD_SIZE of the batches, so an epoch has that many fewer updates.
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    steps_per_epoch = math.ceil(len(TokenBatchSampler(train_set.lengths(), cfg.batch_tokens, cfg.seed)) / world_size)
+    layerdrop = any(getattr(model.config, k, 0) for k in ("encoder_layerdrop", "decoder_layerdrop"))
+    args = training_arguments(cfg, out_dir, steps_per_epoch, eval_steps, layerdrop)
+    all_callbacks = [tensorboard_callback(log_dir), LogLines(name or out_dir.name), *(callbacks or [])]
+    if cfg.early_stopping_patience and args.eval_strategy != "no":
+        all_callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience))
+    trainer = DistilTrainer(
+        model=model, args=args, train_dataset=train_set, eval_dataset=dev_set if len(dev_set) else None,
+        data_collator=collator, processing_class=tokenizer, compute_metrics=bleu_metric(tokenizer),
+        callbacks=all_callbacks, teacher=teacher, distill=distill, label_smoothing=cfg.label_smoothing,
+        batch_tokens=cfg.batch_tokens,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    checkpoint = last_checkpoint(out_dir)
+    if resume and checkpoint is None:
+        log.info("no checkpoint under %s: starting from scratch", out_dir / "checkpoints")
+    elif not resume and checkpoint is not None:
+        log.warning("%s holds an interrupted training (%s); starting over — pass --resume to continue it",
+                    out_dir, checkpoint.name)
+        checkpoint = None
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(out_dir))
+        tokenizer.save_pretrained(str(out_dir))
+    return trainer
+
+
+def last_checkpoint(out_dir: Path) -> Path | None:
+    ckpt_dir = Path(out_dir) / "checkpoints"
+    if not ckpt_dir.is_dir():
+        return None
+    found = get_last_checkpoint(str(ckpt_dir))
+    return Path(found) if found else None
