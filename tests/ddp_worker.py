@@ -24,3 +24,6 @@ if __name__ == "__main__":
     if trainer.is_world_process_zero():
         with open(f"{out}/world_size.txt", "w") as f:
             f.write(str(trainer.args.world_size))
+    if torch.distributed.is_initialized():  # leave the gloo group cleanly: no abort at interpreter exit
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

@@ -284,7 +284,7 @@ def test_other_divergences_train_from_the_cache_on_its_dense_logits(tmp_path, to
 
 def test_tokenizer_fingerprint_ignores_truncation_and_padding_state(tokenizer):
     from distilmt.data.tokenizer import tokenizer_fingerprint
-    from distilmt.teachers.signal import cache
+    from distilmt.teachers import cache
 
     before = tokenizer_fingerprint(tokenizer)
     definition = tokenizer.backend_tokenizer.to_str()
