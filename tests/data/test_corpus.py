@@ -13,7 +13,7 @@ from distilmt.data.corpus import build_splits, load_splits, prepare_data
 from distilmt.data.readers import read_tsv
 from distilmt.errors import CorpusError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA
 
 
 def sources(pairs):

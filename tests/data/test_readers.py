@@ -10,7 +10,7 @@ import pytest
 from distilmt.data.readers import detect_format, read_parallel, read_tsv, write_tsv
 from distilmt.errors import CorpusError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA
 
 
 def write(path: Path, content: str | bytes) -> Path:

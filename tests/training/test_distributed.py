@@ -24,7 +24,7 @@ def _torchrun(nproc, args, env):
 def test_two_processes_equal_one_process_with_accumulation(tmp_path, tokenizer_dir, verse_pairs):
     pairs = tmp_path / "pairs.json"
     pairs.write_text(json.dumps(verse_pairs[:120]), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     # 2 processes x 1 batch per update == 1 process x 2 accumulated batches: the same batches, in the same
     # update, normalised by the same global token count.
     _torchrun(2, [str(tokenizer_dir), str(pairs), str(tmp_path / "two"), "1"], env)
