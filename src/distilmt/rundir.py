@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -63,8 +64,13 @@ def is_complete(stage_dir: Path) -> bool:
     return (Path(stage_dir) / ".complete").is_file()
 
 
-def mark_complete(stage_dir: Path, **info) -> None:
-    (Path(stage_dir) / ".complete").write_text(json.dumps({"finished": time.time(), **info}, indent=1))
+def mark_complete(stage_dir: Path, drop_checkpoints: bool = False, **info) -> None:
+    """Write ``stage_dir/.complete`` (atomically, last); with ``drop_checkpoints`` then remove the training's
+    ``checkpoints/`` (optimizer state, several times the model's size): a finished stage is the model, its
+    tokenizer and generation config only, and is never resumed."""
+    write_text_atomic(Path(stage_dir) / ".complete", json.dumps({"finished": time.time(), **info}, indent=1))
+    if drop_checkpoints:
+        shutil.rmtree(Path(stage_dir) / "checkpoints", ignore_errors=True)
 
 
 def load_tokenizer(run_dir: Path):

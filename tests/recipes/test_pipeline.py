@@ -29,6 +29,10 @@ def test_run_end_to_end_then_every_stage_skips(tmp_path, capsys):
         for key in ("bleu", "chrf", "params", "size_mb", "sentences_per_s", "collapsed"):
             assert key in row, key
     assert rows["student-kd"]["params"] < rows["teacher"]["params"]
+    for model in ("teacher", "student-baseline", "student-kd"):  # a finished model directory ships as it is
+        assert not (run_dir / model / "checkpoints").exists(), model
+        assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= \
+            {f.name for f in (run_dir / model).iterdir()}, model
     assert list((run_dir / "tb" / "student-kd").glob("events.out.tfevents.*"))
     report = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "## Sample translations" in report and "Monitor: one dev verse across training" in report

@@ -123,6 +123,8 @@ class TrainConfig:
     eval_every_epoch: bool = _help("generate on dev and compute BLEU at each epoch end", True)
     early_stopping_patience: int = _help("stop after this many evaluations without dev-BLEU gain (0 = off)", 0)
     seed: int = _help("random seed", 1)
+    keep_checkpoints: bool = _help("keep checkpoints/ (optimizer state) in a finished model directory; by default "
+                                   "it is removed once the stage is complete", False)
     eval_beams: int = _help("beam size for dev BLEU during training", 1)
 
     def __post_init__(self):

@@ -154,14 +154,13 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: Path, method: str, seed: int, n
 
             stages = train_chain(mcfg, run_dir, out.parent / f"{name}-chain", out, resume=resume, evaluate=False)
             updates *= len(stages)
-            for stage in stages[:-1]:
+            for stage in stages[:-1]:  # the chain's stages are not the row's student
                 shutil.rmtree(Path(stage["dir"]) / "checkpoints", ignore_errors=True)
         else:  # the same student, teacher signal, LoRA and monitor settings as `distilmt distill` gives
             train_student(mcfg, run_dir, name, out, splits.train, resume=resume, complete=False,
                           teacher_dir=None if method == "baseline" else run_dir / "teacher",
                           log_dir=run_dir / "tb" / f"methods-{name}")
-        mark_complete(out, seconds=round(time.time() - started, 1), updates=updates)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the saved student is what the row measured
+        mark_complete(out, drop_checkpoints=True, seconds=round(time.time() - started, 1), updates=updates)
     info = json.loads((out / ".complete").read_text())
     row = _evaluate(mcfg, name, out, test)
     row.update(train_seconds=info.get("seconds"), updates=info.get("updates", updates))

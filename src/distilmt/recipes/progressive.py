@@ -137,7 +137,8 @@ def _train_stage(cfg: RunConfig, run_dir: Path, k: int, stage_cfg: StudentConfig
     if evaluate:
         record.update(evaluate_stage(cfg, out, splits))
         log.info("progressive stage %d: dev BLEU %.2f, test BLEU %.2f", k, record["dev_bleu"], record["test_bleu"])
-    mark_complete(out, seconds=record["seconds"], record=record)
+    mark_complete(out, drop_checkpoints=not cfg.student_train.keep_checkpoints, seconds=record["seconds"],
+                  record=record)
     return record
 
 

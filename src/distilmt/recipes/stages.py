@@ -90,7 +90,7 @@ def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
     started = time.time()
     train_seq2seq(model, tokenizer, splits.train, dev_subset(cfg, splits), cfg.teacher_train, out,
                   run_dir / "tb" / "teacher", cfg.data.max_tokens, resume=resume)
-    mark_complete(out, seconds=round(time.time() - started, 1))
+    mark_complete(out, drop_checkpoints=not cfg.teacher_train.keep_checkpoints, seconds=round(time.time() - started, 1))
 
 
 def teacher_on_device(model_dir: Path):
@@ -120,7 +120,7 @@ def train_teacher_lora(cfg: RunConfig, run_dir: Path, resume: bool = False, out_
     train_lora(model, tokenizer, splits.train, dev_subset(cfg, splits), train_cfg, cfg.lora, out,
                out.parent / "tb" / out.name, cfg.data.max_tokens, base_path=run_dir / "teacher", resume=resume,
                name=TEACHER_LORA)
-    mark_complete(out, seconds=round(time.time() - started, 1), **complete_info)
+    mark_complete(out, drop_checkpoints=not cfg.teacher_train.keep_checkpoints, seconds=round(time.time() - started, 1), **complete_info)
     return out
 
 

@@ -91,7 +91,8 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
         (run_dir / "monitor").mkdir(exist_ok=True)
         watcher.save(run_dir / "monitor" / f"{name}.json")
     if complete:
-        mark_complete(out, seconds=round(time.time() - started, 1), **complete_info)
+        mark_complete(out, drop_checkpoints=not cfg.student_train.keep_checkpoints,
+                      seconds=round(time.time() - started, 1), **complete_info)
     return trainer
 
 
