@@ -24,6 +24,7 @@ from distilmt.models.generation import translate
 from distilmt.models.loading import load_seq2seq
 from distilmt.models.size import count_parameters, dir_size_mb
 from distilmt.models.translators import HfTranslator, Translator, open_model
+from distilmt.evaluation.report import kd_verdict
 from helpers import HAS_CT2, make_tiny_model, toy_sentences
 
 
@@ -74,6 +75,13 @@ def test_paired_bootstrap_against_hand_computed_values():
     assert flipped["bleu"]["system_better"] == 0.0
     same = metrics.paired_bootstrap(baseline, baseline, refs, "en", n_samples=200)
     assert same["bleu"]["delta"] == 0 and same["bleu"]["ci95"] == [0.0, 0.0] and same["chrf"]["system_better"] == 0
+    assert same["bleu"]["system_worse"] == 0  # a tie is neither better nor worse
+    # the system is lower exactly when sentence 4 is drawn: the same 68 %, never 95 %: "level", not "lower"
+    assert flipped["bleu"]["system_worse"] == pytest.approx(1 - 0.75 ** 4, abs=0.02)
+    twins = {"kd_vs_baseline": {**same, "n_samples": 200}}
+    assert "level with its twin: the same translations" in kd_verdict(twins) and "lower" not in \
+        kd_verdict(twins).split(":")[-1]
+    assert "level with its twin within" in kd_verdict({"kd_vs_baseline": flipped})
     with pytest.raises(ValueError, match="pair up"):
         metrics.paired_bootstrap(baseline[:3], system, refs)
 

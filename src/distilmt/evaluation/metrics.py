@@ -46,7 +46,8 @@ def paired_bootstrap(baseline: Sequence[str], system: Sequence[str], refs: Seque
     score both systems on each (sacrebleu's own sufficient statistics, as its significance module does) and look
     at the differences. Per metric (bleu, chrf): both scores, ``delta`` = system - baseline on the real test set,
     ``ci95`` the 2.5th and 97.5th percentile of the resampled differences, and ``system_better`` the share of
-    resamples in which the system scored higher (0.95 or more is the usual bar for "better").
+    resamples in which the system scored higher (0.95 or more is the usual bar for "better"), ``system_worse`` the
+    share in which it scored lower; resamples where both score the same (identical translations) count as neither.
     """
 
     n = len(refs)
@@ -66,7 +67,8 @@ def paired_bootstrap(baseline: Sequence[str], system: Sequence[str], refs: Seque
         deltas = np.array([score(stats[1][i]) - score(stats[0][i]) for i in samples])
         out[name] = {"baseline": round(base, 4), "system": round(sys_, 4), "delta": round(sys_ - base, 4),
                      "ci95": [round(float(np.percentile(deltas, 2.5)), 4), round(float(np.percentile(deltas, 97.5)), 4)],
-                     "system_better": round(float((deltas > 0).mean()), 4)}
+                     "system_better": round(float((deltas > 0).mean()), 4),
+                     "system_worse": round(float((deltas < 0).mean()), 4)}
     return out
 
 

@@ -157,18 +157,20 @@ def _results_table(rows: list[dict]) -> str:
 
 def kd_verdict(metrics: dict) -> str | None:
     """One sentence from metrics.json's ``kd_vs_baseline``: KD against its no-KD twin, and whether the difference
-    is more than test-set luck (paired bootstrap; "higher"/"lower" only when 95 % of the resamples agree)."""
+    is more than test-set luck (paired bootstrap; "higher"/"lower" only when 95 % of the resamples agree; a tie
+    — identical translations — is "level", never "lower")."""
     test = metrics.get("kd_vs_baseline")
     if not test:
         return None
     bleu, chrf = test["bleu"], test["chrf"]
-    share = bleu["system_better"]
-    verdict = ("higher, beyond test-set noise" if share >= 0.95 else "lower, beyond test-set noise" if share <= 0.05
-               else "not distinguishable from its twin on this test set")
+    share, worse = bleu["system_better"], bleu.get("system_worse", 1 - bleu["system_better"])
+    verdict = ("higher, beyond test-set noise" if share >= 0.95 else "lower, beyond test-set noise" if worse >= 0.95
+               else "level with its twin: the same translations" if share == worse == 0
+               else "level with its twin within this test set's noise")
     low, high = bleu["ci95"]
     return (f"KD vs its no-KD twin: BLEU {bleu['system']:.2f} vs {bleu['baseline']:.2f} ({bleu['delta']:+.2f}, 95 % "
             f"interval {low:+.2f} to {high:+.2f}), chrF {chrf['delta']:+.2f}; student-kd scores higher in {share:.0%} "
-            f"of {test['n_samples']} paired bootstrap resamples of the {test['sentences']} test sentences: {verdict}.")
+            f"and lower in {worse:.0%} of {test['n_samples']} paired bootstrap resamples of the {test['sentences']} test sentences: {verdict}.")
 
 
 def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", metrics_file: str = "metrics.json") -> Path:
