@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
 from distilmt.config import DataConfig
 from distilmt.data import bible, corpus
 from distilmt.data.corpus import build_splits, load_splits, prepare_data
 from distilmt.data.readers import read_tsv
 from distilmt.errors import CorpusError
-
-from conftest import SHARED_DATA
 
 
 def sources(pairs):

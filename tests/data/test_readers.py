@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
 from distilmt.data.readers import detect_format, read_parallel, read_tsv, write_tsv
 from distilmt.errors import CorpusError
-
-from conftest import SHARED_DATA
 
 
 def write(path: Path, content: str | bytes) -> Path:

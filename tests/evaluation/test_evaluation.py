@@ -18,13 +18,13 @@ from distilmt.errors import ModelLoadError, SemanticUnavailable
 from distilmt.evaluation import metrics
 from distilmt.evaluation.compare import ROW_KEYS, evaluate_models, format_table, to_markdown, write_csv, write_json
 from distilmt.evaluation.metrics import health, quality, repetition_rate
+from distilmt.evaluation.report import kd_verdict
 from distilmt.evaluation.semantic import semantic_scorer, semantic_similarity
 from distilmt.evaluation.speed import measure_in_subprocess, measure_speed
 from distilmt.models.generation import translate
 from distilmt.models.loading import load_seq2seq
 from distilmt.models.size import count_parameters, dir_size_mb
 from distilmt.models.translators import HfTranslator, Translator, open_model
-from distilmt.evaluation.report import kd_verdict
 from helpers import HAS_CT2, make_tiny_model, toy_sentences
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -85,6 +86,12 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, tokenizer, tiny_
                       eval_steps=3, callbacks=[Interrupt(at_step=5)])
     ckpt = last_checkpoint(tmp_path / "resumed")
     assert ckpt is not None and ckpt.name == "checkpoint-3"
+    # a crash while checkpoint-6 was being written: its model is there, its trainer state is not
+    partial = ckpt.with_name("checkpoint-6")
+    shutil.copytree(ckpt, partial)
+    (partial / "trainer_state.json").unlink()
+    assert last_checkpoint(tmp_path / "resumed") == ckpt
+    shutil.rmtree(partial)
 
     resumed = copy.deepcopy(tiny_teacher)
     trainer = train_seq2seq(resumed, tokenizer, train, dev, cfg, tmp_path / "resumed", tmp_path / "tb2", 0,

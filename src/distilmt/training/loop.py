@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
+import re
 from pathlib import Path
 
 import torch
 from transformers import EarlyStoppingCallback, Seq2SeqTrainingArguments, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import DistillConfig, TrainConfig
 from ..data.batching import ParallelDataset, Seq2SeqCollator, TokenBatchSampler
@@ -127,9 +128,34 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
     return trainer
 
 
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+"""What a checkpoint the Trainer finished writing holds besides the model (trainer_state.json comes last)."""
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from (a file missing, the state unreadable), or None when it is whole."""
+    missing = [name for name in CHECKPOINT_FILES if not (checkpoint / name).is_file()]
+    if not any((checkpoint / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+        missing.insert(0, "model.safetensors")
+    if missing:
+        return f"no {missing[0]}"
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except ValueError:
+        return "trainer_state.json is not valid JSON"
+    return None
+
+
 def last_checkpoint(out_dir: Path) -> Path | None:
+    """The newest *complete* ``checkpoint-N`` under ``out_dir/checkpoints`` (None when there is none). A checkpoint a
+    crash left half-written is skipped, with a warning naming it and what it lacks."""
     ckpt_dir = Path(out_dir) / "checkpoints"
     if not ckpt_dir.is_dir():
         return None
-    found = get_last_checkpoint(str(ckpt_dir))
-    return Path(found) if found else None
+    found = [p for p in ckpt_dir.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    for checkpoint in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        log.warning("%s is incomplete (%s), probably cut off while it was written: skipped", checkpoint, problem)
+    return None
