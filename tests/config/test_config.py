@@ -65,7 +65,7 @@ def test_schedule_settings_are_validated_with_the_field_named():
         (dict(temperature_schedule="step"), "distill.temperature_schedule: 'step' is not one of"),
         (dict(temperature_final=1.0), "distill.temperature_final: is set but distill.temperature_schedule is constant"),
         (dict(temperature_schedule="linear"), "distill.temperature_final: a linear temperature schedule needs"),
-        (dict(temperature_schedule="exponential", temperature_final=0.0), "distill.temperature_final: must be > 0"),
+        (dict(temperature_schedule="exponential", temperature_final=0.0), "distill.temperature_final: 0.0 must be at least 0.1"),
         (dict(weight_schedule="exponential"), "distill.weight_schedule: 'exponential' is not one of"),
         (dict(weight_schedule="cosine"), "needs alpha_final and/or beta_final"),
         (dict(alpha_final=0.3), "distill.alpha_final: is set but distill.weight_schedule is constant"),
@@ -95,3 +95,36 @@ def test_hidden_and_attention_settings_are_validated_with_the_field_named():
     ]:
         with pytest.raises(ConfigError, match=message):
             DistillConfig(**kwargs)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("teacher_train.learning_rate=.inf", "teacher_train.learning_rate: expected a finite number"),
+    ("distill.temperature=.inf", "distill.temperature: expected a finite number"),
+    ("distill.alpha=.inf", "distill.alpha: expected a finite number"),
+    ("distill.alpha=1.5", "distill.alpha: 1.5 must be a weight in [0, 1]"),
+    ("distill.alpha=-0.1", "distill.alpha: -0.1 must be a weight in [0, 1]"),
+    ("distill.temperature=0.001", "distill.temperature: 0.001 must be at least 0.1"),
+    ("student_train.weight_decay=-0.01", "student_train.weight_decay: -0.01 must not be negative"),
+    ("teacher_train.max_grad_norm=-1", "teacher_train.max_grad_norm: -1.0 must not be negative"),
+    ("student_train.learning_rate=0", "student_train.learning_rate: must be positive"),
+])
+def test_values_that_cannot_work_are_refused_naming_the_section(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config("quick", overrides=[override])
+    assert str(error.value).startswith(message), str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_user_corpus_needs_dev_and_test_sentences(tmp_path):
+    for key in ("data.dev_size", "data.test_size"):
+        with pytest.raises(ConfigError, match=rf"{key}: is 0: without data\.\w+_file at least 1 sentence"):
+            load_config("quick", overrides=["data.corpus=my.tsv", f"{key}=0"])
+    load_config("quick", overrides=["data.corpus=my.tsv", "data.dev_size=0", "data.dev_file=dev.tsv"])  # fine
+
+
+def test_yaml_errors_name_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndistill:\n  alpha: [0.5\n  beta: 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+:\d+: not valid YAML") as error:
+        load_config(file=bad)
+    assert "\n" not in str(error.value)

@@ -9,6 +9,8 @@ from .fields import check as _check, help_field as _help
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "tvd")
 """The divergences :mod:`distilmt.losses` implements (its ``DIVERGENCES`` table has exactly these keys)."""
+MIN_TEMPERATURE = 0.1
+"""Below this the tempered teacher distribution is one-hot in float32 and token KD carries no signal."""
 SCHEDULES = ("constant", "linear", "exponential", "cosine")
 """How a temperature or loss weight moves over training (:func:`distilmt.training.schedules.schedule_value`)."""
 
@@ -83,10 +85,13 @@ class DistillConfig:
                                       "stage taught by the previous one (stage student-progressive); e.g. 0.7", 0.0)
 
     def __post_init__(self):
-        _check(self.alpha is not None and self.alpha >= 0, "distill.alpha", "must be a number >= 0")
+        _check(self.alpha is not None and 0 <= self.alpha <= 1, "distill.alpha",
+               f"{self.alpha!r} must be a weight in [0, 1] (the KD term's share; 0.5 is the textbook mix)")
         _check(self.beta is not None and self.beta >= 0, "distill.beta", "must be a number >= 0")
         _check(self.alpha + self.beta > 0, "distill.alpha", "alpha and beta are both 0: nothing to learn from")
-        _check(self.temperature is not None and self.temperature > 0, "distill.temperature", "must be > 0")
+        _check(self.temperature is not None and self.temperature >= MIN_TEMPERATURE, "distill.temperature",
+               f"{self.temperature!r} must be at least {MIN_TEMPERATURE}: below it softmax(z / T) is one-hot and the "
+               "T^2-scaled KD term vanishes (1 to 4 are usual)")
         _check(isinstance(self.cache_top_k, int) and self.cache_top_k >= 1, "distill.cache_top_k",
                f"{self.cache_top_k!r} must be a whole number >= 1 (16 is a good start)")
         _check(self.cache_dtype in ("float16", "float32"), "distill.cache_dtype",
@@ -130,7 +135,8 @@ class DistillConfig:
         else:
             _check(self.temperature_final is not None, "distill.temperature_final",
                    f"a {self.temperature_schedule} temperature schedule needs the final T: set temperature_final")
-            _check(self.temperature_final > 0, "distill.temperature_final", "must be > 0")
+            _check(self.temperature_final >= MIN_TEMPERATURE, "distill.temperature_final",
+                   f"{self.temperature_final!r} must be at least {MIN_TEMPERATURE} (see distill.temperature)")
         _check(self.weight_schedule in ("constant", "linear", "cosine"), "distill.weight_schedule",
                f"'{self.weight_schedule}' is not one of constant, linear, cosine")
         for name in ("alpha_final", "beta_final"):
@@ -140,6 +146,8 @@ class DistillConfig:
                        "is set but distill.weight_schedule is constant: choose linear or cosine")
             else:
                 _check(value is None or value >= 0, f"distill.{name}", "must be a number >= 0")
+                _check(value is None or name != "alpha_final" or value <= 1, f"distill.{name}",
+                       f"{value!r} must be a weight in [0, 1]")
         if self.weight_schedule != "constant":
             _check(self.alpha_final is not None or self.beta_final is not None, "distill.weight_schedule",
                    f"a {self.weight_schedule} weight schedule needs alpha_final and/or beta_final")

@@ -4,6 +4,7 @@ overrides, and saved back next to every run."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, fields
@@ -68,7 +69,13 @@ def from_dict(cls, values: dict | None, where: str = ""):
             kwargs[name] = from_dict(kind, value, key)
         else:
             kwargs[name] = _coerce(kind, value, key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # a section used under several names (TrainConfig) names the one meant
+        section = getattr(cls, "SECTION", None)
+        if where and section and str(exc).startswith(f"{section}."):
+            raise ConfigError(f"{where}.{str(exc)[len(section) + 1:]}") from None
+        raise
 
 
 def _coerce(kind, value, key):
@@ -90,6 +97,8 @@ def _coerce(kind, value, key):
             number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         if kind is int:
             if number != int(number):
                 raise ConfigError(f"{key}: expected a whole number, got {value!r}")
@@ -127,7 +136,10 @@ def load_config(preset: str | None = None, file: str | Path | None = None, overr
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem}); fix that line") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     for item in overrides or []:

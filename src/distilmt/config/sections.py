@@ -40,6 +40,11 @@ class DataConfig:
                    "the built-in corpus is English-Hungarian: use en/hu or hu/en, or point data.corpus at your files")
         _check(self.vocab_size >= 100, "data.vocab_size", f"{self.vocab_size} is too small; use at least 100")
         _check(self.max_tokens >= 4, "data.max_tokens", "must be at least 4")
+        if self.corpus != "bible":  # a user corpus holds dev and test out of itself unless files are given
+            for name, given in (("dev_size", self.dev_file), ("test_size", self.test_file)):
+                _check(bool(given) or getattr(self, name) >= 1, f"data.{name}",
+                       f"is {getattr(self, name)}: without data.{name.split('_')[0]}_file at least 1 sentence must be "
+                       "held out (dev BLEU picks the best checkpoint; the test set is what the table scores)")
         for name in ("dev_size", "test_size", "max_train_pairs", "max_eval_sentences", "max_test_sentences"):
             _check(getattr(self, name) >= 0, f"data.{name}", "must not be negative")
 
@@ -106,6 +111,8 @@ LR_SCHEDULES = ("cosine", "wsd", "linear", "constant")
 
 @dataclass
 class TrainConfig:
+    SECTION = "train"  # used as teacher_train and student_train: from_dict names the one meant
+
     learning_rate: float = _help("peak AdamW learning rate", 1e-3)
     warmup_steps: int = _help("linear warm-up steps before the schedule's decay", 300)
     lr_schedule: str = _help("learning rate after warm-up: cosine (decays to 0 over all updates), wsd (warm-up, "
@@ -129,6 +136,9 @@ class TrainConfig:
 
     def __post_init__(self):
         _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
+        _check(self.weight_decay >= 0, "train.weight_decay", f"{self.weight_decay!r} must not be negative (0 = off)")
+        _check(self.max_grad_norm >= 0, "train.max_grad_norm", f"{self.max_grad_norm!r} must not be negative: 0 "
+               "turns clipping off, a negative norm would too, silently")
         _check(self.epochs > 0 or self.max_steps > 0, "train.epochs", "set epochs > 0 or max_steps > 0")
         _check(self.max_steps >= 0 and self.warmup_steps >= 0, "train.max_steps", "steps must not be negative")
         _check(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule",
