@@ -36,6 +36,10 @@ class LabelsError(UserError, ValueError):
     """A distilled corpus (sequence-level KD labels) that is stale, incomplete or unusable."""
 
 
+class TrainingDiverged(UserError, RuntimeError):
+    """A training whose loss or gradients became non-finite more often than allowed; nothing was marked complete."""
+
+
 class ExportError(UserError, RuntimeError):
     """An export that cannot be done as asked (output directory, quantization, a converter failure)."""
 

@@ -360,3 +360,44 @@ def test_the_trainers_loss_is_the_weighted_sum_of_its_terms_over_the_token_count
     token = trainer.terms[0](step)
     torch.testing.assert_close(token, 0.6 * step.values["ce"], rtol=0, atol=0)
     torch.testing.assert_close(eval_loss, token / n, rtol=1e-6, atol=0)
+
+
+class _PoisonedTeacher(LiveTeacher):
+    """A live teacher whose logits are NaN on the listed calls (a diverging KD signal, reproducibly)."""
+
+    def __init__(self, model, poisoned_calls):
+        super().__init__(model)
+        self.calls, self.poisoned = 0, set(poisoned_calls)
+
+    def logits(self, batch):
+        self.calls += 1
+        out = super().logits(batch)
+        return out * float("nan") if self.calls in self.poisoned else out
+
+
+def test_non_finite_updates_are_skipped_and_too_many_stop_the_training(tmp_path, tokenizer, tiny_teacher, verse_pairs):
+    from distilmt.config import DistillConfig
+    from distilmt.errors import TrainingDiverged
+
+    train = verse_pairs[:120]
+    distill = DistillConfig(alpha=0.5, beta=0.5, temperature=1.0)
+    cfg = TrainConfig(learning_rate=1e-3, warmup_steps=0, max_steps=5, batch_tokens=200, bf16=False,
+                      eval_every_epoch=False, max_nonfinite_steps=3)
+    # one poisoned update of five: skipped, the rest train, every weight finite
+    student = copy.deepcopy(tiny_teacher)
+    trainer = train_seq2seq(student, tokenizer, train, [], cfg, tmp_path / "once", tmp_path / "tb1", 0,
+                            teacher=_PoisonedTeacher(copy.deepcopy(tiny_teacher), {2}), distill=distill)
+    guard = next(cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "NonFiniteGuard")
+    assert guard.skipped == [2] and trainer.state.global_step == 5
+    assert all(torch.isfinite(p).all() for p in student.parameters())
+    # every update poisoned: the weights never move, and the third skip stops the training in one line
+    student = copy.deepcopy(tiny_teacher)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    with pytest.raises(TrainingDiverged) as error:
+        train_seq2seq(student, tokenizer, train, [], cfg, tmp_path / "always", tmp_path / "tb2", 0,
+                      teacher=_PoisonedTeacher(copy.deepcopy(tiny_teacher), range(1, 100)), distill=distill)
+    message = str(error.value)
+    assert "\n" not in message and "3 updates (first at update 1, last at 3)" in message
+    assert "lower the learning rate" in message and "--resume" in message
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    assert not (tmp_path / "always" / "model.safetensors").exists()

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import sacrebleu
+import torch
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
+from ..errors import TrainingDiverged
 from .trainer import DistilTrainer
 
 log = logging.getLogger("distilmt.training.trainer")
@@ -58,3 +60,31 @@ def tensorboard_callback(log_dir: Path) -> TrainerCallback:
     callback = TensorBoardCallback()
     callback.logging_dir = str(log_dir)
     return callback
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Skips every update whose gradients are not finite (a NaN/inf loss gives such gradients): the gradients are
+    dropped before the optimizer step, so the weights, the optimizer state and every later checkpoint stay finite.
+    After ``limit`` skipped updates the training stops with one :class:`TrainingDiverged` line naming the step, the
+    last good checkpoint and what to change."""
+
+    def __init__(self, name: str, checkpoints: Path, limit: int):
+        self.name, self.checkpoints, self.limit = name, Path(checkpoints), limit
+        self.skipped: list[int] = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads or torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            return
+        for parameter in model.parameters():
+            parameter.grad = None  # torch optimizers leave parameters without a gradient untouched
+        self.skipped.append(state.global_step + 1)
+        log.warning("%s: update %d skipped: non-finite loss or gradients (%d of at most %d)", self.name,
+                    state.global_step + 1, len(self.skipped), self.limit)
+        if len(self.skipped) >= self.limit:
+            saved = sorted(self.checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+            last = f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint was saved yet"
+            raise TrainingDiverged(
+                f"{self.name}: the loss or gradients were not finite in {len(self.skipped)} updates (first at update "
+                f"{self.skipped[0]}, last at {self.skipped[-1]}); {last}: lower the learning rate, turn bf16 off "
+                "or raise distill.temperature, then continue with --resume")

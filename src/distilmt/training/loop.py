@@ -17,9 +17,10 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from ..config import DistillConfig, TrainConfig
 from ..data.batching import ParallelDataset, Seq2SeqCollator, TokenBatchSampler
 from ..data.prompt import CausalCollator, CausalDataset
+from ..errors import TrainingDiverged
 from ..models.mutual import MutualPair, make_peer
 from ..teachers.signal import TeacherSignal
-from .callbacks import LogLines, bleu_metric, tensorboard_callback
+from .callbacks import LogLines, NonFiniteGuard, bleu_metric, tensorboard_callback
 from .trainer import DistilTrainer
 
 log = logging.getLogger("distilmt.training.trainer")
@@ -103,7 +104,9 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
     steps_per_epoch = math.ceil(len(TokenBatchSampler(train_set.lengths(), cfg.batch_tokens, cfg.seed)) / world_size)
     layerdrop = any(getattr(model.config, k, 0) for k in ("encoder_layerdrop", "decoder_layerdrop"))
     args = training_arguments(cfg, out_dir, steps_per_epoch, eval_steps, layerdrop)
-    all_callbacks = [tensorboard_callback(log_dir), LogLines(name or out_dir.name), *(callbacks or [])]
+    all_callbacks = [tensorboard_callback(log_dir), LogLines(name or out_dir.name),
+                     NonFiniteGuard(name or out_dir.name, out_dir / "checkpoints", cfg.max_nonfinite_steps),
+                     *(callbacks or [])]
     if cfg.early_stopping_patience and args.eval_strategy != "no":
         all_callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience))
     trainer = DistilTrainer(
@@ -122,6 +125,11 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
                     out_dir, checkpoint.name)
         checkpoint = None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    bad = [n for n, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:  # never hand over (or let a stage mark complete) a model with NaN/inf weights
+        raise TrainingDiverged(f"{name or out_dir.name}: {len(bad)} weight tensors are not finite after training "
+                               f"(e.g. {bad[0]}); nothing was saved to {out_dir}: lower the learning rate or turn "
+                               "bf16 off and train again")
     if trainer.is_world_process_zero():
         trainer.save_model(str(out_dir))
         tokenizer.save_pretrained(str(out_dir))
