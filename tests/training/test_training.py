@@ -19,6 +19,7 @@ from distilmt.models.mutual import MutualPair
 from distilmt.teachers.cache import CachedTeacher
 from distilmt.teachers.ensemble import EnsembleTeacher
 from distilmt.teachers.signal import CausalTeacher, LiveTeacher, TeacherBase
+from distilmt.models.build import build_model
 from distilmt.training.intermediate import IntermediateKD
 from distilmt.training.loop import last_checkpoint, train_seq2seq
 from distilmt.training.terms import (
@@ -401,3 +402,20 @@ def test_non_finite_updates_are_skipped_and_too_many_stop_the_training(tmp_path,
     assert "lower the learning rate" in message and "--resume" in message
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
     assert not (tmp_path / "always" / "model.safetensors").exists()
+
+
+def test_a_dev_sentence_longer_than_the_model_is_cut_not_a_crash(tmp_path, tokenizer, verse_pairs, caplog):
+    from distilmt.config import TeacherConfig
+
+    model = build_model(TeacherConfig(arch="marian", d_model=32, encoder_layers=1, decoder_layers=1, ffn_dim=64,
+                                      heads=4, dropout=0.0), tokenizer, seed=0)  # Marian: a fixed position table
+    assert model.config.max_position_embeddings == 512  # the long line below has more tokens than that
+    long_line = " ".join(s for s, _ in verse_pairs[:300])
+    dev = [(long_line, long_line), *verse_pairs[200:205]]
+    cfg = TrainConfig(learning_rate=1e-3, warmup_steps=0, max_steps=2, batch_tokens=200, bf16=False,
+                      eval_every_epoch=True, max_eval_tokens=4096)
+    with caplog.at_level("INFO", logger="distilmt.training.trainer"):
+        trainer = train_seq2seq(model, tokenizer, verse_pairs[:60], dev, cfg, tmp_path / "out", tmp_path / "tb", 0,
+                                eval_steps=2)
+    assert any("eval_bleu" in entry for entry in trainer.state.log_history)  # the evaluation ran
+    assert "1 of 6 dev sentences cut to 512 tokens" in caplog.text

@@ -130,6 +130,8 @@ class TrainConfig:
     eval_every_epoch: bool = _help("generate on dev and compute BLEU at each epoch end", True)
     early_stopping_patience: int = _help("stop after this many evaluations without dev-BLEU gain (0 = off)", 0)
     seed: int = _help("random seed", 1)
+    max_eval_tokens: int = _help("dev sentences longer than this many tokens (or the model's position table) are "
+                                 "cut to it for dev BLEU; the count is logged", 256)
     max_nonfinite_steps: int = _help("updates with a NaN/inf loss or gradient that are skipped before the training "
                                      "stops with an error (the weights are never updated by them)", 10)
     keep_checkpoints: bool = _help("keep checkpoints/ (optimizer state) in a finished model directory; by default "
@@ -148,6 +150,7 @@ class TrainConfig:
         _check(0 < self.decay_fraction <= 1, "train.decay_fraction", f"{self.decay_fraction} must be in (0, 1]")
         _check(self.batch_tokens >= 64, "train.batch_tokens", f"{self.batch_tokens} is too small; use at least 64")
         _check(self.grad_accum >= 1, "train.grad_accum", "must be at least 1")
+        _check(self.max_eval_tokens >= 8, "train.max_eval_tokens", "must be at least 8")
         _check(self.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", "must be at least 1")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
         _check(self.eval_beams >= 1, "train.eval_beams", "must be at least 1")

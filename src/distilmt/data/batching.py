@@ -12,15 +12,18 @@ from ..losses import IGNORE_INDEX
 
 
 class ParallelDataset(Dataset):
-    """Tokenised (source, target) pairs; pairs longer than ``max_tokens`` on either side are dropped.
+    """Tokenised (source, target) pairs; pairs longer than ``max_tokens`` on either side are dropped, or — with
+    ``truncate_to`` (dev and test sets, which must keep every sentence) — cut to that many tokens, the last one kept
+    (the end-of-sentence token), counted in ``truncated``.
 
     With ``with_index=True`` each item also carries its position in the dataset as ``example_index`` (what a
     teacher cache is indexed by); the collator then puts it into the batch.
     """
 
-    def __init__(self, pairs: Sequence[tuple[str, str]], tokenizer, max_tokens: int = 0, with_index: bool = False):
+    def __init__(self, pairs: Sequence[tuple[str, str]], tokenizer, max_tokens: int = 0, with_index: bool = False,
+                 truncate_to: int = 0):
         self.examples = []
-        self.dropped = 0
+        self.dropped = self.truncated = 0
         self.with_index = with_index
         if not pairs:
             return
@@ -30,6 +33,9 @@ class ParallelDataset(Dataset):
             if max_tokens and (len(src) > max_tokens or len(tgt) > max_tokens):
                 self.dropped += 1
                 continue
+            if truncate_to and (len(src) > truncate_to or len(tgt) > truncate_to):
+                self.truncated += 1
+                src, tgt = (ids[: truncate_to - 1] + ids[-1:] if len(ids) > truncate_to else ids for ids in (src, tgt))
             self.examples.append({"input_ids": src, "labels": tgt})
 
     def __len__(self) -> int:

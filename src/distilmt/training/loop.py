@@ -18,6 +18,7 @@ from ..config import DistillConfig, TrainConfig
 from ..data.batching import ParallelDataset, Seq2SeqCollator, TokenBatchSampler
 from ..data.prompt import CausalCollator, CausalDataset
 from ..errors import TrainingDiverged
+from ..models.generation import max_positions
 from ..models.mutual import MutualPair, make_peer
 from ..teachers.signal import TeacherSignal
 from .callbacks import LogLines, NonFiniteGuard, bleu_metric, tensorboard_callback
@@ -97,7 +98,11 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
     else:
         train_set = ParallelDataset(train_pairs, tokenizer, max_tokens,
                                     with_index=teacher is not None and teacher.needs_example_index)
-        dev_set = ParallelDataset(dev_pairs, tokenizer, 0)
+        cap = min(cfg.max_eval_tokens, max_positions(model, tokenizer))  # a 100k-character dev line cannot crash
+        dev_set = ParallelDataset(dev_pairs, tokenizer, 0, truncate_to=cap)
+        if dev_set.truncated:
+            log.info("%s: %d of %d dev sentences cut to %d tokens (train.max_eval_tokens)", name or out_dir.name,
+                     dev_set.truncated, len(dev_set), cap)
         collator = Seq2SeqCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id)
     # Under torchrun every process takes 1/WORLD_SIZE of the batches, so an epoch has that many fewer updates.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
