@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
 
+import sentencepiece as spm
 from tokenizers import (
     Tokenizer,
     decoders,
@@ -14,7 +16,6 @@ from tokenizers import (
     normalizers,
     pre_tokenizers,
     processors,
-    trainers,
 )
 from transformers import PreTrainedTokenizerFast
 
@@ -22,23 +23,31 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
-    """Train a SentencePiece-style unigram model on both languages; save it as a HF fast tokenizer.
+    """Train a unigram subword model on both languages (SentencePiece, one thread: the same texts always give the
+    same pieces, scores and ids); save it as a HF fast tokenizer (tokenizer.json) that plain transformers loads.
 
     One vocabulary for both sides lets the encoder and decoder share (tie) embeddings, and lets a
-    teacher and a student made here share token ids, which logit-level KD needs.
+    teacher and a student made here share token ids, which logit-level KD needs. (The tokenizers library's own
+    unigram trainer is not deterministic: its scores differ in the third decimal from run to run.)
     """
-
-    tok = Tokenizer(models.Unigram())
+    model = io.BytesIO()
+    specials = {name: i for i, name in enumerate(("pad_token", "eos_token", "unk_token", "bos_token"))}
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=(line for text in texts for line in text.splitlines() if line.strip()), model_writer=model,
+        model_type="unigram", vocab_size=vocab_size, hard_vocab_limit=False, character_coverage=1.0,
+        normalization_rule_name="identity", num_threads=1, minloglevel=2,
+        pad_id=specials["pad_token"], eos_id=specials["eos_token"], unk_id=specials["unk_token"],
+        bos_id=specials["bos_token"], pad_piece=SPECIAL_TOKENS["pad_token"], eos_piece=SPECIAL_TOKENS["eos_token"],
+        unk_piece=SPECIAL_TOKENS["unk_token"], bos_piece=SPECIAL_TOKENS["bos_token"])
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    pieces = [(sp.id_to_piece(i), 0.0 if sp.is_control(i) or sp.is_unknown(i) else sp.get_score(i))
+              for i in range(sp.get_piece_size())]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=specials["unk_token"]))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    specials = [SPECIAL_TOKENS[k] for k in ("pad_token", "eos_token", "unk_token", "bos_token")]
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=specials, unk_token=SPECIAL_TOKENS["unk_token"],
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    eos_id = tok.token_to_id(SPECIAL_TOKENS["eos_token"])
+    tok.add_special_tokens([SPECIAL_TOKENS[name] for name in specials])
+    eos_id = specials["eos_token"]
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos_id)]
     )
