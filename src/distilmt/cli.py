@@ -164,28 +164,45 @@ def _dotted_overrides(extra: list[str]) -> list[str] | None:
     return overrides
 
 
-def _resolve_config(args):
+STARTS_A_RUN = ("run", "prepare-data", "train-teacher", "train-teacher-lora", "study")
+"""The commands that may create a run directory; the others need one that exists."""
 
-    overrides = list(args.overrides)
+
+def _resolve_config(args, base: Path | None = None):
+    """The config the flags describe: ``base`` (a run's saved config.yaml) or the preset / --config file, then the
+    --set overrides and the --direction/--corpus/--teacher shorthands (refused when they contradict a --set)."""
+    shorthand = []
     if args.direction:
         if "-" not in args.direction:
             raise ConfigError(f"--direction {args.direction}: write it as SRC-TGT, e.g. en-hu or hu-en")
         src, tgt = args.direction.split("-", 1)
-        overrides += [f"data.source_lang={src}", f"data.target_lang={tgt}"]
+        shorthand += [("--direction", f"data.source_lang={src}"), ("--direction", f"data.target_lang={tgt}")]
     if args.corpus:
-        overrides.append(f"data.corpus={args.corpus}")
+        shorthand.append(("--corpus", f"data.corpus={args.corpus}"))
     if args.teacher:
-        overrides.append(f"teacher.path={args.teacher}")
+        shorthand.append(("--teacher", f"teacher.path={args.teacher}"))
+    given = {item.split("=", 1)[0].strip(): item for item in args.overrides}
+    for flag, item in shorthand:
+        key, value = item.split("=", 1)
+        if key in given and given[key].split("=", 1)[1].strip() != value:
+            raise ConfigError(f"{key}: {flag} says {value!r} but --set {given[key]}; give it once")
+    overrides = [*args.overrides, *(item for _, item in shorthand)]
+    if base is not None and not (args.preset or args.config):
+        return load_config(file=base, overrides=overrides)
     return load_config(args.preset, args.config, overrides)
 
 
 def _config_for_stage(args):
-    """The run's config: the saved one, or (for a new run dir) the one the flags describe."""
-
+    """The run's config: the saved one (with any --set on top: a change is refused by open_run, naming the key), or
+    for a new run directory the one the flags describe — only for the commands that start a run."""
     run_dir = Path(args.run_dir)
+    saved = run_dir / "config.yaml"
     given = args.preset or args.config or args.overrides or args.direction or args.corpus or args.teacher
-    if (run_dir / "config.yaml").is_file() and not given:
-        return open_run(run_dir)
+    if saved.is_file():
+        return open_run(run_dir, _resolve_config(args, base=saved) if given else None)
+    if args.command not in STARTS_A_RUN:
+        raise RunDirError(f"{run_dir}: no run here yet (no config.yaml, no trained teacher yet); start it with "
+                          f"`distilmt run` or `distilmt train-teacher --run-dir {run_dir}` and a --preset or --config")
     return open_run(run_dir, _resolve_config(args))
 
 

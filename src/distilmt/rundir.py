@@ -44,6 +44,10 @@ def open_run(run_dir: str | Path, config: RunConfig | None = None) -> RunConfig:
     if config is None:
         raise RunDirError(f"{run_dir}: no config.yaml here; start with `distilmt run` or `distilmt prepare-data` "
                           "and a --preset or --config")
+    for key, path in (("teacher.path", config.teacher.path), ("student.path", config.student.path)):
+        if path and not Path(path).is_dir():  # checked before anything is written, so the run dir is not stuck
+            raise RunDirError(f"{key} {path}: no such directory; point --teacher / --set {key}= at a local Hugging "
+                              "Face model directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, saved)
     return config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import AutoTokenizer
 
-from distilmt.data.tokenizer import train_tokenizer, tokenizer_fingerprint
+from distilmt.data.tokenizer import tokenizer_fingerprint, train_tokenizer
 
 
 def test_the_same_texts_give_the_same_tokenizer(tmp_path, verse_pairs):

@@ -86,6 +86,31 @@ def test_hu_en_direction_and_a_different_config_is_refused(tmp_path, capsys):
     assert (run_dir / "data" / "test.tsv").read_text(encoding="utf-8").splitlines()[0] == first
 
 
+def test_set_on_an_existing_run_is_compared_with_its_saved_config(tmp_path, capsys):
+    cfg = write_config(tmp_path, data__max_train_pairs=120)
+    run_dir = tmp_path / "run"
+    assert main(["prepare-data", "--config", str(cfg), "--run-dir", str(run_dir)]) == 0
+    saved = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    # no --config: the run's own settings plus the one change, so the refusal names only that key
+    assert main(["prepare-data", "--run-dir", str(run_dir), "--set", "distill.temperature=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "distill.temperature: 2.0 there, 3.0 now" in err, err
+    assert main(["prepare-data", "--run-dir", str(run_dir), "--set", "data.max_train_pairs=120"]) == 0  # the same
+    assert (run_dir / "config.yaml").read_text(encoding="utf-8") == saved
+    # a stage that needs a run does not create one: nothing written, the right `run` afterwards is not refused
+    fresh = tmp_path / "fresh"
+    assert main(["distill", "--config", str(cfg), "--run-dir", str(fresh)]) == 2
+    assert "no run here yet" in capsys.readouterr().err and not (fresh / "config.yaml").exists()
+    assert main(["prepare-data", "--config", str(cfg), "--teacher", "/nope", "--run-dir", str(fresh)]) == 2
+    assert "teacher.path /nope: no such directory" in capsys.readouterr().err
+    assert not (fresh / "config.yaml").exists()
+    assert main(["prepare-data", "--config", str(cfg), "--run-dir", str(fresh)]) == 0
+    # --direction and a contradicting --set: refused, not silently one of them
+    assert main(["prepare-data", "--config", str(cfg), "--direction", "hu-en", "--set", "data.source_lang=en",
+                 "--run-dir", str(tmp_path / "third")]) == 2
+    assert "data.source_lang: --direction says 'hu' but --set data.source_lang=en" in capsys.readouterr().err
+
+
 def test_bring_your_own_corpus_and_teacher(tmp_path, tokenizer, tiny_teacher):
     tatoeba = SHARED_DATA / "tatoeba-en-hu" / "pairs.tsv"
     if not tatoeba.is_file():

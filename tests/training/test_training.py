@@ -15,11 +15,11 @@ from transformers import Seq2SeqTrainingArguments
 from distilmt.config import DistillConfig, TrainConfig
 from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
 from distilmt.losses import divergence_sum, token_kd_objective
+from distilmt.models.build import build_model
 from distilmt.models.mutual import MutualPair
 from distilmt.teachers.cache import CachedTeacher
 from distilmt.teachers.ensemble import EnsembleTeacher
 from distilmt.teachers.signal import CausalTeacher, LiveTeacher, TeacherBase
-from distilmt.models.build import build_model
 from distilmt.training.intermediate import IntermediateKD
 from distilmt.training.loop import last_checkpoint, train_seq2seq
 from distilmt.training.terms import (
