@@ -299,6 +299,8 @@ class EvalConfig:
     samples_in_report: int = _help("sample translations shown in report.md", 8)
     speed_sentences: int = _help("test sentences timed for speed and memory, each model in its own process "
                                  "(0 = skip speed)", 64)
+    speed_rounds: int = _help("interleaved timing rounds: each round times every model once (in its own process), "
+                              "and the speed-up is the median of the per-round ratios", 3)
     export_ct2: bool = _help("export the KD student to CTranslate2 int8 and evaluate it too", True)
     semantic: bool = _help("semantic similarity to the references (BERTScore F1 for English, e5 cosine otherwise) "
                            "when pip install 'distilmt[semantic]' is installed", True)
@@ -307,6 +309,7 @@ class EvalConfig:
         _check(self.num_beams >= 1, "eval.num_beams", "must be at least 1")
         _check(self.batch_size >= 1, "eval.batch_size", "must be at least 1")
         _check(self.speed_sentences >= 0, "eval.speed_sentences", "must not be negative")
+        _check(self.speed_rounds >= 1, "eval.speed_rounds", "must be at least 1")
 
 
 @dataclass

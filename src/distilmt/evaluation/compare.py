@@ -11,6 +11,7 @@ import gc
 import io
 import json
 import logging
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 ROW_KEYS = (
     "name", "path", "engine", "bleu", "chrf", "ter", "semantic", "semantic_metric", "params", "params_non_embedding",
     "size_mb", "compression",
-    "sentences_per_s", "speedup", "retention", "distinct_ratio", "top_output_share", "repetition_rate",
+    "sentences_per_s", "speedup", "speedup_min", "speedup_max", "speed_rounds", "speed_noisy", "retention", "distinct_ratio", "top_output_share", "repetition_rate",
     "empty_outputs", "length_ratio", "copy_rate", "collapsed", "latency_bs1_ms", "latency_bs1_ms_min",
     "latency_bs1_ms_max", "throughput_bs32", "throughput_bs32_min", "throughput_bs32_max", "throughput_bs128",
     "throughput_bs128_min", "throughput_bs128_max", "throughput_bs32_beam4", "throughput_bs32_beam4_min",
@@ -49,7 +50,15 @@ at batch N, greedy (``_beam4``: beam search), the median of the timed passes, ``
 and fastest pass; sentences_per_s == throughput_bs32 (greedy, batch 32); latency_bs1_ms is ms per sentence
 at batch 1 (median, ``_min``/``_max``); tokens_per_s is output subword tokens/s at greedy batch 32;
 peak_mem_bsN_mb is the peak resident memory while generating at that setting, peak_mem_mb the peak of the
-whole measuring process. A grid other than the default adds its own throughput_*/peak_mem_* keys."""
+whole measuring process. A grid other than the default adds its own throughput_*/peak_mem_* keys.
+Models are timed in ``speed_rounds`` interleaved rounds (each round every model once, on the same sentences), so a
+change of the machine's load lands in every model of a round alike: each speed figure is the median over the rounds
+(``_min``/``_max`` the slowest and fastest round), and ``speedup`` is the median of the per-round ratios to the
+reference, ``speedup_min``/``_max`` their range; ``speed_noisy`` is true when that range is wider than
+:data:`NOISY_SPREAD` of the median (the table then marks the speed-up with "?")."""
+
+NOISY_SPREAD = 0.15
+"""(fastest - slowest per-round speed-up) / median beyond which a speed-up is marked as not to be trusted."""
 
 # (row key, header, format) of the columns shown in the terminal table and the Markdown table
 DISPLAY = (
@@ -111,12 +120,13 @@ def evaluate_models(entries: Sequence[tuple[str, str | Path]], sources: Sequence
                     max_new_tokens: int = 128, speed_sentences: int = 64, speed_settings: dict | None = None,
                     isolate_speed: bool = True, ct2_options: dict | None = None,
                     semantic: bool = True, test_set_name: str = "test", direction: str = "",
-                    test_sets: Sequence[TestSet] = ()) -> Comparison:
+                    test_sets: Sequence[TestSet] = (), speed_rounds: int = 3) -> Comparison:
     """Translate ``sources`` with each ``(name, path)`` model (HF or CTranslate2 directory) and compare them.
 
     Quality uses ``num_beams`` / ``batch_size`` on all sources. Speed and memory are measured greedily on the
     first ``speed_sentences`` sources (0 = skip) at batch 32 and batch 1 (see speed.DEFAULT_SETTINGS,
-    overridable with ``speed_settings``), each model in its own process unless ``isolate_speed`` is False
+    overridable with ``speed_settings``) in ``speed_rounds`` interleaved rounds (see :data:`ROW_KEYS`), each model
+    in its own process unless ``isolate_speed`` is False
     (in-process timing is cheaper for tests, but then peak memory is the whole process's). ``ct2_options``
     go to :class:`~distilmt.evaluation.translate.Ct2Translator` (e.g. intra_threads, inter_threads).
     ``semantic`` adds the semantic similarity to the references (BERTScore F1 for English, e5 cosine
@@ -174,11 +184,11 @@ def evaluate_models(entries: Sequence[tuple[str, str | Path]], sources: Sequence
         del translator
         gc.collect()
         # timed on the primary set, or the first set the model can translate
-        timed = next((t for t in sets if per_set[t.name]["unavailable"] is None), sets[0])
-        row.update(_speed(path, timed.sources[:speed_sentences], speed_settings, isolate_speed, ct2_options,
-                          max_new_tokens))
+        row["_timed"] = next((t for t in sets if per_set[t.name]["unavailable"] is None), sets[0]).sources
         rows.append(row)
-    add_relative(rows, reference_name)
+    timed_rows = _timed_in_rounds(rows, speed_sentences, speed_settings, isolate_speed, ct2_options, max_new_tokens,
+                                  speed_rounds)
+    add_relative(rows, reference_name, timed_rows)
     # ROW_KEYS first; a speed grid other than the default adds its own throughput_*/peak_mem_* keys after them
     extra = [k for row in rows for k in row if k not in ROW_KEYS and k.startswith(("throughput_", "peak_mem_"))]
     keys = list(ROW_KEYS) + list(dict.fromkeys(extra))
@@ -243,17 +253,54 @@ def _speed(path, sentences: list[str], settings: dict | None, isolate: bool, ct2
     return out
 
 
+def _timed_in_rounds(rows: list[dict], speed_sentences: int, settings: dict | None, isolate: bool,
+                     ct2_options: dict, max_new_tokens: int, rounds: int) -> list[list[dict]]:
+    """Time every model once per round, the rounds one after another; each row gets the median over the rounds
+    of each speed figure (memory: the largest). Returns the rounds' raw figures per row, for the speed-ups."""
+    per_round = {"repeats": 1, "warmup": 1, **(settings or {})} if rounds > 1 else settings
+    measured: list[list[dict]] = [[] for _ in rows]
+    for number in range(max(1, rounds) if speed_sentences else 0):
+        log.info("speed: round %d of %d", number + 1, rounds)
+        for i, row in enumerate(rows):
+            measured[i].append(_speed(row["path"], row["_timed"][:speed_sentences], per_round, isolate, ct2_options,
+                                      max_new_tokens))
+    for row, runs in zip(rows, measured):
+        del row["_timed"]
+        row.update(_speed(row["path"], [], None, isolate, ct2_options, max_new_tokens))  # every speed key, empty
+        if len(runs) == 1:  # one round: its own figures, with the spread of its timed passes
+            row.update(runs[0])
+            runs = []
+        for key in (runs[0] if runs else {}):
+            values = [r[key] for r in runs if r[key] is not None]
+            if not values or key.endswith(("_min", "_max")):
+                continue
+            row[key] = max(values) if key.startswith("peak_mem") or key == "model_mem_mb" else statistics.median(values)
+            if f"{key}_min" in row and len(runs) > 1:  # the spread over rounds replaces the within-round one
+                row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
+        row["speed_rounds"] = len(measured[0]) if measured and measured[0] else 0
+    return measured
+
+
 def _ratio(a, b) -> float | None:
     return a / b if a is not None and b not in (None, 0) else None
 
 
-def add_relative(rows: list[dict], reference_name: str) -> None:
+def add_relative(rows: list[dict], reference_name: str, rounds: list[list[dict]] | None = None) -> None:
+    """Compression, speed-up and retention against the row ``reference_name``. With ``rounds`` (each row's speed
+    figures per interleaved round) the speed-up is the median of the per-round ratios, with their range."""
     ref = next((r for r in rows if r["name"] == reference_name), None)
     if ref is None:
         log.warning("reference model '%s' is not among the models; relative columns are left empty", reference_name)
-    for row in rows:
+    ref_rounds = rounds[rows.index(ref)] if ref is not None and rounds else None
+    for i, row in enumerate(rows):
         row["compression"] = _ratio(ref["params"], row["params"]) if ref else None
         row["speedup"] = _ratio(row["sentences_per_s"], ref["sentences_per_s"]) if ref else None
+        ratios = [r for r in (_ratio(mine["sentences_per_s"], theirs["sentences_per_s"])
+                              for mine, theirs in zip(rounds[i], ref_rounds)) if r is not None] if ref_rounds else []
+        if ratios:
+            row["speedup"] = statistics.median(ratios)
+            row["speedup_min"], row["speedup_max"] = min(ratios), max(ratios)
+            row["speed_noisy"] = len(ratios) > 1 and (max(ratios) - min(ratios)) / row["speedup"] > NOISY_SPREAD
         row["retention"] = _ratio(row["bleu"], ref["bleu"]) if ref else None
         for set_name, scores in (row.get("test_sets") or {}).items():
             ref_scores = (ref.get("test_sets") or {}).get(set_name, {}) if ref else {}
@@ -264,6 +311,8 @@ def cell(row: dict, key: str, fmt: str) -> str:
     value = row.get(key)
     if value is None:
         return "-"
+    if key == "speedup" and row.get("speed_noisy"):  # the per-round ratios disagree by more than NOISY_SPREAD
+        return fmt.format(value) + "?"
     if isinstance(value, bool):
         return "yes" if value else "no"
     try:
@@ -307,6 +356,22 @@ def semantic_note(rows: Sequence[dict]) -> str | None:
     return f"semantic: {metric}" if metric else None
 
 
+def speed_note(rows: Sequence[dict]) -> str | None:
+    """One line on how the speed-ups were timed, and which ones varied too much between rounds to trust."""
+    rounds = max((row.get("speed_rounds") or 0 for row in rows), default=0)
+    if rounds < 2:
+        return None
+    noisy = [row["name"] for row in rows if row.get("speed_noisy")]
+    spread = ", ".join(f"{row['name']} {row['speedup_min']:.2f}-{row['speedup_max']:.2f}x" for row in rows
+                       if row.get("speedup_min") is not None and row.get("speedup") not in (None, 1.0))
+    text = f"speed-up: median of {rounds} interleaved timing rounds ({spread})" if spread else \
+        f"speed: median of {rounds} interleaved timing rounds"
+    if noisy:
+        text += (f"; marked ?: {', '.join(noisy)} varied by more than {NOISY_SPREAD:.0%} between rounds (a loaded "
+                 "machine): not to be trusted")
+    return text
+
+
 def set_notes(rows: Sequence[dict]) -> list[str]:
     """One line per model and test set it was not scored on, or collapsed on, when there are several sets."""
     if len(test_set_names(rows)) < 2:
@@ -325,7 +390,7 @@ def format_table(rows: Sequence[dict], title: str = "Models compared"):
     """A rich Table of the main columns (a group per test set when there are several: the set's name over
     its columns); collapsed models are shown in red; the caption names the semantic metric."""
 
-    note = "\n".join(filter(None, [semantic_note(rows), *set_notes(rows)]))
+    note = "\n".join(filter(None, [semantic_note(rows), speed_note(rows), *set_notes(rows)]))
     table = Table(title=title, caption=escape(note) if note else None)  # escaped: "[semantic]" is not markup
     for i, column in enumerate(columns(rows)):
         header = f"{column.test_set}\n{column.header}" if column.test_set else column.header

@@ -9,7 +9,7 @@ import json
 from itertools import groupby
 from pathlib import Path
 
-from .compare import column_cell, columns, semantic_note, set_notes, test_set_names, to_markdown
+from .compare import column_cell, columns, semantic_note, set_notes, speed_note, test_set_names, to_markdown
 
 
 def training_curves(tb_root: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
@@ -200,8 +200,8 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", 
     signature = next((r.get("bleu_signature") for r in rows if r.get("bleu_signature")), None)
     if signature:
         md += [f"sacrebleu: `{signature}`", ""]
-    if semantic_note(rows):
-        md += [semantic_note(rows), ""]
+    for note in filter(None, (semantic_note(rows), speed_note(rows))):
+        md += [note, ""]
     md += [f"- {note}" for note in set_notes(rows)] + ([""] if set_notes(rows) else [])
     for name, data in images.items():
         file = run_dir / f"report-{name.replace(' ', '-')}.png"
@@ -230,8 +230,8 @@ def write_report(run_dir: str | Path, cfg=None, title: str = "distilmt report", 
         parts.append(f"<p><b>{html.escape(verdict)}</b></p>")
     if signature:
         parts.append(f"<p>sacrebleu: <code>{html.escape(signature)}</code></p>")
-    if semantic_note(rows):
-        parts.append(f"<p>{html.escape(semantic_note(rows))}</p>")
+    for note in filter(None, (semantic_note(rows), speed_note(rows))):
+        parts.append(f"<p>{html.escape(note)}</p>")
     if set_notes(rows):
         parts.append("<ul>" + "".join(f"<li>{html.escape(note)}</li>" for note in set_notes(rows)) + "</ul>")
     for name, data in images.items():
