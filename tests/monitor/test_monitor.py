@@ -16,6 +16,8 @@ from distilmt.monitor import DistillationMonitor
 from distilmt.monitor.messages import advice_key, band, comment
 from distilmt.monitor.render import plain_diff, shorten, shown, word_diff
 from distilmt.monitor.scores import (
+    degenerate,
+    output_problem,
     collapse_suspected,
     laziness,
     normalised_kl,
@@ -163,6 +165,25 @@ def test_collapse_trend_and_advice():
     assert advice_key(10, 0.45, "improving", False) == "improving"
     assert advice_key(10, 0.45, "flat", False) == "plateau"
     assert advice_key(10, 0.8, "worse", False) == "far_worse"
+
+
+
+def test_a_collapsed_student_is_never_praised():
+    """Case 11 of the reliability issue: looping or empty outputs that imitate an equally bad teacher perfectly."""
+    looping = ["and the and the and the and the", "and the and the and the and"]
+    assert collapse_suspected(looping, looping)  # degenerate by itself, whatever the teacher writes
+    assert collapse_suspected(["", ""], ["", ""])
+    assert degenerate(["A király ült.", "A király ült.", "A király ült."])  # one text for every input
+    assert not degenerate(["A király ült.", "A pásztor jött."])
+    assert output_problem("") == "empty" and output_problem("and the and the and the") == "looping"
+    assert output_problem("A király ült a trónján.") is None
+    # laziness 0 (perfect imitation) but the output loops / is empty: collapsed, not "excellent"
+    assert comment(0.0, 0.5, problem="looping") == "collapsed — the student repeats itself here"
+    assert comment(0.0, 0.5, problem="empty") == "collapsed — the student writes nothing here"
+    assert comment(0.0, 0.5, "zh", problem="empty") == "已坍缩——学生在这里什么也没写"
+    assert comment(0.0, 0.5, reference_similarity=0.02) == "imitates the teacher, but both are far from the reference"
+    assert comment(0.0, 0.5, reference_similarity=0.6) == "excellent — has mastered the teacher"
+    assert advice_key(10, 0.05, "flat", False, far_from_reference=True) == "off_reference"
 
 
 # ----------------------------------------------------------------------------------------------------

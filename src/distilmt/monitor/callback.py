@@ -25,6 +25,7 @@ from .scores import (
     laziness,
     mean,
     normalised_kl,
+    output_problem,
     repetition,
     text_similarity,
     trend_of,
@@ -196,7 +197,8 @@ class DistillationMonitor(TrainerCallback):
                 "source": source, "reference": reference, "teacher": teacher_text, "student": student_text,
                 "similarity": similarity, "kl": kl, "kl_norm": kl_norm, "laziness": value,
                 "colour": colour, "band": label, "topic": self.sample_topics[i],
-                "comment": comment(value, loss, self.language, self.low_loss), "loss": loss,
+                "comment": comment(value, loss, self.language, self.low_loss, output_problem(student_text),
+                                   text_similarity(student_text, reference) if reference else None), "loss": loss,
                 "repetition": repetition(student_text),
             })
         self.history.extend(records)
@@ -234,7 +236,10 @@ class DistillationMonitor(TrainerCallback):
     def _final(self) -> dict:
         first, last, trend = self._trend()
         collapsed = bool(self.panels and self.panels[-1]["collapsed"])
-        key = advice_key(len(self.history), last, trend, collapsed)
+        latest = [r for r in self.history if self.panels and r["step"] == self.panels[-1]["step"]]
+        off = [text_similarity(r["student"], r["reference"]) for r in latest if r["reference"]]
+        key = advice_key(len(self.history), last, trend, collapsed,
+                         far_from_reference=bool(off) and sum(off) / len(off) < 0.1)
         return {
             "samples_shown": len(self.history), "panels": len(self.panels),
             "overall_laziness": mean(r["laziness"] for r in self.history),

@@ -27,6 +27,9 @@ _COMMENTS = {
         "topic": "not fluent on this topic yet",
         "lazy": "lazy — needs more work",
         "collapse": "lazy despite a low loss — check for the same output on every input",
+        "empty": "collapsed — the student writes nothing here",
+        "looping": "collapsed — the student repeats itself here",
+        "off_reference": "imitates the teacher, but both are far from the reference",
     },
     "zh": {
         "diverged": "损失不是数值——训练已发散",
@@ -35,13 +38,20 @@ _COMMENTS = {
         "learning": "仍在学习中——继续训练",
         "topic": "对这个主题还不够流利",
         "lazy": "偷懒——还需要更多训练",
+        "empty": "已坍缩——学生在这里什么也没写",
+        "looping": "已坍缩——学生在这里不断重复",
+        "off_reference": "在模仿老师，但两者都离参考译文很远",
         "collapse": "损失很低却在偷懒——检查是否对每个输入都输出相同内容",
     },
 }
 
 
-def comment(laziness_value: float, loss: float | None, language: str = "en", low_loss: float = LOW_LOSS) -> str:
-    """A short comment from the laziness and the current training loss (None when none was logged yet).
+def comment(laziness_value: float, loss: float | None, language: str = "en", low_loss: float = LOW_LOSS,
+            problem: str | None = None, reference_similarity: float | None = None) -> str:
+    """A short comment from the laziness and the current training loss (None when none was logged yet), read
+    together with the student's own health: an ``empty`` or ``looping`` output (``problem``) is called collapsed
+    whatever the laziness says, and close imitation of the teacher with a text far from the reference
+    (``reference_similarity`` < 0.1) is not praised.
 
     Below 0.15 "excellent", below 0.30 "good". In the yellow band a low loss (< ``low_loss``) means the
     student fits its training data but not this sentence ("not fluent on this topic yet"); a high loss
@@ -51,7 +61,11 @@ def comment(laziness_value: float, loss: float | None, language: str = "en", low
     text = _COMMENTS[_lang(language)]
     if loss is not None and not math.isfinite(loss):
         return text["diverged"]
+    if problem is not None:
+        return text[problem]
     low = loss is not None and loss < low_loss
+    if laziness_value < GREEN_BELOW and reference_similarity is not None and reference_similarity < 0.1:
+        return text["off_reference"]
     if laziness_value < 0.15:
         return text["excellent"]
     if laziness_value < GREEN_BELOW:
@@ -91,6 +105,8 @@ ADVICE = {
         "none": "no sample was shown: lower monitor.sample_frequency or train longer",
         "collapsed": "student collapsed: lower the temperature or raise the hard-label weight",
         "well": "distillation worked well, consider a smaller student",
+        "off_reference": "the student imitates the teacher, but both are far from the references: train a "
+                         "stronger teacher before distilling",
         "improving": "still improving: train for more epochs",
         "plateau": "plateaued half-way: try a larger student, a higher KD weight, "
                    "or initialising the student from the teacher",
@@ -104,6 +120,7 @@ ADVICE = {
         "none": "没有展示任何样本：请调低 monitor.sample_frequency 或延长训练",
         "collapsed": "学生模型已坍缩：请降低温度或提高硬标签权重",
         "well": "蒸馏效果很好，可以考虑更小的学生模型",
+        "off_reference": "学生在模仿老师，但两者都离参考译文很远：请先训练更强的老师再蒸馏",
         "improving": "仍在进步：请训练更多轮次",
         "plateau": "进展停滞在一半：尝试更大的学生模型、更高的蒸馏权重，或用教师初始化学生",
         "worse": "越来越差：请降低学习率并检查是否过拟合",
@@ -114,14 +131,16 @@ ADVICE = {
 }
 
 
-def advice_key(samples_shown: int, final_laziness: float | None, trend: str, collapsed: bool) -> str:
-    """Which advice the final box gives (a key of the advice table), from the numbers alone."""
+def advice_key(samples_shown: int, final_laziness: float | None, trend: str, collapsed: bool,
+               far_from_reference: bool = False) -> str:
+    """Which advice the final box gives (a key of the advice table), from the numbers alone: a collapsed student
+    is never told it did well, nor one that imitates its teacher closely while both are far from the references."""
     if samples_shown == 0 or final_laziness is None:
         return "none"
     if collapsed:
         return "collapsed"
     if final_laziness < GREEN_BELOW:
-        return "well"
+        return "off_reference" if far_from_reference else "well"
     if final_laziness < YELLOW_BELOW:
         return {"improving": "improving", "worse": "worse"}.get(trend, "plateau")
     return {"improving": "far_improving", "worse": "far_worse"}.get(trend, "far")

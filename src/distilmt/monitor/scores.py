@@ -76,15 +76,37 @@ def _mean_pairwise_similarity(texts: list[str]) -> float:
     return sum(text_similarity(a, b) for a, b in pairs) / len(pairs)
 
 
-def collapse_suspected(students: list[str], teachers: list[str]) -> bool:
-    """True when the student's outputs look degenerate where the teacher's do not.
+def degenerate(texts: list[str]) -> bool:
+    """True when outputs are degenerate by themselves, whatever a teacher writes: empty everywhere, (nearly) one
+    text for three or more different inputs (mean pairwise similarity >= 0.9), or mostly repeated words (> 0.5 on average)."""
+    if not texts:
+        return False
+    if all(not t.strip() for t in texts):
+        return True
+    if len(texts) >= 3 and _mean_pairwise_similarity(texts) >= 0.9:
+        return True
+    return sum(map(repetition, texts)) / len(texts) > 0.5
 
-    Degenerate: empty everywhere; (nearly) the same text for different inputs (mean pairwise
-    similarity of the student's outputs >= 0.8 and at least 0.3 above the teacher's); or mostly
-    repeated words (> 0.5 on average and 0.25 above the teacher's).
+
+def output_problem(text: str) -> str | None:
+    """``empty`` or ``looping`` (more than half of the words repeat) for one output, None when it looks healthy."""
+    if not text.strip():
+        return "empty"
+    return "looping" if repetition(text) > 0.5 else None
+
+
+def collapse_suspected(students: list[str], teachers: list[str]) -> bool:
+    """True when the student's outputs look degenerate — by themselves (:func:`degenerate`: a student that
+    imitates a looping teacher perfectly is still collapsed), or next to a teacher whose outputs are not.
+
+    Relative to the teacher: (nearly) the same text for different inputs (mean pairwise similarity of the
+    student's outputs >= 0.8 and at least 0.3 above the teacher's); or mostly repeated words (> 0.5 on average
+    and 0.25 above the teacher's).
     """
     if not students:
         return False
+    if degenerate(students):
+        return True
     if all(not s.strip() for s in students) and any(t.strip() for t in teachers):
         return True
     if len(students) >= 2 and len(teachers) == len(students):
