@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,8 @@ def open_run(run_dir: str | Path, config: RunConfig | None = None) -> RunConfig:
     """
     run_dir = Path(run_dir)
     saved = run_dir / "config.yaml"
+    if run_dir.is_dir():
+        check_writable(run_dir)
     if saved.is_file():
         existing = load_config(file=saved)
         if config is not None and config.to_dict() != existing.to_dict():
@@ -51,6 +54,16 @@ def open_run(run_dir: str | Path, config: RunConfig | None = None) -> RunConfig:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, saved)
     return config
+
+
+def check_writable(directory: Path) -> None:
+    """Refuse (one RunDirError line) a directory this process cannot write into, before any work is done there."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise RunDirError(f"{directory}: cannot write here ({exc.strerror or exc}); use a --run-dir you can write "
+                          "to, or free space / fix its permissions") from None
 
 
 def _first_difference(a: dict, b: dict, prefix: str = "") -> str:

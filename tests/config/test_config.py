@@ -128,3 +128,8 @@ def test_yaml_errors_name_the_line(tmp_path):
     with pytest.raises(ConfigError, match=r"bad\.yaml:\d+:\d+: not valid YAML") as error:
         load_config(file=bad)
     assert "\n" not in str(error.value)
+
+
+def test_an_empty_corpus_setting_is_refused():
+    with pytest.raises(ConfigError, match="data.corpus: is empty"):
+        load_config("quick", overrides=["data.corpus="])

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -71,3 +73,18 @@ def test_vocabulary_mismatch_is_refused(tmp_path, tokenizer, verse_pairs):
     with pytest.raises(ModelError, match="vocabulary has"):
         check_same_vocabulary(tokenizer, other)
     check_same_vocabulary(tokenizer, tokenizer)  # same tokenizer: fine
+
+
+def test_a_truncated_weights_file_is_one_line(tmp_path, tiny_teacher, tokenizer):
+    from distilmt.errors import ModelLoadError, RunDirError
+    from distilmt.rundir import check_writable
+
+    tiny_teacher.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match=r"model weights could not be loaded .*a truncated file\?") as error:
+        load_seq2seq(tmp_path)
+    assert "\n" not in str(error.value)
+    with pytest.raises(RunDirError, match=r"/proc: cannot write here"):
+        check_writable(Path("/proc"))

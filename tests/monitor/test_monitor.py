@@ -16,11 +16,11 @@ from distilmt.monitor import DistillationMonitor
 from distilmt.monitor.messages import advice_key, band, comment
 from distilmt.monitor.render import plain_diff, shorten, shown, word_diff
 from distilmt.monitor.scores import (
-    degenerate,
-    output_problem,
     collapse_suspected,
+    degenerate,
     laziness,
     normalised_kl,
+    output_problem,
     sample_kl,
     text_similarity,
     trend_of,

@@ -295,3 +295,13 @@ def test_tokenizer_fingerprint_ignores_truncation_and_padding_state(tokenizer):
     assert cache.tokenizer_fingerprint is tokenizer_fingerprint  # one definition for the cache and seq-KD
     tokenizer.add_tokens(["<new-token>"])
     assert tokenizer_fingerprint(tokenizer) != before  # a real change still shows
+
+
+def test_a_truncated_shard_is_one_line_with_the_fix(tmp_path, tokenizer, tiny_teacher, verse_pairs):
+    pairs = verse_pairs[:60]
+    build_teacher_cache(tmp_path / "cache", pairs, tokenizer, tiny_teacher, top_k=4, shard_size=30, batch_tokens=250)
+    shard = tmp_path / "cache" / "shard-00001.npy"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # a copy cut off half-way
+    with pytest.raises(CacheError, match=r"a teacher-cache file is damaged or missing .*--rebuild") as error:
+        TeacherCache(tmp_path / "cache", cache_fingerprint(pairs, tokenizer, teacher_fingerprint(tiny_teacher)))
+    assert "\n" not in str(error.value)

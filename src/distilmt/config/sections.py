@@ -31,6 +31,7 @@ class DataConfig:
     max_test_sentences: int = _help("test sentences used in the final evaluation (0 = all)", 0)
 
     def __post_init__(self):
+        _check(bool(self.corpus.strip()), "data.corpus", "is empty; set it to bible or to your corpus file")
         _check(self.format in ("auto", "tsv", "plain", "jsonl"), "data.format",
                f"'{self.format}' is not one of auto, tsv, plain, jsonl")
         _check(self.source_lang != self.target_lang, "data.source_lang",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -102,12 +103,13 @@ def load_seq2seq(path: str | Path):
         raise ModelLoadError(f"{path}: '{config.model_type}' is not a seq2seq (encoder-decoder) model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError) as exc:  # ImportError: e.g. sentencepiece missing for MarianTokenizer
         raise ModelLoadError(f"{path}: no usable tokenizer saved with the model ({first_line(exc)})") from None
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: the model weights could not be loaded ({first_line(exc)})") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # a truncated or damaged weights file
+        raise ModelLoadError(f"{path}: the model weights could not be loaded ({first_line(exc)}); copy or save the "
+                             "model again (a truncated file?)") from None
     return model.eval(), tokenizer
 
 
@@ -138,6 +140,9 @@ def load_causal(path: str | Path, role: str = "teacher"):
         tokenizer.pad_token = tokenizer.eos_token
     try:
         model = AutoModelForCausalLM.from_pretrained(path)
+    except (OSError, RuntimeError, SafetensorError) as exc:  # a truncated or damaged weights file
+        raise ModelLoadError(f"{path}: the model weights could not be loaded ({first_line(exc)}); copy or save the "
+                             "model again (a truncated file?)") from None
     except ValueError as exc:
         raise ModelError(f"{path}: '{config.model_type}' is not a causal LM transformers can load "
                          f"({str(exc).splitlines()[0]})") from None

@@ -219,8 +219,12 @@ class TeacherCache:
         self.k = self.header["k"]
         self.vocab_size = self.header["vocab_size"]
         self.shard_size = self.header["shard_size"]
-        self.offsets = np.load(self.dir / OFFSETS)
-        self.shards = [np.load(self.dir / _shard_name(s), mmap_mode="r") for s in range(self.header["n_shards"])]
+        try:
+            self.offsets = np.load(self.dir / OFFSETS)
+            self.shards = [np.load(self.dir / _shard_name(s), mmap_mode="r") for s in range(self.header["n_shards"])]
+        except (OSError, ValueError) as exc:  # a truncated or deleted shard ("mmap length is greater than file size")
+            raise CacheError(f"{self.dir}: a teacher-cache file is damaged or missing ({str(exc).splitlines()[0]}); "
+                             f"{rebuild_hint(self.dir)}") from None
         self.stats = json.loads((self.dir / STATS).read_text())
 
     def __len__(self) -> int:
