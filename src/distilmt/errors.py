@@ -40,6 +40,10 @@ class TrainingDiverged(UserError, RuntimeError):
     """A training whose loss or gradients became non-finite more often than allowed; nothing was marked complete."""
 
 
+class DiskFull(UserError, OSError):
+    """The disk filled up while a stage wrote its files; what was complete before is kept."""
+
+
 class ExportError(UserError, RuntimeError):
     """An export that cannot be done as asked (output directory, quantization, a converter failure)."""
 

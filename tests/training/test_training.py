@@ -419,3 +419,27 @@ def test_a_dev_sentence_longer_than_the_model_is_cut_not_a_crash(tmp_path, token
                                 eval_steps=2)
     assert any("eval_bleu" in entry for entry in trainer.state.log_history)  # the evaluation ran
     assert "1 of 6 dev sentences cut to 512 tokens" in caplog.text
+
+
+def test_a_full_disk_is_one_line_and_resume_finds_the_last_whole_checkpoint(tmp_path, tokenizer, tiny_teacher,
+                                                                           verse_pairs):
+    import subprocess
+
+    from distilmt.errors import DiskFull
+
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=900k", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        cfg = TrainConfig(learning_rate=1e-3, warmup_steps=0, max_steps=8, batch_tokens=200, bf16=False,
+                          eval_every_epoch=False)
+        with pytest.raises(DiskFull) as error:
+            train_seq2seq(copy.deepcopy(tiny_teacher), tokenizer, verse_pairs[:120], verse_pairs[120:124], cfg,
+                          small / "out", tmp_path / "tb", 0, eval_steps=2)
+        message = str(error.value)
+        assert "\n" not in message and "the disk is full" in message and "--resume" in message
+        kept = last_checkpoint(small / "out")  # a half-written checkpoint is never the one resumed from
+        assert kept is None or (kept / "trainer_state.json").is_file()
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -11,13 +12,14 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import EarlyStoppingCallback, Seq2SeqTrainingArguments, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..config import DistillConfig, TrainConfig
 from ..data.batching import ParallelDataset, Seq2SeqCollator, TokenBatchSampler
 from ..data.prompt import CausalCollator, CausalDataset
-from ..errors import TrainingDiverged
+from ..errors import DiskFull, TrainingDiverged
 from ..models.generation import max_positions
 from ..models.mutual import MutualPair, make_peer
 from ..teachers.signal import TeacherSignal
@@ -129,7 +131,15 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
         log.warning("%s holds an interrupted training (%s); starting over — pass --resume to continue it",
                     out_dir, checkpoint.name)
         checkpoint = None
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        if disk_full(exc):
+            kept = last_checkpoint(out_dir)
+            raise DiskFull(f"{out_dir}: the disk is full (while writing a checkpoint or log); "
+                           f"{f'the last complete checkpoint is {kept.name}' if kept else 'no complete checkpoint yet'}"
+                           ": free some space and continue with --resume") from None
+        raise
     bad = [n for n, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
     if bad:  # never hand over (or let a stage mark complete) a model with NaN/inf weights
         raise TrainingDiverged(f"{name or out_dir.name}: {len(bad)} weight tensors are not finite after training "
@@ -157,6 +167,15 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     except ValueError:
         return "trainer_state.json is not valid JSON"
     return None
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True for the ways a full disk surfaces while torch/safetensors write: ENOSPC, or torch's zip writer's
+    "unexpected pos" / safetensors' "No space left on device (os error 28)"."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "unexpected pos" in text
 
 
 def last_checkpoint(out_dir: Path) -> Path | None:
