@@ -14,6 +14,11 @@ CTranslate2 conversion notes (ctranslate2 4.x ``TransformersConverter``):
 * M2M100: HF numbers positions from ``pad_token_id + 1``; the stock loader hard-codes M2M100's pad id 1
   (skips the first 2 rows of the sinusoidal table). With ``<pad>`` = 0 that shifts every position by one,
   so we slice the table at ``pad_token_id + 1`` instead.
+* T5 / mT5 / UMT5: transformers 5 ties the output layer and always sets ``tie_word_embeddings=True``, recording
+  whether the decoder output is scaled by ``d_model ** -0.5`` (original T5: yes; T5 v1.1, flan-T5: no) as
+  ``scale_decoder_outputs`` (mT5: never scaled, no such field). The stock loader decides from
+  ``tie_word_embeddings`` and so scales a v1.1/mT5/flan-T5 model that does not; we scale exactly when the Hugging
+  Face model does.
 * Other architectures go through the stock converter unchanged.
 """
 
@@ -115,7 +120,7 @@ def _write_info(out: Path, model_dir: Path, model, format: str, quantization: st
 
 
 def _converter(model_dir: Path, model, tokenizer):
-    """A CTranslate2 converter for this model: the adjusted loaders above for Marian/M2M100, else the stock one."""
+    """A CTranslate2 converter for this model: the adjusted loaders above for Marian/M2M100/T5, else the stock one."""
     from ctranslate2.converters import Converter, TransformersConverter
 
     loader = _loader_for(model)
@@ -131,10 +136,13 @@ def _converter(model_dir: Path, model, tokenizer):
 
 
 def _loader_for(model):
+    from ctranslate2.converters import transformers as ct2_transformers
     from ctranslate2.converters.transformers import (
         BartLoader,
         M2M100Loader,
         MarianMTLoader,
+        MT5Loader,
+        T5Loader,
     )
 
     class PadFirstMarianLoader(MarianMTLoader):
@@ -160,7 +168,25 @@ def _loader_for(model):
         def set_position_encodings(self, spec, module):
             spec.encodings = module.weights[module.padding_idx + 1:]
 
+    def scaled_as_in_hf(stock):
+        class ScaleAsHfT5Loader(stock):
+            """T5-family model whose decoder output is scaled exactly when the HF model scales it."""
+
+            def get_model_spec(self, model):
+                tied = model.config.tie_word_embeddings  # what the stock loader reads as "scale the outputs"
+                model.config.tie_word_embeddings = bool(getattr(model.config, "scale_decoder_outputs", False))
+                try:
+                    return stock.get_model_spec(self, model)
+                finally:
+                    model.config.tie_word_embeddings = tied
+
+        return ScaleAsHfT5Loader()
+
     config = model.config
+    t5_loader = {"t5": T5Loader, "mt5": MT5Loader,
+                 "umt5": getattr(ct2_transformers, "UMT5Loader", None)}.get(config.model_type)  # UMT5: newer ct2
+    if t5_loader is not None:
+        return scaled_as_in_hf(t5_loader)
     if config.model_type == "marian":
         if not getattr(config, "share_encoder_decoder_embeddings", True):
             raise ExportError("CTranslate2 export needs a Marian model with one shared vocabulary "

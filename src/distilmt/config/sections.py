@@ -29,6 +29,17 @@ class DataConfig:
     max_train_pairs: int = _help("use at most this many training pairs (0 = all)", 0)
     max_eval_sentences: int = _help("dev sentences used for BLEU during training (0 = all)", 300)
     max_test_sentences: int = _help("test sentences used in the final evaluation (0 = all)", 0)
+    source_lang_code: str = _help("the tokenizer's code of the source language, for a teacher whose tokenizer has "
+                                  "language codes (NLLB-200: eng_Latn; M2M100: en); default: derived from "
+                                  "source_lang (NLLB from a table of common languages, M2M100 the language itself)",
+                                  "")
+    target_lang_code: str = _help("the tokenizer's code of the target language (NLLB-200: hun_Latn; M2M100: hu): "
+                                  "labels start with it and every translation is forced to start with it; default: "
+                                  "derived from target_lang", "")
+    source_prefix: str = _help("text put before every source sentence, e.g. a T5/mT5 task prefix 'translate English "
+                               "to Hungarian: ' (mind the trailing space); default: none", "")
+    target_token: str = _help("target-language token put before every source sentence, for a multilingual opus-mt "
+                              "teacher, e.g. '>>hun<<' (one token of the teacher's tokenizer); default: none", "")
 
     def __post_init__(self):
         _check(bool(self.corpus.strip()), "data.corpus", "is empty; set it to bible or to your corpus file")
@@ -48,6 +59,12 @@ class DataConfig:
                        "held out (dev BLEU picks the best checkpoint; the test set is what the table scores)")
         for name in ("dev_size", "test_size", "max_train_pairs", "max_eval_sentences", "max_test_sentences"):
             _check(getattr(self, name) >= 0, f"data.{name}", "must not be negative")
+        for name in ("source_lang_code", "target_lang_code", "target_token"):
+            value = getattr(self, name)
+            _check(isinstance(value, str) and value == value.strip() and " " not in value, f"data.{name}",
+                   f"{value!r} must be one token without spaces (e.g. hun_Latn, >>hun<<), or empty")
+        _check(isinstance(self.source_prefix, str), "data.source_prefix",
+               f"{self.source_prefix!r} must be text, e.g. 'translate English to Hungarian: '")
 
     @property
     def direction(self) -> str:

@@ -9,12 +9,17 @@ import torch
 from torch.utils.data import Dataset
 
 from ..losses import IGNORE_INDEX
+from .languages import source_ids
 
 
 class ParallelDataset(Dataset):
     """Tokenised (source, target) pairs; pairs longer than ``max_tokens`` on either side are dropped, or — with
     ``truncate_to`` (dev and test sets, which must keep every sentence) — cut to that many tokens, the last one kept
     (the end-of-sentence token), counted in ``truncated``.
+
+    Sources and targets are encoded as the tokenizer's language setup says (:mod:`distilmt.data.languages`): an
+    NLLB/M2M100 tokenizer puts its ``src_lang`` code before each source and its ``tgt_lang`` code before each label,
+    a T5 prefix or an opus-mt target token goes before each source.
 
     With ``with_index=True`` each item also carries its position in the dataset as ``example_index`` (what a
     teacher cache is indexed by); the collator then puts it into the batch.
@@ -27,8 +32,8 @@ class ParallelDataset(Dataset):
         self.with_index = with_index
         if not pairs:
             return
-        sources = tokenizer([s for s, _ in pairs])["input_ids"]
-        targets = tokenizer(text_target=[t for _, t in pairs])["input_ids"]
+        sources = source_ids(tokenizer, [s for s, _ in pairs])  # with the run's source prefix / target token
+        targets = tokenizer(text_target=[t for _, t in pairs])["input_ids"]  # after tokenizer.tgt_lang, if it has one
         for src, tgt in zip(sources, targets):
             if max_tokens and (len(src) > max_tokens or len(tgt) > max_tokens):
                 self.dropped += 1

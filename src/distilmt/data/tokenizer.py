@@ -19,6 +19,8 @@ from tokenizers import (
 )
 from transformers import PreTrainedTokenizerFast
 
+from .languages import LanguageSetup, setup_of
+
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "bos_token": "<s>"}
 
 
@@ -61,7 +63,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
     ``truncation=True`` or ``pad`` changes on a fast tokenizer: the same tokenizer must keep one fingerprint).
 
     A fast tokenizer is its tokenizer.json less those two entries; a slow one its vocabulary; both plus the pad
-    and eos ids and the length. Shared by the teacher cache and the sequence-level KD corpus.
+    and eos ids, the length and the language setup (:mod:`distilmt.data.languages`) when it has one. Shared by the
+    teacher cache and the sequence-level KD corpus.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -72,4 +75,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
     else:
         text = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
     specials = json.dumps([tokenizer.pad_token_id, tokenizer.eos_token_id, len(tokenizer)])
+    setup = setup_of(tokenizer)  # the language setup changes the ids of sources and labels
+    if setup != LanguageSetup():
+        specials += json.dumps(setup.to_dict(), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256((text + specials).encode("utf-8")).hexdigest()

@@ -1,11 +1,14 @@
 """The one generation path: seq2seq and causal models translate here, for evaluation, for
 sequence-level KD labels and for the training monitor.
 
-Sources are tokenized once, truncated to what the model's position table allows, sorted by length and cut into
-batches; results come back in input order, decoded with one call (``decode(ids, skip_special_tokens=True)``), so
-every engine's outputs compare string for string. A *score* is a translation's mean log-probability per target
+Sources are tokenized once as the tokenizer's language setup says (:func:`distilmt.data.languages.source_ids`: an
+NLLB/M2M100 source code, a T5 prefix, an opus-mt target token), truncated to what the model's position table allows,
+sorted by length and cut into batches; a target-language code to start with comes from the model's
+``generation_config.forced_bos_token_id``; results come back in input order, decoded with one call
+(``decode(ids, skip_special_tokens=True)``), so every engine's outputs compare string for string. A *score* is a translation's mean log-probability per target
 token under the model at temperature 1, teacher-forced on the translation itself (every generated token up to and
-including the first end-of-sentence token): ``(1 / |y|) * sum_t log p(y_t | y_<t, x)``, always <= 0.
+including the first end-of-sentence token, less a forced target-language code): ``(1 / |y|) * sum_t log p(y_t |
+y_<t, x)``, always <= 0.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 
 from ..config import SeqKDConfig
 from ..data.batching import token_batches
+from ..data.languages import source_ids
 from ..data.prompt import TranslationPrompt
 from ..data.readers import normalize
 
@@ -34,7 +38,7 @@ def translate(model, tokenizer, sentences: Sequence[str], num_beams: int = 4, ba
         return []
     limit = max_positions(model, tokenizer)
     max_new_tokens = min(max_new_tokens, limit)
-    encoded = tokenizer(list(sentences), truncation=True, max_length=limit)["input_ids"]
+    encoded = source_ids(tokenizer, sentences, truncation=True, max_length=limit)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(encoded)
     device = model_device(model)
@@ -116,12 +120,13 @@ def translate_scored(model, tokenizer, sources: Sequence[str], cfg: SeqKDConfig,
     model.eval()
     device = model.device
     limit = max_positions(model, tokenizer)
-    encoded = tokenizer(list(sources), truncation=True, max_length=limit)["input_ids"]
+    encoded = source_ids(tokenizer, sources, truncation=True, max_length=limit)
     n = cfg.num_return_sequences
     options = dict(num_beams=cfg.num_beams, length_penalty=cfg.length_penalty, do_sample=cfg.do_sample,
                    max_new_tokens=min(cfg.max_new_tokens, limit), num_return_sequences=n)
     if cfg.do_sample:
         options.update(top_p=cfg.top_p, temperature=cfg.temperature)
+    forced = int(getattr(model.generation_config, "forced_bos_token_id", None) is not None)
     results: list[list[tuple[str, float]]] = [[] for _ in sources]
     with torch.random.fork_rng(devices=[] if device.type != "cuda" else None, enabled=cfg.do_sample):
         if cfg.do_sample:
@@ -131,7 +136,7 @@ def translate_scored(model, tokenizer, sources: Sequence[str], cfg: SeqKDConfig,
             input_ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
             sequences = model.generate(input_ids=input_ids, attention_mask=mask, **options)
             scores = sequence_scores(model, input_ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
-                                     sequences, tokenizer.eos_token_id)
+                                     sequences, tokenizer.eos_token_id, forced=forced)
             for row, (ids, score) in enumerate(zip(sequences.tolist(), scores.tolist())):
                 text = normalize(tokenizer.decode(ids, skip_special_tokens=True))
                 results[batch[row // n]].append((text, float(score)))
@@ -139,11 +144,12 @@ def translate_scored(model, tokenizer, sources: Sequence[str], cfg: SeqKDConfig,
 
 
 @torch.no_grad()
-def sequence_scores(model, input_ids, attention_mask, sequences, eos_token_id: int) -> torch.Tensor:
+def sequence_scores(model, input_ids, attention_mask, sequences, eos_token_id: int, forced: int = 0) -> torch.Tensor:
     """Mean log-probability per target token of each generated sequence under ``model`` (T = 1, teacher-forced).
 
     ``sequences`` start with the decoder start token, as ``generate`` returns them; the scored tokens are every
-    later token up to and including the first end-of-sentence token (what follows is padding).
+    later token up to and including the first end-of-sentence token (what follows is padding), less the first
+    ``forced`` ones (a target-language code generation was forced to start with: not the model's choice).
     """
     decoder_input, targets = sequences[:, :-1], sequences[:, 1:]
     logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input,
@@ -151,6 +157,7 @@ def sequence_scores(model, input_ids, attention_mask, sequences, eos_token_id: i
     token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     is_eos = (targets == eos_token_id).long()
     keep = (torch.cumsum(is_eos, dim=1) - is_eos) == 0  # up to and including the first EOS
+    keep[:, :forced] = False
     return (token_logp * keep).sum(1) / keep.sum(1).clamp(min=1)
 
 

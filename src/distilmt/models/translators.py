@@ -18,6 +18,7 @@ import torch
 from transformers import AutoTokenizer
 
 from ..config import template_problem
+from ..data.languages import setup_of, source_ids
 from ..data.prompt import TranslationPrompt
 from ..errors import ModelError, ModelLoadError
 from ..rundir import write_text_atomic
@@ -89,6 +90,10 @@ def default_inter_threads() -> int:
 class Ct2Translator:
     """A CTranslate2 model directory (with the HF tokenizer saved in it) as a :class:`Translator`.
 
+    Sources are encoded with the tokenizer's language setup (:mod:`distilmt.data.languages`), and a tokenizer with
+    a target-language code (NLLB, M2M100) makes every translation start with it (``target_prefix``), as
+    ``forced_bos_token_id`` does for the Hugging Face model.
+
     ``intra_threads`` is the threads per batch and ``inter_threads`` the batches run in parallel; on a
     small CPU ``intra_threads=1`` with one batch per core gave the best batch throughput here.
     """
@@ -121,11 +126,13 @@ class Ct2Translator:
         if not sentences:
             return []
         limit = position_limit(self.info.get("max_positions"), self.tokenizer)
-        encoded = self.tokenizer(list(sentences), truncation=True, max_length=limit)["input_ids"]
+        encoded = source_ids(self.tokenizer, sentences, truncation=True, max_length=limit)
         tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in encoded]
+        start = setup_of(self.tokenizer).start_token  # NLLB/M2M100: translations start with the target code
         results = self.translator.translate_batch(
             tokens, max_batch_size=batch_size, beam_size=num_beams,
             max_decoding_length=min(max_new_tokens, limit), max_input_length=0,
+            target_prefix=[[start]] * len(tokens) if start else None,
         )
         return [decode(self.tokenizer, self.tokenizer.convert_tokens_to_ids(r.hypotheses[0])) for r in results]
 

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from distilmt.data.languages import source_ids
 from distilmt.losses import forward_kl
 from distilmt.models.generation import decoder_start, evaluating, model_device
 
@@ -22,8 +23,10 @@ MAX_SOURCE_TOKENS = 256
 
 
 def encode(tokenizer, sources: list[str], device) -> dict[str, torch.Tensor]:
-    """``input_ids`` and ``attention_mask`` of ``sources`` (padded, cut at MAX_SOURCE_TOKENS) on ``device``."""
-    enc = tokenizer(sources, return_tensors="pt", padding=True, truncation=True, max_length=MAX_SOURCE_TOKENS)
+    """``input_ids`` and ``attention_mask`` of ``sources`` (with the tokenizer's language setup, padded, cut at
+    MAX_SOURCE_TOKENS) on ``device``."""
+    ids = source_ids(tokenizer, sources, truncation=True, max_length=MAX_SOURCE_TOKENS)
+    enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
     return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
 

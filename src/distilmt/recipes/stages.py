@@ -13,6 +13,7 @@ import torch
 
 from ..config import RunConfig
 from ..data.corpus import load_splits, prepare_data as prepare_splits
+from ..data.languages import resolve as resolve_languages
 from ..data.tokenizer import tokenizer_fingerprint, train_tokenizer
 from ..models.build import build_model
 from ..models.loading import load_causal, load_seq2seq
@@ -56,10 +57,11 @@ def prepare_data(cfg: RunConfig, run_dir: Path):
         if cfg.teacher.path and cfg.teacher.kind == "seq2seq":  # a causal teacher keeps its own tokenizer
 
             _, tokenizer = load_seq2seq(cfg.teacher.path)
-            tokenizer.save_pretrained(str(tok_dir))
         else:
             texts = (text for pair in splits.train for text in pair)
-            train_tokenizer(texts, cfg.data.vocab_size, tok_dir)
+            tokenizer = train_tokenizer(texts, cfg.data.vocab_size, tok_dir)
+        # the run's language codes, source prefix and target token travel in the tokenizer (data.languages)
+        resolve_languages(cfg.data, tokenizer).apply(tokenizer).save_pretrained(str(tok_dir))
         mark_complete(tok_dir)
     return splits
 
@@ -75,8 +77,11 @@ def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
         if cfg.teacher.kind == "causal":
 
             model, tokenizer = load_causal(cfg.teacher.path)
-        else:
+        else:  # tokenizer and generation_config get the run's languages, and every model derived from it too
             model, tokenizer = load_seq2seq(cfg.teacher.path)
+            languages = resolve_languages(cfg.data, tokenizer)
+            languages.apply(tokenizer)
+            languages.configure_generation(model, tokenizer)
         model.save_pretrained(str(out))
         tokenizer.save_pretrained(str(out))
         if cfg.teacher.kind == "causal":  # how to prompt it, for evaluate/translate/compare (prompt.json)
