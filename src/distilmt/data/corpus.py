@@ -20,6 +20,7 @@ from ..config import DataConfig
 from ..errors import CorpusError
 from ..rundir import atomic_open
 from . import bible
+from .languages_check import corpus_warnings
 from .readers import Pair, detect_format, read_parallel, read_tsv, write_tsv
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ def _user_splits(cfg: DataConfig) -> tuple[list[Pair], list[Pair], list[Pair], d
 
     read_pairs = read(cfg.corpus)
     pairs = list(dict.fromkeys(read_pairs))
+    for warning in corpus_warnings(pairs, cfg.source_lang, cfg.target_lang, cfg.corpus):
+        logger.warning(warning)
     dev = read(cfg.dev_file) if cfg.dev_file else []
     test = read(cfg.test_file) if cfg.test_file else []
     n_dev = 0 if cfg.dev_file else cfg.dev_size
