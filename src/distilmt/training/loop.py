@@ -133,21 +133,21 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
         checkpoint = None
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        bad = [n for n, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:  # never hand over (or let a stage mark complete) a model with NaN/inf weights
+            raise TrainingDiverged(f"{name or out_dir.name}: {len(bad)} weight tensors are not finite after training "
+                                   f"(e.g. {bad[0]}); nothing was saved to {out_dir}: lower the learning rate or turn "
+                                   "bf16 off and train again")
+        if trainer.is_world_process_zero():
+            trainer.save_model(str(out_dir))
+            tokenizer.save_pretrained(str(out_dir))
     except (OSError, RuntimeError, SafetensorError) as exc:
-        if disk_full(exc):
-            kept = last_checkpoint(out_dir)
-            raise DiskFull(f"{out_dir}: the disk is full (while writing a checkpoint or log); "
-                           f"{f'the last complete checkpoint is {kept.name}' if kept else 'no complete checkpoint yet'}"
-                           ": free some space and continue with --resume") from None
-        raise
-    bad = [n for n, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
-    if bad:  # never hand over (or let a stage mark complete) a model with NaN/inf weights
-        raise TrainingDiverged(f"{name or out_dir.name}: {len(bad)} weight tensors are not finite after training "
-                               f"(e.g. {bad[0]}); nothing was saved to {out_dir}: lower the learning rate or turn "
-                               "bf16 off and train again")
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(out_dir))
-        tokenizer.save_pretrained(str(out_dir))
+        if not disk_full(exc):
+            raise
+        kept = last_checkpoint(out_dir)
+        raise DiskFull(f"{out_dir}: the disk is full (while writing a checkpoint, log or the model); "
+                       f"{f'the last complete checkpoint is {kept.name}' if kept else 'no complete checkpoint yet'}: "
+                       "free some space and continue with --resume") from None
     return trainer
 
 
