@@ -103,7 +103,10 @@ def load_seq2seq(path: str | Path):
         raise ModelLoadError(f"{path}: '{config.model_type}' is not a seq2seq (encoder-decoder) model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, ImportError) as exc:  # ImportError: e.g. sentencepiece missing for MarianTokenizer
+    except ImportError as exc:  # e.g. MarianTokenizer (opus-mt) without sentencepiece
+        raise ModelLoadError(f"{path}: its tokenizer needs a package that is not installed ({first_line(exc)}); "
+                             "install it (pip install sentencepiece sacremoses for opus-mt)") from None
+    except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{path}: no usable tokenizer saved with the model ({first_line(exc)})") from None
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(path)

@@ -33,6 +33,7 @@ from .loading import (
     require_ctranslate2,
 )
 from .size import count_parameters, dir_size_mb
+from .vocab import source_tokens, target_ids
 
 
 @runtime_checkable
@@ -127,14 +128,18 @@ class Ct2Translator:
             return []
         limit = position_limit(self.info.get("max_positions"), self.tokenizer)
         encoded = source_ids(self.tokenizer, sentences, truncation=True, max_length=limit)
-        tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in encoded]
+        tokens = [source_tokens(self.tokenizer, ids) for ids in encoded]
         start = setup_of(self.tokenizer).start_token  # NLLB/M2M100: translations start with the target code
+        decoding = self.info.get("decoding", {})  # what HF generate does with this model (see distilmt.export)
+        cap = min(max_new_tokens, limit)
+        cap -= 1 if decoding.get("forced_eos") and cap > 1 else 0  # HF: the last position is the forced </s>
         results = self.translator.translate_batch(
             tokens, max_batch_size=batch_size, beam_size=num_beams,
-            max_decoding_length=min(max_new_tokens, limit), max_input_length=0,
+            max_decoding_length=cap, max_input_length=0,
             target_prefix=[[start]] * len(tokens) if start else None,
+            suppress_sequences=decoding.get("suppress_sequences") or None,
         )
-        return [decode(self.tokenizer, self.tokenizer.convert_tokens_to_ids(r.hypotheses[0])) for r in results]
+        return [decode(self.tokenizer, target_ids(self.tokenizer, r.hypotheses[0])) for r in results]
 
     def num_parameters(self) -> dict[str, int | None]:
         """Parameters of the source model, as recorded at export (None when not recorded)."""

@@ -1,0 +1,193 @@
+"""An opus-mt teacher as Helsinki-NLP ships one (MarianMTModel + MarianTokenizer: source.spm, target.spm, vocab.json,
+and target_vocab.json for separate vocabularies), built here from genuine classes on real verses: its vocabulary
+sides, the students derived from it, its CTranslate2 export (equal to HF after training moved the <pad> row) and the
+whole `distilmt run --teacher DIR` in both directions."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import sentencepiece as spm
+import torch
+from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+from distilmt.cli import main
+from distilmt.config import StudentConfig
+from distilmt.data.readers import write_tsv
+from distilmt.errors import ExportError, ModelError
+from distilmt.models.build import derive_student
+from distilmt.models.loading import EXPORT_INFO, load_seq2seq
+from distilmt.models.translators import Ct2Translator, HfTranslator
+from distilmt.models.vocab import check_same_vocabulary, check_shared_vocabulary, target_vocab_size
+from distilmt.teachers.signal import LiveTeacher
+from helpers import HAS_CT2, needs_ct2, write_config
+
+
+def _train_spm(texts, size: int, path: Path) -> list[str]:
+    """A unigram SentencePiece model as opus-mt ships them (<unk>, </s>; no <s>); its pieces in order."""
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=buf, vocab_size=size,
+                                   model_type="unigram", character_coverage=1.0, unk_id=0, eos_id=1, bos_id=-1,
+                                   hard_vocab_limit=False, minloglevel=2)
+    path.write_bytes(buf.getvalue())
+    sp = spm.SentencePieceProcessor(model_file=str(path))
+    return [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not (sp.is_control(i) or sp.is_unknown(i))]
+
+
+def opus_mt(out: Path, pairs, separate: bool = False, src_size: int = 500, tgt_size: int = 500, layers: int = 2,
+            train_steps: int = 0, seed: int = 0) -> Path:
+    """An opus-mt stand-in in ``out``: </s> = 0, <unk> = 1, <pad> the last id of the (target) vocabulary and the
+    decoder start, tied output layer, opus-mt's generation config (bans <pad>, forces </s> at the length cap).
+
+    ``separate``: a vocabulary per side (``target_vocab.json``, ``share_encoder_decoder_embeddings=False``) with the
+    target one smaller; <pad> keeps one id on both sides. ``train_steps`` of AdamW on ``pairs`` (the tied output
+    layer moves the <pad> row away from zero, as any fine-tuning does)."""
+    out.mkdir(parents=True, exist_ok=True)
+    src_pieces = _train_spm([s for s, _ in pairs], src_size, out / "source.spm")
+    tgt_pieces = _train_spm([t for _, t in pairs], tgt_size, out / "target.spm")
+    files = dict(source_spm=str(out / "source.spm"), target_spm=str(out / "target.spm"), vocab=str(out / "vocab.json"))
+    if separate:
+        target = {"</s>": 0, "<unk>": 1}
+        for piece in tgt_pieces:
+            target.setdefault(piece, len(target))
+        pad = target["<pad>"] = len(target)
+        source = {"</s>": 0, "<unk>": 1}
+        for piece in src_pieces:
+            if len(source) == pad:
+                source["<pad>"] = pad
+            source.setdefault(piece, len(source))
+        assert source.get("<pad>") == pad and len(source) > len(target)
+        (out / "target_vocab.json").write_text(json.dumps(target, ensure_ascii=False), encoding="utf-8")
+        files.update(target_vocab_file=str(out / "target_vocab.json"), separate_vocabs=True)
+        sizes = dict(vocab_size=len(source), decoder_vocab_size=len(target), share_encoder_decoder_embeddings=False)
+    else:
+        source = {"</s>": 0, "<unk>": 1}
+        for piece in src_pieces + tgt_pieces:
+            source.setdefault(piece, len(source))
+        source["<pad>"] = len(source)
+        sizes = dict(vocab_size=len(source))
+    (out / "vocab.json").write_text(json.dumps(source, ensure_ascii=False), encoding="utf-8")
+    tokenizer = MarianTokenizer(**files)
+    torch.manual_seed(seed)
+    model = MarianMTModel(MarianConfig(
+        **sizes, d_model=32, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, dropout=0.0,
+        activation_function="swish", scale_embedding=True, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
+        forced_eos_token_id=tokenizer.eos_token_id, bos_token_id=None))
+    gen = model.generation_config
+    gen.bad_words_ids, gen.num_beams, gen.max_length = [[tokenizer.pad_token_id]], 4, 512
+    if train_steps:
+        batch = tokenizer([s for s, _ in pairs[:64]], text_target=[t for _, t in pairs[:64]], return_tensors="pt",
+                          padding=True, truncation=True, max_length=48)
+        batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        model.train()
+        for _ in range(train_steps):
+            model(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    model.eval().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _pairs(verse_pairs, direction: str):
+    return [(e, h) for e, h in verse_pairs] if direction == "en-hu" else [(h, e) for e, h in verse_pairs]
+
+
+@pytest.fixture(scope="module")
+def separate_huen(tmp_path_factory, verse_pairs) -> Path:
+    return opus_mt(tmp_path_factory.mktemp("opus-sep") / "opus-mt-hu-en", _pairs(verse_pairs[:400], "hu-en"),
+                   separate=True, src_size=500, tgt_size=300)
+
+
+def _pad_row_norm(model) -> float:
+    return float(model.get_decoder().embed_tokens.weight[model.config.pad_token_id].detach().norm())
+
+
+def test_separate_vocabularies_are_checked_on_their_own_sides(separate_huen):
+    model, tokenizer = load_seq2seq(separate_huen)
+    assert type(tokenizer).__name__ == "MarianTokenizer" and tokenizer.separate_vocabs
+    rows = model.get_output_embeddings().weight.shape[0]
+    assert rows == model.config.decoder_vocab_size == target_vocab_size(tokenizer) < len(tokenizer)
+    check_same_vocabulary(tokenizer, tokenizer, model, model)  # the output layer covers the *target* vocabulary
+    assert check_shared_vocabulary(tokenizer, tokenizer, model, model) == rows
+    # A model whose output layer is smaller than that target vocabulary is still refused.
+    small = MarianMTModel(MarianConfig(**{**model.config.to_dict(), "decoder_vocab_size": rows - 10,
+                                          "pad_token_id": rows - 11, "decoder_start_token_id": rows - 11}))
+    with pytest.raises(ModelError, match=f"{rows - 10:,} rows, fewer than the {rows:,}-token target vocabulary"):
+        check_same_vocabulary(tokenizer, tokenizer, small, where="teacher")
+
+
+def test_student_of_a_separate_vocabulary_teacher_keeps_the_target_size(separate_huen):
+    teacher, tokenizer = load_seq2seq(separate_huen)
+    student = derive_student(teacher, StudentConfig(depth_ratio=0.5, width_ratio=1.0))
+    assert student.config.decoder_layers == 1 and not student.config.share_encoder_decoder_embeddings
+    for name in ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight",
+                 "final_logits_bias"):
+        assert torch.equal(student.state_dict()[name], teacher.state_dict()[name]), name
+    batch = tokenizer(["Kezdetben teremtette Isten az eget."], text_target=["In the beginning God created."],
+                      return_tensors="pt")
+    batch["decoder_input_ids"] = student.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
+    kd = LiveTeacher(teacher).logits(batch)
+    assert kd.shape == student(**batch).logits.shape and kd.shape[-1] == target_vocab_size(tokenizer)
+
+
+@needs_ct2
+@pytest.mark.parametrize("separate", [False, True], ids=["shared", "separate"])
+def test_ct2_equals_hf_after_training_moved_the_pad_row(tmp_path, verse_pairs, separate, monkeypatch):
+    pairs = _pairs(verse_pairs[:400], "hu-en")
+    model_dir = opus_mt(tmp_path / "opus", pairs, separate=separate, src_size=500, tgt_size=300, layers=1,
+                        train_steps=60)
+    hf = HfTranslator.load(model_dir)
+    assert _pad_row_norm(hf.model) > 0.1, "training should have moved the <pad> row (the decoder start)"
+    from distilmt.export import export_ctranslate2
+
+    out = export_ctranslate2(model_dir, tmp_path / "ct2", quantization="float32")
+    parity = json.loads((out / EXPORT_INFO).read_text())["parity"]
+    assert parity["passed"] and parity["float32"]["max_abs_logprob_diff"] < 1e-3
+    sources = [h for _, h in verse_pairs[400:424]]  # unseen Hungarian verses
+    hf_out = hf.translate(sources, num_beams=1, max_new_tokens=20)
+    ct2_out = Ct2Translator(out, inter_threads=1).translate(sources, num_beams=1, max_new_tokens=20)
+    assert len(set(hf_out)) > 10, "the trained stand-in should give varied output"
+    assert ct2_out == hf_out
+    int8 = json.loads((export_ctranslate2(model_dir, tmp_path / "int8") / EXPORT_INFO).read_text())["parity"]
+    assert int8["passed"] and int8["exported"]["mean_abs_logprob_diff"] < int8["quantized_tolerance"]
+    if not separate:  # CTranslate2's own Marian loader (zero start vector, <pad> row dropped) is refused
+        monkeypatch.setattr("distilmt.export._loader_for", lambda model: None)
+        with pytest.raises(ExportError, match=r"ct2-stock: the CTranslate2 conversion does not compute") as err:
+            export_ctranslate2(model_dir, tmp_path / "ct2-stock", quantization="float32")
+        assert "\n" not in str(err.value) and not (tmp_path / "ct2-stock").exists()
+
+
+@pytest.mark.parametrize("direction, separate", [("en-hu", False), ("hu-en", False), ("hu-en", True)],
+                         ids=["en-hu", "hu-en", "hu-en-separate"])
+def test_distilmt_run_with_an_opus_mt_teacher(tmp_path, verse_pairs, direction, separate):
+    pairs = _pairs(verse_pairs[:600], direction)
+    teacher = opus_mt(tmp_path / "opus-mt", pairs[:400], separate=separate, src_size=500,
+                      tgt_size=300 if separate else 500, train_steps=30)
+    corpus = tmp_path / "corpus.tsv"
+    write_tsv(verse_pairs[:600], corpus)  # en \t hu: --direction picks the columns
+    cfg = write_config(tmp_path, data__max_tokens=48, data__dev_size=20, data__test_size=12, eval__speed_sentences=0,
+                       eval__semantic=False, eval__export_ct2=HAS_CT2, monitor__enabled=False)
+    run_dir = tmp_path / "run"
+    assert main(["run", "--config", str(cfg), "--teacher", str(teacher), "--corpus", str(corpus), "--direction",
+                 direction, "--run-dir", str(run_dir)]) == 0
+    tokenizer = MarianTokenizer.from_pretrained(run_dir / "tokenizer")  # prepare-data took the teacher's
+    assert tokenizer.separate_vocabs == separate
+    rows = {r["name"]: r for r in json.loads((run_dir / "metrics.json").read_text())["models"]}
+    assert {"teacher", "student-baseline", "student-kd"} <= rows.keys()
+    student, _ = load_seq2seq(run_dir / "student-kd")
+    assert student.config.decoder_layers == 1
+    assert student.get_output_embeddings().weight.shape[0] == target_vocab_size(tokenizer)
+    if not HAS_CT2:
+        return
+    assert "student-kd-ct2-int8" in rows
+    info = json.loads((run_dir / "export" / "student-kd-ct2-int8" / EXPORT_INFO).read_text())
+    assert info["parity"]["passed"] and info["parity"]["float32"]["max_abs_logprob_diff"] < 1e-3
+    assert main(["translate", "student-kd-ct2-int8", "--run-dir", str(run_dir), "--text", pairs[500][0],
+                 "--beams", "1"]) == 0
