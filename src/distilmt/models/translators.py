@@ -135,7 +135,7 @@ class Ct2Translator:
         cap -= 1 if decoding.get("forced_eos") and cap > 1 else 0  # HF: the last position is the forced </s>
         results = self.translator.translate_batch(
             tokens, max_batch_size=batch_size, beam_size=num_beams,
-            max_decoding_length=cap, max_input_length=0,
+            max_decoding_length=cap, max_input_length=0, min_decoding_length=0,  # HF may end at once; CT2's default 1
             target_prefix=[[start]] * len(tokens) if start else None,
             suppress_sequences=decoding.get("suppress_sequences") or None,
         )
