@@ -175,6 +175,9 @@ class TrainConfig:
 
 
 SEQKD_TRAIN_ON = ("original", "distilled", "mix")
+SEQKD_ENGINES = ("auto", "hf", "ct2")
+CT2_QUANTIZATIONS = ("auto", "int8", "int8_float32", "int16", "float32", "float16", "bfloat16", "int8_float16",
+                     "int8_bfloat16")
 
 
 @dataclass
@@ -207,6 +210,15 @@ class SeqKDConfig:
                              "pairs (a seeded random sample; 1 = both full sets)", 1.0)
     with_token_kd: bool = _help("also apply token-level KD (the distill section, live teacher) on the distilled "
                                 "targets; off = no teacher in memory while student-seqkd trains", False)
+    engine: str = _help("what decodes the teacher: hf (transformers generate), ct2 (the teacher converted once to "
+                        "CTranslate2, RUN_DIR/teacher-ct2-QUANTIZATION/; beam search only, several times faster) or "
+                        "auto (ct2 when ctranslate2 is installed, the teacher is a seq2seq model it converts and "
+                        "labels are not sampled, else hf; a corpus already begun keeps its engine)", "auto")
+    ct2_quantization: str = _help("weights of the CTranslate2 teacher: auto (int8 on a CPU, float16 on a GPU), int8, "
+                                  "int8_float32, int16, float32, float16, bfloat16, int8_float16, int8_bfloat16",
+                                  "auto")
+    agreement_sources: int = _help("with the ct2 engine, sources also translated by the HF teacher (same beam) to "
+                                   "report the engines' agreement in distilled/stats.json (0 = off)", 64)
 
     def __post_init__(self):
         for name in ("num_beams", "max_new_tokens", "num_return_sequences", "shard_size"):
@@ -232,6 +244,15 @@ class SeqKDConfig:
         _check(self.train_on in SEQKD_TRAIN_ON, "seqkd.train_on",
                f"'{self.train_on}' is not one of {', '.join(SEQKD_TRAIN_ON)}")
         _check(0 < self.mix_ratio <= 1, "seqkd.mix_ratio", f"{self.mix_ratio} must be in (0, 1]")
+        _check(self.engine in SEQKD_ENGINES, "seqkd.engine",
+               f"'{self.engine}' is not one of {', '.join(SEQKD_ENGINES)}")
+        _check(self.ct2_quantization in CT2_QUANTIZATIONS, "seqkd.ct2_quantization",
+               f"'{self.ct2_quantization}' is not one of {', '.join(CT2_QUANTIZATIONS)}")
+        _check(not (self.engine == "ct2" and self.do_sample), "seqkd.engine",
+               "ct2 decodes with beam search only (its sampling cannot be reseeded per shard, so a resumed run would "
+               "differ): use seqkd.engine=hf or auto for sampled labels")
+        _check(isinstance(self.agreement_sources, int) and self.agreement_sources >= 0, "seqkd.agreement_sources",
+               f"{self.agreement_sources!r} must be a whole number >= 0 (0 = off)")
 
 
 LORA_TARGETS = ("auto", "all-linear")

@@ -1,5 +1,6 @@
 """The one generation path: seq2seq and causal models translate here, for evaluation, for
-sequence-level KD labels and for the training monitor.
+sequence-level KD labels and for the training monitor; a CTranslate2 teacher makes its labels here too
+(:func:`ct2_translate_scored`).
 
 Sources are tokenized once as the tokenizer's language setup says (:func:`distilmt.data.languages.source_ids`: an
 NLLB/M2M100 source code, a T5 prefix, an opus-mt target token), truncated to what the model's position table allows,
@@ -113,7 +114,8 @@ def translate_scored(model, tokenizer, sources: Sequence[str], cfg: SeqKDConfig,
     (:func:`~distilmt.data.batching.token_batches`); results come back in input order, best hypothesis first (the
     order ``generate`` returns them in). With ``cfg.do_sample`` the draws are seeded by ``seed``. (A causal-LM
     teacher translates with :meth:`~distilmt.models.translators.CausalTranslator.translate_scored`: the same
-    batching, settings and score over :func:`generate_continuations`.)
+    batching, settings and score over :func:`generate_continuations`; a CTranslate2 one with
+    :func:`ct2_translate_scored`.)
     """
     if not sources:
         return []
@@ -159,6 +161,47 @@ def sequence_scores(model, input_ids, attention_mask, sequences, eos_token_id: i
     keep = (torch.cumsum(is_eos, dim=1) - is_eos) == 0  # up to and including the first EOS
     keep[:, :forced] = False
     return (token_logp * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+def ct2_translate_scored(translator, tokenizer, sources: Sequence[str], cfg: SeqKDConfig,
+                         model_limit: int | None = None) -> list[list[tuple[str, float]]]:
+    """:func:`translate_scored` with a ``ctranslate2.Translator``: the same labels and the same score definition.
+
+    Beam search with ``translate_batch`` (``beam_size=num_beams``, ``length_penalty``,
+    ``num_hypotheses=num_return_sequences``, ``max_decoding_length=max_new_tokens`` capped by the positions, which,
+    like ``max_new_tokens``, counts the end-of-sentence token), in batches of at most ``cfg.batch_tokens`` source
+    tokens (CTranslate2 sorts them by length itself); results in input order, best hypothesis first.
+
+    The score is not the beam's own ``return_scores`` (the cumulated log-probability divided by
+    ``length ** length_penalty``: the definition only when length_penalty is 1) but a teacher-forced pass,
+    ``score_batch``, which gives the log-probability of every target token plus the end-of-sentence token it
+    appends: the mean over those, or, for a hypothesis cut at ``max_decoding_length`` without an end-of-sentence
+    token, over its tokens alone, as :func:`sequence_scores` counts them. (Under a quantized model these are the
+    quantized teacher's log-probabilities.) Sampling is refused: CTranslate2's random generators cannot be reseeded
+    per shard (``set_random_seed`` does not reach its running worker threads), so a resumed run would differ.
+    """
+    if cfg.do_sample:
+        raise ValueError("CTranslate2 label generation decodes with beam search only (do_sample=False)")
+    if not sources:
+        return []
+    limit = position_limit(model_limit, tokenizer)
+    encoded = tokenizer(list(sources), truncation=True, max_length=limit)["input_ids"]
+    tokens = [tokenizer.convert_ids_to_tokens(ids) for ids in encoded]
+    found = translator.translate_batch(
+        tokens, max_batch_size=cfg.batch_tokens, batch_type="tokens", beam_size=cfg.num_beams,
+        length_penalty=cfg.length_penalty, num_hypotheses=cfg.num_return_sequences,
+        max_decoding_length=min(cfg.max_new_tokens, limit), max_input_length=0, return_end_token=True)
+    eos = tokenizer.eos_token
+    rows = [(i, hyp[:-1] if hyp[-1:] == [eos] else hyp, hyp[-1:] == [eos])
+            for i, result in enumerate(found) for hyp in result.hypotheses]
+    scored = translator.score_batch([tokens[i] for i, _, _ in rows], [target for _, target, _ in rows],
+                                    max_batch_size=cfg.batch_tokens, batch_type="tokens", max_input_length=0)
+    results: list[list[tuple[str, float]]] = [[] for _ in sources]
+    for (i, target, ended), score in zip(rows, scored):
+        log_probs = score.log_probs if ended else score.log_probs[:-1]  # the appended eos was not generated
+        text = normalize(tokenizer.decode(tokenizer.convert_tokens_to_ids(target), skip_special_tokens=True))
+        results[i].append((text, float(sum(log_probs) / max(len(log_probs), 1))))
+    return results
 
 
 # -- generation ---------------------------------------------------------------------------------------------

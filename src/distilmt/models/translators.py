@@ -22,7 +22,7 @@ from ..data.languages import setup_of, source_ids
 from ..data.prompt import TranslationPrompt
 from ..errors import ModelError, ModelLoadError
 from ..rundir import write_text_atomic
-from .generation import decode, generate_continuations, position_limit, translate
+from .generation import ct2_translate_scored, decode, generate_continuations, position_limit, translate
 from .loading import (
     first_line,
     is_causal_dir,
@@ -140,6 +140,12 @@ class Ct2Translator:
             suppress_sequences=decoding.get("suppress_sequences") or None,
         )
         return [decode(self.tokenizer, target_ids(self.tokenizer, r.hypotheses[0])) for r in results]
+
+    def translate_scored(self, sources: Sequence[str], cfg, seed: int | None = None) -> list[list[tuple[str, float]]]:
+        """Sequence-level KD labels with their teacher scores, from a :class:`~distilmt.config.SeqKDConfig` (beam
+        search only; :func:`~distilmt.models.generation.ct2_translate_scored`). ``seed`` is unused: nothing is
+        sampled."""
+        return ct2_translate_scored(self.translator, self.tokenizer, sources, cfg, self.info.get("max_positions"))
 
     def num_parameters(self) -> dict[str, int | None]:
         """Parameters of the source model, as recorded at export (None when not recorded)."""

@@ -4,23 +4,30 @@ taken as it is), its LoRA fine-tune, its cache of top-k probabilities and its tr
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
 import shutil
 import time
+from collections.abc import Callable
+from importlib.util import find_spec
 from pathlib import Path
 
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, SeqKDConfig
 from ..data.corpus import load_splits, prepare_data as prepare_splits
 from ..data.languages import resolve as resolve_languages
 from ..data.tokenizer import tokenizer_fingerprint, train_tokenizer
+from ..errors import ExportError, LabelsError
+from ..export import export_ctranslate2
 from ..models.build import build_model
-from ..models.loading import load_causal, load_seq2seq
-from ..models.translators import save_prompt
+from ..models.loading import first_line, load_causal, load_seq2seq, require_ctranslate2
+from ..models.translators import Ct2Translator, default_inter_threads, save_prompt
 from ..rundir import is_complete, load_tokenizer, mark_complete, require_teacher, teacher_fingerprint
 from ..teachers.cache import TeacherCache, build_teacher_cache, cache_fingerprint
-from ..teachers.labels import build_distilled, labels_fingerprint, labels_teacher
+from ..teachers.labels import MANIFEST, build_distilled, labels_fingerprint, labels_teacher
 from ..training.loop import train_seq2seq
 from ..training.lora import lora_train_config, train_lora
 
@@ -178,16 +185,128 @@ def generate_labels(cfg: RunConfig, run_dir: Path, rebuild: bool = False, on_sha
         shutil.rmtree(out)
     sources = [s for s, _ in load_splits(run_dir / "data").train]
     tokenizer = load_tokenizer(run_dir)
-    teacher_id, load = teacher_fingerprint(run_dir / "teacher"), lambda: teacher_on_device(run_dir / "teacher")
+    teacher_id = teacher_fingerprint(run_dir / "teacher")
+    seqkd, load, reference = labels_engine(cfg, run_dir / "teacher", teacher_id, out)
     if cfg.teacher.kind == "causal":  # prompted with prompt.template, in its own tokenizer (distilmt.data.prompt)
 
         teacher_id, load = labels_teacher(cfg, run_dir / "teacher", teacher_id)
-    fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(tokenizer), teacher_id, cfg.seqkd)
+    fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(tokenizer), teacher_id, seqkd)
 
     hint = f"rebuild it with `distilmt generate-labels --run-dir {run_dir} --rebuild`, or delete {out}"
-    stats = build_distilled(out, sources, tokenizer, load, cfg.seqkd, fingerprint, hint, on_shard)
+    stats = build_distilled(out, sources, tokenizer, load, seqkd, fingerprint, hint, on_shard, reference)
     mark_complete(out, kept=stats["kept"], sources=stats["sources"])
     return stats
+
+
+def labels_engine(cfg: RunConfig, teacher_dir: Path, teacher_id: str, out_dir: Path,
+                  ) -> tuple[SeqKDConfig, Callable[[], object], Callable[[], object] | None]:
+    """What decodes the teacher for ``out_dir``'s labels: ``(seqkd, load, reference)`` for
+    :func:`~distilmt.teachers.labels.build_distilled`.
+
+    ``seqkd`` is ``cfg.seqkd`` with ``engine`` and ``ct2_quantization`` resolved. ``auto`` keeps the engine (and
+    quantization) of a corpus already begun in ``out_dir``; else it is ct2 unless :func:`ct2_obstacle` names a reason
+    or the teacher does not convert (both logged), then hf. Quantization ``auto`` is int8 on a CPU, float16 on a GPU.
+    With ct2 ``load()`` gives a :class:`Ct2Translator` of the teacher converted once (:func:`teacher_ct2`) and
+    ``reference()`` the HF teacher the agreement check compares with; with hf ``load()`` gives the HF teacher (on
+    the GPU when there is one) and ``reference`` is None. An explicit ct2 that cannot be is one LabelsError line.
+    """
+    seqkd = cfg.seqkd
+    begun = _begun_settings(out_dir)
+    engine = seqkd.engine if seqkd.engine != "auto" or begun is None else begun.get("engine", "hf")
+    obstacle = ct2_obstacle(cfg, teacher_dir) if engine != "hf" else None
+    if obstacle and engine == "ct2":
+        began = f" ({out_dir} was begun with it)" if seqkd.engine == "auto" else ""
+        raise LabelsError(f"seqkd.engine=ct2{began}: {obstacle}; set seqkd.engine=hf")
+    quantization = seqkd.ct2_quantization
+    if quantization == "auto" and engine != "hf" and not obstacle:
+        began_ct2 = begun is not None and begun.get("engine") == "ct2"
+        quantization = begun["ct2_quantization"] if began_ct2 else "float16" if ct2_device() == "cuda" else "int8"
+    if engine == "auto":  # nothing begun yet: every shard is missing, so the conversion is needed now anyway
+        try:
+            if obstacle:
+                raise ValueError(obstacle)
+            teacher_ct2(teacher_dir, quantization, teacher_id)
+            engine = "ct2"
+        except CONVERSION_ERRORS as exc:
+            log.info("generate-labels: not with CTranslate2 (%s); decoding with HF generate", first_line(exc))
+            engine = "hf"
+
+    def load_hf():
+        return teacher_on_device(teacher_dir)
+
+    if engine == "hf":
+        return dataclasses.replace(seqkd, engine="hf"), load_hf, None
+
+    def load_ct2() -> Ct2Translator:
+        try:
+            ct2_dir = teacher_ct2(teacher_dir, quantization, teacher_id)
+        except CONVERSION_ERRORS as exc:
+            raise LabelsError(f"seqkd.engine=ct2: the teacher in {teacher_dir} does not convert to CTranslate2 "
+                              f"({first_line(exc)}); set seqkd.engine=hf") from None
+        device = ct2_device()
+        inter = 1 if device == "cuda" else default_inter_threads()
+        return Ct2Translator(ct2_dir, intra_threads=max(1, _cores() // inter), inter_threads=inter, device=device)
+
+    return dataclasses.replace(seqkd, engine="ct2", ct2_quantization=quantization), load_ct2, load_hf
+
+
+CONVERSION_ERRORS = (ExportError, ImportError, ValueError, NotImplementedError, KeyError)
+"""What a teacher that CTranslate2 cannot convert raises in :func:`~distilmt.export.export_ctranslate2`."""
+
+
+def ct2_obstacle(cfg: RunConfig, teacher_dir: Path) -> str | None:
+    """Why the run's teacher cannot make its labels with CTranslate2, or None."""
+    if find_spec("ctranslate2") is None:
+        return "ctranslate2 is not installed (pip install ctranslate2)"
+    if cfg.teacher.kind != "seq2seq":
+        return "a causal-LM teacher is decoded with HF generate only"
+    if cfg.seqkd.do_sample:
+        return "labels are sampled, and CTranslate2's sampling cannot be reseeded per shard"
+    for name in ("generation_config.json", "config.json"):
+        try:
+            saved = json.loads((Path(teacher_dir) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(saved, dict) and saved.get("forced_bos_token_id") is not None:
+            return (f"{teacher_dir} forces a first target token (forced_bos_token_id, a target-language token), "
+                    "which the CTranslate2 label path does not pass")
+    return None
+
+
+def teacher_ct2(teacher_dir: Path, quantization: str, teacher_id: str) -> Path:
+    """The teacher converted to CTranslate2 once, next to it: ``TEACHER_DIR-ct2-QUANTIZATION/`` (e.g.
+    ``RUN_DIR/teacher-ct2-int8``), marked complete with the teacher's fingerprint; reused while that matches."""
+    out = Path(teacher_dir).parent / f"{Path(teacher_dir).name}-ct2-{quantization}"
+    if is_complete(out) and json.loads((out / ".complete").read_text()).get("teacher") == teacher_id:
+        return out
+    log.info("generate-labels: converting the teacher to CTranslate2 (%s) in %s", quantization, out)
+    started = time.time()
+    export_ctranslate2(teacher_dir, out, quantization=quantization, force=True)
+    mark_complete(out, teacher=teacher_id, quantization=quantization, seconds=round(time.time() - started, 1))
+    return out
+
+
+def ct2_device() -> str:
+    """Where CTranslate2 runs: cuda when it sees a GPU, else cpu."""
+    return "cuda" if require_ctranslate2().get_cuda_device_count() > 0 else "cpu"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _begun_settings(out_dir: Path) -> dict | None:
+    """The generation settings of the corpus begun in ``out_dir`` (None when none is; {} when unreadable)."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")).get("settings", {}))
+    except (ValueError, AttributeError, TypeError):
+        return {}  # build_distilled refuses it with the fix
 
 
 def dev_subset(cfg: RunConfig, splits):

@@ -52,7 +52,7 @@ from ..evaluation.compare import add_relative, evaluate_models, to_markdown, wri
 from ..evaluation.report import png_data_uri, write_report
 from ..rundir import is_complete, load_tokenizer, mark_complete, open_run, teacher_fingerprint, write_text_atomic
 from ..teachers.labels import build_distilled, labels_fingerprint, read_distilled, training_pairs
-from .stages import prepare_data, teacher_on_device, test_subset, train_teacher, train_teacher_lora
+from .stages import labels_engine, prepare_data, test_subset, train_teacher, train_teacher_lora
 from .student import train_student
 
 log = logging.getLogger("distilmt")
@@ -189,11 +189,12 @@ class Study:
 
         teacher_dir = self.kd_teacher()
         sources = self.label_sources()
-        fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(self.tokenizer),
-                                         teacher_fingerprint(teacher_dir), self.cfg.seqkd)
+        teacher_id = teacher_fingerprint(teacher_dir)
+        seqkd, load, reference = labels_engine(self.cfg, teacher_dir, teacher_id, out)
+        fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(self.tokenizer), teacher_id, seqkd)
         started = time.time()
-        stats = build_distilled(out, sources, self.tokenizer, lambda: teacher_on_device(teacher_dir),
-                                self.cfg.seqkd, fingerprint, f"delete {out} and run the study again")
+        stats = build_distilled(out, sources, self.tokenizer, load, seqkd, fingerprint,
+                                f"delete {out} and run the study again", reference=reference)
         mark_complete(out, settings=digest, kept=stats["kept"], sources=stats["sources"],
                       seconds=round(time.time() - started, 1))
         return out

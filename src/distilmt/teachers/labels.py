@@ -13,7 +13,8 @@ On disk (``RUN_DIR/distilled/``)::
     ...
     train.tsv               source <TAB> label: every kept pair in the original order (filters applied)
     nbest.jsonl             {"index", "source", "hypotheses": [{"text", "score"}, ...]} per source (n-best only)
-    stats.json              written last: counts (generated, kept, filtered by reason), throughput, the filters
+    stats.json              written last: counts (generated, kept, filtered by reason), throughput, the filters,
+                            and with the ct2 engine its agreement with HF beam search on a sample of the sources
 
 The *teacher score* of a translation is its mean log-probability per target token under the teacher at
 temperature 1, teacher-forced on the translation itself (every generated token up to and including the first
@@ -24,6 +25,12 @@ by source length, cut by a token budget) and sampling is seeded per shard, and i
 renamed into place (``os.replace``) once complete. An interrupted run leaves only whole shards; a rerun continues from
 the first missing one and ends with the same files an uninterrupted run writes. A corpus whose fingerprint does not
 match the run's sources, tokenizer, teacher or generation settings is refused (:class:`LabelsError`), never reused.
+
+The teacher decodes with Hugging Face ``generate`` (``seqkd.engine`` hf) or, converted to CTranslate2, with its beam
+search (ct2: :meth:`~distilmt.models.translators.Ct2Translator.translate_scored`, same batching, settings and score
+definition). The engine and, for ct2, the quantization are generation settings: labels of one engine are never
+completed or reused by the other. A CT2 corpus records in ``stats.json`` how often its labels equal the HF teacher's
+beam output on ``seqkd.agreement_sources`` sampled sources, and their mean absolute score difference.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from ..data.prompt import TranslationPrompt
 from ..data.readers import read_tsv, write_tsv
 from ..errors import LabelsError
 from ..models.generation import translate_scored
-from ..models.translators import CausalTranslator
+from ..models.translators import CausalTranslator, Ct2Translator
 from ..rundir import atomic_open, check_fingerprint, sources_fingerprint
 
 log = logging.getLogger(__name__)
@@ -60,8 +67,14 @@ FILTER_KEYS = ("min_length_ratio", "max_length_ratio", "min_score")
 
 
 def generation_settings(cfg: SeqKDConfig) -> dict:
-    """The settings that decide the generated shards (filters and training choices do not)."""
-    return {key: getattr(cfg, key) for key in GENERATION_KEYS}
+    """The settings that decide the generated shards (filters and training choices do not).
+
+    ``cfg.engine`` must be resolved (hf or ct2, not auto): ct2 adds the engine and its quantization; an HF corpus has
+    the settings (and fingerprint) it had before there was a choice of engine."""
+    settings = {key: getattr(cfg, key) for key in GENERATION_KEYS}
+    if cfg.engine == "ct2":
+        settings.update(engine="ct2", ct2_quantization=cfg.ct2_quantization)
+    return settings
 
 
 def labels_fingerprint(sources: Sequence[str], tokenizer_id: str, teacher_id: str, cfg: SeqKDConfig) -> dict:
@@ -86,8 +99,10 @@ def check_manifest(out_dir: Path, expected: dict, cfg: SeqKDConfig, rebuild_hint
     check_fingerprint(out_dir, stored, expected, _WHAT, LabelsError, "distilled corpus", rebuild_hint)
     if stored.get("generation") != expected["generation"]:
         was, now = manifest.get("settings", {}), generation_settings(cfg)
-        changed = next((f"seqkd.{k}: {was.get(k)!r} there, {now[k]!r} now" for k in GENERATION_KEYS
-                        if was.get(k) != now[k]), "generation settings")
+        defaults = {"engine": "hf"}  # a corpus without an engine setting was made by HF generate
+        changed = next((f"seqkd.{k}: {was.get(k, defaults.get(k))!r} there, {now.get(k, defaults.get(k))!r} now"
+                        for k in (*now, *(k for k in was if k not in now))
+                        if was.get(k, defaults.get(k)) != now.get(k, defaults.get(k))), "generation settings")
         raise LabelsError(f"{out_dir}: this distilled corpus was generated with other settings ({changed}); "
                           f"{rebuild_hint}")
 
@@ -99,11 +114,14 @@ def shard_name(index: int) -> str:
 
 def build_distilled(out_dir: str | Path, sources: Sequence[str], tokenizer, load_teacher: Callable[[], object],
                     cfg: SeqKDConfig, fingerprint: dict, rebuild_hint: str = "delete the directory and run again",
-                    on_shard: Callable[[int, int, dict], None] | None = None) -> dict:
+                    on_shard: Callable[[int, int, dict], None] | None = None,
+                    reference: Callable[[], object] | None = None) -> dict:
     """Write (or complete) the distilled corpus in ``out_dir``; returns its stats.
 
-    ``load_teacher()`` gives the teacher model; it is called only when a shard is missing. ``on_shard(done, total,
-    info)`` is called after each shard written now (``info``: sentences, seconds, sentences_per_s). A complete
+    ``load_teacher()`` gives the teacher: a seq2seq model, a :class:`CausalTranslator` or, for ``cfg.engine`` ct2,
+    a :class:`Ct2Translator`; it is called only when a shard is missing. ``on_shard(done, total, info)`` is called
+    after each shard written now (``info``: sentences, seconds, sentences_per_s). ``reference()``, when given, gives
+    the HF seq2seq teacher that :func:`label_agreement` compares the labels with (stats ``agreement``). A complete
     corpus made with the same fingerprint is not regenerated; only ``train.tsv`` is reassembled when the filters
     changed. A stale one is refused (:class:`LabelsError`).
     """
@@ -124,14 +142,20 @@ def build_distilled(out_dir: str | Path, sources: Sequence[str], tokenizer, load
     generated, seconds = 0, 0.0
     if missing:
         teacher = load_teacher()
-        log.info("generate-labels: %d of %d shards to translate (%d sources, beam %d%s)", len(missing), n_shards,
-                 len(sources), cfg.num_beams, ", sampling" if cfg.do_sample else "")
+        if isinstance(teacher, Ct2Translator) != (cfg.engine == "ct2"):
+            raise ValueError(f"seqkd.engine={cfg.engine!r} does not match the teacher loaded "
+                             f"({type(teacher).__name__})")
+        log.info("generate-labels: %d of %d shards to translate (%d sources, beam %d%s, %s)", len(missing), n_shards,
+                 len(sources), cfg.num_beams, ", sampling" if cfg.do_sample else "",
+                 f"CTranslate2 {cfg.ct2_quantization}" if cfg.engine == "ct2" else "HF generate")
         for index in missing:
             chunk = sources[index * cfg.shard_size:(index + 1) * cfg.shard_size]
             started = time.perf_counter()
             seed = cfg.seed * 1_000_003 + index
-            hyps = teacher.translate_scored(chunk, cfg, seed=seed) if isinstance(teacher, CausalTranslator) \
-                else translate_scored(teacher, tokenizer, chunk, cfg, seed=seed)  # a causal LM prompts itself
+            if isinstance(teacher, (CausalTranslator, Ct2Translator)):  # a causal LM prompts itself; CT2 decodes
+                hyps = teacher.translate_scored(chunk, cfg, seed=seed)
+            else:
+                hyps = translate_scored(teacher, tokenizer, chunk, cfg, seed=seed)
             took = time.perf_counter() - started
             if cfg.num_return_sequences > 1:
                 with atomic_open(out_dir / shard_name(index).replace(".tsv", ".nbest.jsonl")) as f:
@@ -147,17 +171,57 @@ def build_distilled(out_dir: str | Path, sources: Sequence[str], tokenizer, load
             if on_shard is not None:
                 on_shard(index + 1, n_shards, info)
     stats = _assemble(out_dir, sources, cfg, n_shards)
+    old = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() and not generated else {}
     if generated:
         stats.update(generated_now=generated, seconds=round(seconds, 2),
                      sentences_per_s=round(generated / max(seconds, 1e-9), 2))
         log.info("generate-labels: %d sentences in %.1fs, %.1f sentences/s", generated, seconds,
                  stats["sentences_per_s"])
-    elif stats_path.is_file():  # reassembled for new filters: keep the throughput of the generation
-        old = json.loads(stats_path.read_text(encoding="utf-8"))
+    else:  # reassembled for new filters: keep the throughput of the generation
         stats.update({k: old[k] for k in ("generated_now", "seconds", "sentences_per_s") if k in old})
+    if "agreement" in old:
+        stats["agreement"] = old["agreement"]
+    elif reference is not None and cfg.agreement_sources:
+        stats["agreement"] = label_agreement(out_dir, sources, tokenizer, reference(), cfg, n_shards)
     with atomic_open(stats_path) as f:
         json.dump(stats, f, indent=1)
     return stats
+
+
+def agreement_sample(n_sources: int, size: int) -> list[int]:
+    """``size`` indices spread evenly over ``range(n_sources)`` (all of them when there are not more)."""
+    if size >= n_sources:
+        return list(range(n_sources))
+    return [i * n_sources // size for i in range(size)]
+
+
+def label_agreement(out_dir: Path, sources: Sequence[str], tokenizer, model, cfg: SeqKDConfig,
+                    n_shards: int) -> dict:
+    """How the corpus's labels compare with the HF seq2seq ``model``'s beam output (the same settings) on the
+    :func:`agreement_sample` of ``cfg.agreement_sources`` sources: the share of identical labels and the mean
+    absolute difference between the two engines' teacher scores of their labels (over every sampled source, and
+    over the identical labels alone: there only quantization differs)."""
+    rows = [row for i in range(n_shards) for row in read_tsv(Path(out_dir) / shard_name(i), columns=3)]
+    indices = agreement_sample(len(rows), cfg.agreement_sources)
+    started = time.perf_counter()
+    hf = translate_scored(model, tokenizer, [sources[i] for i in indices], cfg, seed=cfg.seed)
+    same, diffs, same_diffs = 0, [], []
+    for i, nbest in zip(indices, hf):
+        (text, score), (_, label, stored) = nbest[0], rows[i]
+        diff = abs(float(stored) - score)
+        diffs.append(diff)
+        if text == label:
+            same += 1
+            same_diffs.append(diff)
+    agreement = {"against": "hf", "sources": len(indices), "exact_match": round(same / max(len(indices), 1), 4),
+                 "mean_abs_score_diff": round(sum(diffs) / max(len(diffs), 1), 6),
+                 "mean_abs_score_diff_identical": round(sum(same_diffs) / max(len(same_diffs), 1), 6),
+                 "seconds": round(time.perf_counter() - started, 2)}
+    log.info("generate-labels: agreement with HF beam search on %d sampled sources: %.1f%% identical labels, mean "
+             "|score difference| %.4f (%.4f on the identical ones)", agreement["sources"],
+             100 * agreement["exact_match"], agreement["mean_abs_score_diff"],
+             agreement["mean_abs_score_diff_identical"])
+    return agreement
 
 
 def _filters(cfg: SeqKDConfig) -> dict:
