@@ -200,10 +200,11 @@ def _config_for_stage(args):
     given = args.preset or args.config or args.overrides or args.direction or args.corpus or args.teacher
     if saved.is_file():
         return open_run(run_dir, _resolve_config(args, base=saved) if given else None)
+    cfg = _resolve_config(args)  # a wrong value is reported first, whatever the command
     if args.command not in STARTS_A_RUN:
         raise RunDirError(f"{run_dir}: no run here yet (no config.yaml, no trained teacher yet); start it with "
                           f"`distilmt run` or `distilmt train-teacher --run-dir {run_dir}` and a --preset or --config")
-    return open_run(run_dir, _resolve_config(args))
+    return open_run(run_dir, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -253,11 +253,11 @@ def test_other_divergences_train_from_the_cache_on_its_dense_logits(tmp_path, to
 
     pairs, dev = verse_pairs[:40], verse_pairs[40:42]
     teacher_id = teacher_fingerprint(tiny_teacher)
-    build_teacher_cache(tmp_path / "cache", pairs, tokenizer, tiny_teacher, teacher_id=teacher_id, max_tokens=24,
+    build_teacher_cache(tmp_path / "cache", pairs, tokenizer, tiny_teacher, teacher_id=teacher_id, max_tokens=48,
                         top_k=8, shard_size=40)
-    teacher = CachedTeacher.open(tmp_path / "cache", pairs, tokenizer, teacher_id, max_tokens=24)
+    teacher = CachedTeacher.open(tmp_path / "cache", pairs, tokenizer, teacher_id, max_tokens=48)
     # skew KL on the cache's dense -inf logits: finite, and what the loss function gives on them.
-    batch = _batch(pairs, tokenizer, tiny_teacher, range(3), max_tokens=24)
+    batch = _batch(pairs, tokenizer, tiny_teacher, range(3), max_tokens=48)
     student = build_model(TeacherConfig(**{**TINY_TEACHER, "decoder_layers": 1}), tokenizer, seed=2)
     logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                      decoder_input_ids=batch["decoder_input_ids"]).logits
@@ -269,7 +269,7 @@ def test_other_divergences_train_from_the_cache_on_its_dense_logits(tmp_path, to
     cfg = TrainConfig(learning_rate=3e-3, warmup_steps=1, max_steps=2, batch_tokens=200, bf16=False,
                       eval_every_epoch=False)
     distill = DistillConfig(alpha=0.5, beta=0.5, temperature=2.0, teacher_cache=True, divergence="tvd")
-    trainer = train_seq2seq(student, tokenizer, pairs, dev, cfg, tmp_path / "kd", tmp_path / "tb", 24,
+    trainer = train_seq2seq(student, tokenizer, pairs, dev, cfg, tmp_path / "kd", tmp_path / "tb", 48,
                             teacher=teacher, distill=distill)
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert trainer.state.global_step == 2 and logged

@@ -21,9 +21,10 @@ import torch
 
 from ..config import SeqKDConfig
 from ..data.batching import token_batches
-from ..data.languages import source_ids
+from ..data.languages import setup_of, source_ids
 from ..data.prompt import TranslationPrompt
 from ..data.readers import normalize
+from .vocab import source_tokens, target_ids
 
 
 def translate(model, tokenizer, sentences: Sequence[str], num_beams: int = 4, batch_size: int = 64,
@@ -124,8 +125,11 @@ def translate_scored(model, tokenizer, sources: Sequence[str], cfg: SeqKDConfig,
     limit = max_positions(model, tokenizer)
     encoded = source_ids(tokenizer, sources, truncation=True, max_length=limit)
     n = cfg.num_return_sequences
+    # early_stopping: the beam search ends once num_beams hypotheses are finished, as CTranslate2's does, so both
+    # engines write the same labels (HF's default keeps searching for a better-scored longer one)
     options = dict(num_beams=cfg.num_beams, length_penalty=cfg.length_penalty, do_sample=cfg.do_sample,
-                   max_new_tokens=min(cfg.max_new_tokens, limit), num_return_sequences=n)
+                   max_new_tokens=min(cfg.max_new_tokens, limit), num_return_sequences=n,
+                   early_stopping=cfg.num_beams > 1)
     if cfg.do_sample:
         options.update(top_p=cfg.top_p, temperature=cfg.temperature)
     forced = int(getattr(model.generation_config, "forced_bos_token_id", None) is not None)
@@ -185,21 +189,25 @@ def ct2_translate_scored(translator, tokenizer, sources: Sequence[str], cfg: Seq
     if not sources:
         return []
     limit = position_limit(model_limit, tokenizer)
-    encoded = tokenizer(list(sources), truncation=True, max_length=limit)["input_ids"]
-    tokens = [tokenizer.convert_ids_to_tokens(ids) for ids in encoded]
+    # encoded as every other path encodes sources (prefix, target token, source language code; each vocabulary side)
+    tokens = [source_tokens(tokenizer, ids)
+              for ids in source_ids(tokenizer, list(sources), truncation=True, max_length=limit)]
+    start = setup_of(tokenizer).start_token  # NLLB/M2M100: the forced target code, as HF's forced_bos_token_id
     found = translator.translate_batch(
         tokens, max_batch_size=cfg.batch_tokens, batch_type="tokens", beam_size=cfg.num_beams,
         length_penalty=cfg.length_penalty, num_hypotheses=cfg.num_return_sequences,
-        max_decoding_length=min(cfg.max_new_tokens, limit), max_input_length=0, return_end_token=True)
+        max_decoding_length=min(cfg.max_new_tokens, limit), max_input_length=0, min_decoding_length=0,
+        return_end_token=True, target_prefix=[[start]] * len(tokens) if start else None)
     eos = tokenizer.eos_token
     rows = [(i, hyp[:-1] if hyp[-1:] == [eos] else hyp, hyp[-1:] == [eos])
             for i, result in enumerate(found) for hyp in result.hypotheses]
     scored = translator.score_batch([tokens[i] for i, _, _ in rows], [target for _, target, _ in rows],
                                     max_batch_size=cfg.batch_tokens, batch_type="tokens", max_input_length=0)
+    forced = 1 if start else 0  # the forced code was not chosen by the model: not in the score (as sequence_scores)
     results: list[list[tuple[str, float]]] = [[] for _ in sources]
     for (i, target, ended), score in zip(rows, scored):
-        log_probs = score.log_probs if ended else score.log_probs[:-1]  # the appended eos was not generated
-        text = normalize(tokenizer.decode(tokenizer.convert_tokens_to_ids(target), skip_special_tokens=True))
+        log_probs = (score.log_probs if ended else score.log_probs[:-1])[forced:]  # the appended eos was not generated
+        text = normalize(tokenizer.decode(target_ids(tokenizer, target), skip_special_tokens=True))
         results[i].append((text, float(sum(log_probs) / max(len(log_probs), 1))))
     return results
 
