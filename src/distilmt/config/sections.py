@@ -103,6 +103,10 @@ class TeacherConfig:
         _check(0 <= self.dropout < 1, "teacher.dropout", "must be in [0, 1)")
 
 
+STUDENT_SHAPES = ("", "tiny", "base-memory", "base")
+"""Named student shapes (their dimensions: :mod:`distilmt.models.shapes`); "" derives the shape by the ratios."""
+
+
 @dataclass
 class StudentConfig:
     depth_ratio: float = _help("student layers = round(teacher layers x ratio), at least 1", 0.67)
@@ -114,9 +118,20 @@ class StudentConfig:
     kind: str = _help("seq2seq (derived from the teacher by the ratios above) or causal (a causal LM loaded from "
                       "student.path, e.g. a smaller model of the teacher's family)", "seq2seq")
     path: str = _help("local directory of a causal-LM student (student.kind=causal)", "")
+    shape: str = _help("a named student shape from production MT students (Firefox Translations): tiny (d_model 256, "
+                       "FFN 1536, 6+2 layers, 8 heads), base-memory (384, 1536, 6+4, 8), base (512, 2048, 6+2, 8); it "
+                       "replaces the ratios above; empty = derive the shape by the ratios", "")
+    trim_vocab: bool = _help("keep only the teacher's tokens that the training corpus uses (both sides) plus the "
+                             "special and added tokens: a smaller embedding and output layer, and a tokenizer of its "
+                             "own saved with the student; KD then uses the teacher renormalised over the kept "
+                             "vocabulary", False)
 
     def __post_init__(self):
         _check(self.kind in MODEL_KINDS, "student.kind", f"'{self.kind}' is not seq2seq or causal")
+        _check(self.shape in STUDENT_SHAPES, "student.shape",
+               f"'{self.shape}' is not one of {', '.join(s for s in STUDENT_SHAPES if s)} (or empty)")
+        _check(not (self.trim_vocab and self.kind == "causal"), "student.trim_vocab",
+               "vocabulary trimming is for seq2seq students derived from the teacher; set it to false")
         _check(self.kind != "causal" or bool(self.path), "student.path",
                "a causal-LM student is loaded: set student.path to its local directory")
         for name in ("depth_ratio", "width_ratio", "heads_ratio"):

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, M2M100Config, MarianConfig
 
 from ..config import StudentConfig, TeacherConfig
+from .shapes import named_shape
 
 # Attribute names of depth/width/heads in the config families we derive students for.
 _BART_LIKE = {"d_model": "d_model", "enc": "encoder_layers", "dec": "decoder_layers",
@@ -68,7 +69,10 @@ def _set_generation_defaults(model, tokenizer) -> None:
 
 
 def student_shape(teacher_config, cfg: StudentConfig) -> dict:
-    """Depth, width and heads of a student derived from a teacher config by the configured ratios."""
+    """Depth, width and heads of a student: the named ``cfg.shape`` (:mod:`distilmt.models.shapes`), else derived
+    from the teacher config by the configured ratios."""
+    if cfg.shape:
+        return named_shape(cfg.shape)
     names = _names(teacher_config)
     t_d = getattr(teacher_config, names["d_model"])
     t_heads = getattr(teacher_config, names["heads"][0])

@@ -25,13 +25,14 @@ from ..errors import ConfigError, ModelError, RunDirError
 from ..models.build import build_model, derive_student
 from ..models.loading import load_causal, load_seq2seq
 from ..models.translators import save_prompt
+from ..models.trim import trim_student
 from ..models.vocab import check_same_vocabulary, check_shared_vocabulary
 from ..monitor import DistillationMonitor, select_samples
 from ..rundir import is_complete, load_tokenizer, mark_complete, require_teacher, teacher_fingerprint
 from ..teachers.cache import CachedTeacher
 from ..teachers.ensemble import EnsembleTeacher
 from ..teachers.labels import read_distilled, training_pairs
-from ..teachers.signal import CausalTeacher, LiveTeacher
+from ..teachers.signal import CausalTeacher, LiveTeacher, VocabMappedTeacher
 from ..training.loop import train_seq2seq
 from ..training.lora import lora_train_config, train_lora
 from .stages import SEQKD_STUDENT, STUDENTS, cache_teacher, dev_subset, generate_labels, student_names
@@ -51,7 +52,10 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
 
     * the student: ``student`` when given (a model built by the caller), a causal LM loaded from ``student.path``
       (``student.kind=causal``), or derived by ``student.*`` from ``base_dir`` (default ``run_dir/teacher``), with
-      seed ``student_train.seed``: every student of a run starts from the same weights;
+      seed ``student_train.seed``: every student of a run starts from the same weights; with ``student.trim_vocab``
+      it keeps only the tokens of the run's training pairs and ``train_pairs`` (:mod:`distilmt.models.trim`), its
+      tokenizer is saved in ``out`` and its teacher signal is mapped to the kept vocabulary
+      (:class:`~distilmt.teachers.signal.VocabMappedTeacher`), without the monitor;
     * its teacher signal (:func:`teacher_signal`): none when ``teacher_dir`` is None (no KD), else from
       ``teacher_dir`` as the config says (teacher cache, ensemble, causal or a live model);
     * LoRA adapters on it when ``lora`` (default ``lora.students``), else full training;
@@ -68,6 +72,16 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
         model = student if student is not None else derive_student(_base_model(cfg, run_dir, base_dir, tokenizer),
                                                                    cfg.student, seed=cfg.student_train.seed)
     signal = teacher_signal(cfg, run_dir, teacher_dir, tokenizer, model, pairs) if teacher_dir is not None else None
+    if cfg.student.trim_vocab and not causal:  # the student keeps the corpus' tokens; the teacher is mapped to them
+        if student is not None:
+            raise ConfigError("student.trim_vocab: not supported for a student built by the caller (progressive "
+                              "distillation) yet; set student.trim_vocab=false")
+        extra = [] if list(pairs) == list(splits.train) else pairs  # e.g. the distilled corpus of student-seqkd
+        model, tokenizer, vocab_map = trim_student(model, tokenizer, splits.train, out, extra_pairs=extra)
+        signal = VocabMappedTeacher(signal, vocab_map) if signal is not None else None
+        if monitor and cfg.monitor.enabled:
+            log.info("%s: the monitor is off for a trimmed-vocabulary student (it compares full vocabularies)", name)
+        monitor = False
     distill = cfg.distill if signal is not None else None
     log_dir = Path(log_dir) if log_dir is not None else run_dir / "tb" / name
     callbacks = monitor_callbacks(cfg, run_dir / "tb" / name, teacher_dir or run_dir / "teacher", tokenizer,

@@ -52,7 +52,7 @@ from ..data.batching import ParallelDataset, Seq2SeqCollator, token_batches
 from ..data.tokenizer import tokenizer_fingerprint
 from ..errors import CacheError
 from ..rundir import atomic_open, check_fingerprint, pairs_fingerprint, teacher_fingerprint
-from .signal import TeacherBase
+from .signal import TeacherBase, topk_to_dense
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +299,4 @@ class CachedTeacher(TeacherBase):
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ids, log_probs = self.topk(batch)
-        n, length, _ = ids.shape
-        dense = torch.full((n, length, self.cache.vocab_size), float("-inf"), device=ids.device)
-        dense.scatter_(-1, ids, log_probs)
-        pad = batch["labels"].eq(-100)
-        return dense.masked_fill(pad.unsqueeze(-1), 0.0)  # pad rows: finite (uniform), masked out by the loss
+        return topk_to_dense(ids, log_probs, self.cache.vocab_size, batch["labels"])  # pad rows finite, masked

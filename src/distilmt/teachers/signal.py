@@ -14,6 +14,8 @@ from typing import Protocol
 
 import torch
 
+from ..models.trim import VocabMap
+
 
 class TeacherSignal(Protocol):
     """What the trainer asks of a teacher signal: ``logits(batch)`` and ``to(device)``, plus these declared
@@ -112,3 +114,66 @@ class CausalTeacher(LiveTeacher):
         return out.logits[..., : self.vocab_size]
 
 
+
+
+def topk_to_dense(ids: torch.Tensor, log_probs: torch.Tensor, vocab_size: int, labels: torch.Tensor) -> torch.Tensor:
+    """``[batch, length, vocab_size]`` logits from a top-k signal: the log-probabilities at their ids, ``-inf``
+    elsewhere (softmax at any T = the top k renormalised); padded rows (labels -100) are 0, finite and masked.
+    An id listed more than once (the ``-inf`` placeholders of :meth:`VocabMap.restrict_topk`) keeps its largest value."""
+    n, length, _ = ids.shape
+    dense = torch.full((n, length, vocab_size), float("-inf"), device=ids.device)
+    dense.scatter_reduce_(-1, ids, log_probs.to(dense.dtype), reduce="amax")
+    return dense.masked_fill(labels.eq(-100).unsqueeze(-1), 0.0)
+
+
+class VocabMappedTeacher(TeacherBase):
+    """A teacher signal over the full teacher vocabulary, seen by a student with a trimmed one
+    (``student.trim_vocab``, :mod:`distilmt.models.trim`): the one place the :class:`VocabMap` is applied.
+
+    The batch's student ids (``input_ids``, ``decoder_input_ids``, ``labels``) are mapped to teacher ids before the
+    inner signal reads them; what comes back is the teacher **renormalised over the kept vocabulary**: logits gathered
+    at the kept ids (:meth:`VocabMap.restrict_logits`; their softmax is ``p_i / sum_{j kept} p_j``), or a cache's
+    top k with the entries outside the kept vocabulary at ``-inf`` (:meth:`VocabMap.restrict_topk`), which the top-k
+    renormalisation then drops. Hidden states and attention maps of ``outputs()`` pass through unchanged. The
+    inner signal's capabilities are this one's; any other attribute (``model``, ``weights``) is the inner one's.
+    """
+
+    MAPPED = ("input_ids", "decoder_input_ids", "labels")
+
+    def __init__(self, signal: TeacherSignal, vocab_map: VocabMap):
+        self.signal = signal
+        self.vocab_map = vocab_map
+        for name in ("has_topk", "has_outputs", "needs_example_index", "applies_temperature", "learned"):
+            setattr(self, name, getattr(signal, name))
+
+    def __getattr__(self, name):
+        if name in ("signal", "vocab_map"):
+            raise AttributeError(name)
+        return getattr(self.signal, name)
+
+    def to(self, device: torch.device) -> "VocabMappedTeacher":
+        self.signal = self.signal.to(device)
+        self.vocab_map.to(device)
+        return self
+
+    def teacher_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch in teacher ids."""
+        return {k: self.vocab_map.to_teacher(v) if k in self.MAPPED else v for k, v in batch.items()}
+
+    def logits(self, batch: dict[str, torch.Tensor], **kwargs) -> torch.Tensor:
+        if self.has_topk:  # dense over the kept vocabulary, from the mapped top k
+            ids, log_probs = self.topk(batch)
+            return topk_to_dense(ids, log_probs, len(self.vocab_map), batch["labels"])
+        return self.vocab_map.restrict_logits(self.signal.logits(self.teacher_batch(batch), **kwargs))
+
+    def topk(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, log_probs = self.signal.topk(self.teacher_batch(batch))
+        return self.vocab_map.restrict_topk(ids, log_probs, batch.get("labels"))
+
+    def outputs(self, batch: dict[str, torch.Tensor], **kwargs):
+        out = self.signal.outputs(self.teacher_batch(batch), **kwargs)
+        out.logits = self.vocab_map.restrict_logits(out.logits)
+        return out
+
+    def weight_nll(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.signal.weight_nll(self.teacher_batch(batch))
