@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-sentences", type=int, default=0, help="use only the first N test sentences")
     p.add_argument("--speed-sentences", type=int, default=64,
                    help="test sentences timed for speed and memory, each model in its own process (0 = skip)")
+    p.add_argument("--speed-rounds", type=int, default=3,
+                   help="interleaved timing rounds (each round times every model once; the speed-up is the median "
+                        "of the per-round ratios)")
 
     p = sub.add_parser("translate", help="translate --text or stdin with models of a run (or any model dirs); "
                                          "--interactive tries sentences on them side by side")
@@ -430,7 +433,8 @@ def _compare(args) -> int:
         pairs = pairs[: args.max_sentences]
         test_sets = [t.head(args.max_sentences) for t in test_sets]
     rows = pipeline.compare(args.models, args.out, pairs, target_lang, args.reference, args.beams,
-                            speed_sentences=args.speed_sentences, direction=direction, test_sets=test_sets)
+                            speed_sentences=args.speed_sentences, direction=direction, test_sets=test_sets,
+                            speed_rounds=args.speed_rounds)
     _print_table(rows)
     print(f"\nWritten to {args.out}/ (comparison.json, comparison.csv, comparison.md, report.md, report.html)")
     return 0

@@ -109,7 +109,7 @@ def evaluate(cfg: RunConfig, run_dir: Path,
 
 def compare(models: list[str], out_dir: str | Path, test_pairs: list[tuple[str, str]], target_lang: str,
             reference: str | None = None, num_beams: int = 4, speed_sentences: int = 64, direction: str = "",
-            test_sets=()) -> list[dict]:
+            test_sets=(), speed_rounds: int = 3) -> list[dict]:
     """Evaluate any HF / CTranslate2 model directories on a test set; write comparison.json/csv/md, report.
 
     ``models`` are ``DIR`` or ``NAME=DIR``; the reference row (default: the first) anchors compression,
@@ -128,7 +128,7 @@ def compare(models: list[str], out_dir: str | Path, test_pairs: list[tuple[str, 
     sources, refs = [s for s, _ in test_pairs], [t for _, t in test_pairs]
     result = evaluate_models(entries, sources, refs, target_lang, reference_name=reference or entries[0][0],
                              num_beams=num_beams, speed_sentences=speed_sentences, direction=direction,
-                             test_sets=test_sets)
+                             test_sets=test_sets, speed_rounds=speed_rounds)
     rows = result.rows
     write_json(rows, out_dir / "comparison.json", test_sets=result.set_info())
     write_csv(rows, out_dir / "comparison.csv")
