@@ -195,6 +195,11 @@ def _resolve_config(args, base: Path | None = None):
     return load_config(args.preset, args.config, overrides)
 
 
+def _check_progressive(args, cfg) -> None:
+    if getattr(args, "only", None) == "progressive" and not cfg.distill.progressive_factor:
+        raise ConfigError("distill.progressive_factor: is 0 (off); set it (e.g. 0.7) to train the progressive chain")
+
+
 def _config_for_stage(args):
     """The run's config: the saved one (with any --set on top: a change is refused by open_run, naming the key), or
     for a new run directory the one the flags describe — only for the commands that start a run."""
@@ -204,6 +209,7 @@ def _config_for_stage(args):
     if saved.is_file():
         return open_run(run_dir, _resolve_config(args, base=saved) if given else None)
     cfg = _resolve_config(args)  # a wrong value is reported first, whatever the command
+    _check_progressive(args, cfg)
     if args.command not in STARTS_A_RUN:
         raise RunDirError(f"{run_dir}: no run here yet (no config.yaml, no trained teacher yet); start it with "
                           f"`distilmt run` or `distilmt train-teacher --run-dir {run_dir}` and a --preset or --config")
@@ -298,9 +304,7 @@ def _dispatch(args) -> int:
     elif args.command == "distill":
         names = {"baseline": ("student-baseline",), "kd": ("student-kd",), "seqkd": (pipeline.SEQKD_STUDENT,),
                  "progressive": (), None: pipeline.student_names(cfg)}[args.only]
-        if args.only == "progressive" and not cfg.distill.progressive_factor:
-            raise ConfigError("distill.progressive_factor: is 0 (off); set it (e.g. 0.7) to train the progressive "
-                              "chain")
+        _check_progressive(args, cfg)
         pipeline.distill(cfg, run_dir, names, resume=args.resume)
         if cfg.distill.progressive_factor and args.only in ("progressive", None):
             pipeline.distill_progressive(cfg, run_dir, resume=args.resume)

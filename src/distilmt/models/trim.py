@@ -301,6 +301,8 @@ def trim_model(model, vocab_map: VocabMap):
                          f"model has {old_size:,} embedding rows")
     config = copy.deepcopy(model.config)
     config.vocab_size = len(vocab_map)
+    if getattr(config, "decoder_vocab_size", None) is not None:  # Marian: the target side is the same kept list
+        config.decoder_vocab_size = len(vocab_map)
     _remap_ids(config, vocab_map)
     trimmed = type(model)(config)  # every tensor is overwritten below
     generation = copy.deepcopy(model.generation_config)
