@@ -94,6 +94,18 @@ def test_trimmed_run_tokenizer_tokenises_the_corpus_exactly_as_the_teachers(tmp_
     assert trimmed.unk_token_id not in ids and trimmed.decode(ids, skip_special_tokens=True) == unseen
 
 
+def test_added_tokens_such_as_language_codes_are_kept_after_the_pieces(tmp_path, run_tokenizer, verse_pairs):
+    run_tokenizer.save_pretrained(tmp_path / "full")
+    full = AutoTokenizer.from_pretrained(tmp_path / "full")  # NLLB-style codes: added tokens after the pieces
+    full.add_special_tokens({"additional_special_tokens": ["hun_Latn", "eng_Latn"]})
+    train = [(f"eng_Latn {s}", f"hun_Latn {t}") for s, t in verse_pairs[:100]]
+    kept = kept_token_ids(full, verse_pairs[:100])  # the codes are kept although this corpus never writes them
+    assert {full.convert_tokens_to_ids("hun_Latn"), full.convert_tokens_to_ids("eng_Latn")} <= set(kept)
+    trimmed = trim_tokenizer(full, kept, tmp_path / "trimmed")
+    assert trimmed.convert_tokens_to_ids(["hun_Latn", "eng_Latn"]) == [len(trimmed) - 2, len(trimmed) - 1]
+    _same_tokens(full, trimmed, VocabMap(kept, len(full)), train)
+
+
 def test_trimmed_bpe_tokenizer_keeps_the_merge_intermediates(tmp_path, verse_pairs):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

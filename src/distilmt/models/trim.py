@@ -181,7 +181,11 @@ def kept_token_ids(tokenizer, pairs: Sequence[tuple[str, str]], model=None) -> l
     data = None if _is_marian(tokenizer) else _fast_model(tokenizer)
     if data is not None and data["model"]["type"] == "Unigram":
         vocab = tokenizer.get_vocab()
-        chars = {c for pair in pairs for text in pair for c in text if not c.isspace()}
+        chars: set[str] = set()
+        for source, target in pairs:
+            chars.update(source)
+            chars.update(target)
+        chars = {c for c in chars if not c.isspace()}
         for piece in (*chars, *("\u2581" + c for c in chars), "\u2581"):
             if piece in vocab:
                 kept.add(vocab[piece])
