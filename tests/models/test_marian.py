@@ -23,7 +23,7 @@ from distilmt.models.loading import EXPORT_INFO, load_seq2seq
 from distilmt.models.translators import Ct2Translator, HfTranslator
 from distilmt.models.vocab import check_same_vocabulary, check_shared_vocabulary, target_vocab_size
 from distilmt.teachers.signal import LiveTeacher
-from helpers import HAS_CT2, needs_ct2, write_config
+from helpers import HAS_CT2, needs_ct2, train_a_little, write_config
 
 
 def _train_spm(texts, size: int, path: Path) -> list[str]:
@@ -83,13 +83,7 @@ def opus_mt(out: Path, pairs, separate: bool = False, src_size: int = 500, tgt_s
     if train_steps:
         batch = tokenizer([s for s, _ in pairs[:64]], text_target=[t for _, t in pairs[:64]], return_tensors="pt",
                           padding=True, truncation=True, max_length=48)
-        batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-        model.train()
-        for _ in range(train_steps):
-            model(**batch).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
+        train_a_little(model, batch, tokenizer.pad_token_id, train_steps)
     model.eval().save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -27,16 +27,16 @@ from distilmt.config import STUDENT_SHAPES, DistillConfig, StudentConfig, Teache
 from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
 from distilmt.data.tokenizer import train_tokenizer
 from distilmt.errors import ConfigError
+from distilmt.export import export_ctranslate2
 from distilmt.losses import forward_kl, sparse_forward_kl
 from distilmt.models.build import build_model, derive_student, student_shape
 from distilmt.models.shapes import SHAPES
 from distilmt.models.size import count_parameters
+from distilmt.models.translators import Ct2Translator, HfTranslator
 from distilmt.models.trim import VOCAB_MAP_FILE, VocabMap, kept_token_ids, trim_student, trim_tokenizer
 from distilmt.teachers.cache import CachedTeacher, build_teacher_cache
 from distilmt.teachers.signal import LiveTeacher, VocabMappedTeacher
 from distilmt.training.loop import train_seq2seq
-from distilmt.export import export_ctranslate2
-from distilmt.models.translators import Ct2Translator, HfTranslator
 from helpers import HAS_CT2
 
 
