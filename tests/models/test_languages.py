@@ -39,7 +39,7 @@ from distilmt.models.build import derive_student
 from distilmt.models.generation import translate, translate_scored
 from distilmt.models.loading import load_seq2seq
 from distilmt.models.translators import Ct2Translator, HfTranslator
-from helpers import needs_ct2, write_config
+from helpers import needs_ct2, train_a_little, write_config
 
 EN_HU = DataConfig(corpus="verses.tsv", source_lang="en", target_lang="hu")
 PREFIX = "translate English to Hungarian: "
@@ -60,12 +60,7 @@ def _train(model, tokenizer, pairs, steps: int, lr: float = 3e-3) -> None:
     """A few full-batch updates on ``pairs`` encoded as the tokenizer's language setup says."""
     data = ParallelDataset(pairs, tokenizer, max_tokens=48)
     batch = Seq2SeqCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id)(data.examples)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(steps):
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    train_a_little(model, batch, tokenizer.pad_token_id, steps, lr=lr)  # (the collator's labels are -100 at pads)
     model.eval()
 
 
