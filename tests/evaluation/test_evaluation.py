@@ -13,6 +13,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 from distilmt.errors import ModelLoadError, SemanticUnavailable
 from distilmt.evaluation import metrics
@@ -22,6 +23,7 @@ from distilmt.evaluation.compare import (
     cell,
     evaluate_models,
     format_table,
+    set_notes,
     speed_note,
     to_markdown,
     write_csv,
@@ -31,7 +33,7 @@ from distilmt.evaluation.metrics import health, quality, repetition_rate
 from distilmt.evaluation.report import kd_verdict
 from distilmt.evaluation.semantic import semantic_scorer, semantic_similarity
 from distilmt.evaluation.speed import measure_in_subprocess, measure_speed
-from distilmt.models.generation import translate
+from distilmt.models.generation import cut_sources, translate
 from distilmt.models.loading import load_seq2seq
 from distilmt.models.size import count_parameters, dir_size_mb
 from distilmt.models.translators import HfTranslator, Translator, open_model
@@ -419,3 +421,21 @@ def test_interactive_translate_takes_the_run_models_and_stops_at_end_of_input(ti
     assert "student-baseline" not in out
     assert main(["translate", "-i", "--run-dir", str(tmp_path / "none")]) == 2
     assert "no models to try" in capsys.readouterr().err
+
+
+def test_a_test_source_longer_than_the_model_is_cut_and_counted_not_a_crash(tiny_dirs):
+    """Issue 14, case 4 on the test set: a Marian model has 512 positions; a 3,000-word test line is cut to
+    eval.max_source_tokens before translating, the row says how many sources were cut, and the table says so."""
+    sources = toy_sentences(4, seed=7)
+    long_line = " ".join(toy_sentences(600, seed=8))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dirs["student"])
+    assert len(tokenizer(long_line)["input_ids"]) > 512
+    rows, hyps = evaluate_models([("student", tiny_dirs["student"])], [*sources, long_line], [*sources, long_line],
+                                 "en", num_beams=1, batch_size=4, max_new_tokens=8, speed_sentences=0,
+                                 semantic=False, max_source_tokens=64)
+    assert rows[0]["cut_sources"] == 1 and rows[0]["test_sets"]["test"]["cut_sources"] == 1
+    assert len(hyps["student"]) == 5
+    assert set_notes(rows) == ["student: 1 of 5 test sources were cut to eval.max_source_tokens before translating"]
+    cut, count = cut_sources(tokenizer, [long_line, sources[0]], 64)
+    assert count == 1 and cut[1] == sources[0]
+    assert len(tokenizer(cut[0], add_special_tokens=False)["input_ids"]) <= 64 and long_line.startswith(cut[0][:20])

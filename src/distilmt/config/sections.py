@@ -350,6 +350,8 @@ class EvalConfig:
     num_beams: int = _help("beam size for test translations", 4)
     batch_size: int = _help("sentences per generation batch", 64)
     max_new_tokens: int = _help("longest translation generated, in tokens", 128)
+    max_source_tokens: int = _help("test sources longer than this many tokens (or the model's position table) are "
+                                   "cut to it before translating; the count is reported per model", 256)
     samples_in_report: int = _help("sample translations shown in report.md", 8)
     speed_sentences: int = _help("test sentences timed for speed and memory, each model in its own process "
                                  "(0 = skip speed)", 64)
@@ -362,6 +364,8 @@ class EvalConfig:
     def __post_init__(self):
         _check(self.num_beams >= 1, "eval.num_beams", "must be at least 1")
         _check(self.batch_size >= 1, "eval.batch_size", "must be at least 1")
+        _check(self.max_new_tokens >= 1, "eval.max_new_tokens", "must be at least 1")
+        _check(self.max_source_tokens >= 8, "eval.max_source_tokens", "must be at least 8")
         _check(self.speed_sentences >= 0, "eval.speed_sentences", "must not be negative")
         _check(self.speed_rounds >= 1, "eval.speed_rounds", "must be at least 1")
 

@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import SemanticUnavailable
+from ..models.generation import cut_sources
 from ..models.translators import open_model
 from ..rundir import write_text_atomic
 from .metrics import health, quality
@@ -35,7 +36,7 @@ ROW_KEYS = (
     "name", "path", "engine", "bleu", "chrf", "ter", "semantic", "semantic_metric", "params", "params_non_embedding",
     "size_mb", "compression",
     "sentences_per_s", "speedup", "speedup_min", "speedup_max", "speed_rounds", "speed_noisy", "retention", "distinct_ratio", "top_output_share", "repetition_rate",
-    "empty_outputs", "length_ratio", "copy_rate", "collapsed", "latency_bs1_ms", "latency_bs1_ms_min",
+    "empty_outputs", "length_ratio", "copy_rate", "collapsed", "cut_sources", "latency_bs1_ms", "latency_bs1_ms_min",
     "latency_bs1_ms_max", "throughput_bs32", "throughput_bs32_min", "throughput_bs32_max", "throughput_bs128",
     "throughput_bs128_min", "throughput_bs128_max", "throughput_bs32_beam4", "throughput_bs32_beam4_min",
     "throughput_bs32_beam4_max", "tokens_per_s", "peak_mem_mb", "peak_mem_bs1_mb", "peak_mem_bs32_mb",
@@ -75,11 +76,13 @@ DISPLAY = (
 
 SET_KEYS = (
     "direction", "sentences", "bleu", "chrf", "ter", "semantic", "semantic_metric", "retention", "distinct_ratio",
-    "top_output_share", "repetition_rate", "empty_outputs", "length_ratio", "copy_rate", "collapsed", "translate_s",
-    "bleu_signature", "chrf_signature", "ter_signature", "unavailable",
+    "top_output_share", "repetition_rate", "empty_outputs", "length_ratio", "copy_rate", "collapsed", "cut_sources",
+    "translate_s", "bleu_signature", "chrf_signature", "ter_signature", "unavailable",
 )
 """Keys of each ``row["test_sets"][NAME]``: quality, semantic similarity, retention and health on that set;
-``unavailable`` says why the model was not scored on it (None when it was; then the scores are None)."""
+``cut_sources`` is how many of its sources were longer than ``max_source_tokens`` of the model's tokenizer and
+translated cut to that (:func:`~distilmt.models.generation.cut_sources`); ``unavailable`` says why the model was not
+scored on it (None when it was; then the scores are None)."""
 
 SET_DISPLAY = ("bleu", "chrf", "ter", "semantic", "retention", "distinct_ratio", "repetition_rate")
 """DISPLAY columns shown once per test set when there are several."""
@@ -120,10 +123,12 @@ def evaluate_models(entries: Sequence[tuple[str, str | Path]], sources: Sequence
                     max_new_tokens: int = 128, speed_sentences: int = 64, speed_settings: dict | None = None,
                     isolate_speed: bool = True, ct2_options: dict | None = None,
                     semantic: bool = True, test_set_name: str = "test", direction: str = "",
-                    test_sets: Sequence[TestSet] = (), speed_rounds: int = 3) -> Comparison:
+                    test_sets: Sequence[TestSet] = (), speed_rounds: int = 3,
+                    max_source_tokens: int = 256) -> Comparison:
     """Translate ``sources`` with each ``(name, path)`` model (HF or CTranslate2 directory) and compare them.
 
-    Quality uses ``num_beams`` / ``batch_size`` on all sources. Speed and memory are measured greedily on the
+    Quality uses ``num_beams`` / ``batch_size`` on all sources, each cut to ``max_source_tokens`` tokens of the model's
+    tokenizer (the count is in ``cut_sources`` and the table's notes). Speed and memory are measured greedily on the
     first ``speed_sentences`` sources (0 = skip) at batch 32 and batch 1 (see speed.DEFAULT_SETTINGS,
     overridable with ``speed_settings``) in ``speed_rounds`` interleaved rounds (see :data:`ROW_KEYS`), each model
     in its own process unless ``isolate_speed`` is False
@@ -168,10 +173,15 @@ def evaluate_models(entries: Sequence[tuple[str, str | Path]], sources: Sequence
                 per_set[test_set.name] = _set_scores(test_set, None, reason=reason)
                 continue
             start = time.perf_counter()
-            hyps = translator.translate(test_set.sources, num_beams=num_beams, batch_size=batch_size,
+            sources, cut = cut_sources(translator.tokenizer, test_set.sources, max_source_tokens)
+            if cut:
+                log.warning("%s: %d of %d sources of test set '%s' are longer than %d tokens and were cut to them "
+                            "(eval.max_source_tokens)", name, cut, len(sources), test_set.name, max_source_tokens)
+            hyps = translator.translate(sources, num_beams=num_beams, batch_size=batch_size,
                                         max_new_tokens=max_new_tokens)
             scorer = _scorer(scorers, test_set.target_lang, semantic)
             per_set[test_set.name] = _set_scores(test_set, hyps, scorer, time.perf_counter() - start)
+            per_set[test_set.name]["cut_sources"] = cut
             hyps_by_set[test_set.name][name] = hyps
         primary = per_set[sets[0].name]
         row = {"name": name, "path": str(path), "engine": translator.engine,
@@ -373,16 +383,19 @@ def speed_note(rows: Sequence[dict]) -> str | None:
 
 
 def set_notes(rows: Sequence[dict]) -> list[str]:
-    """One line per model and test set it was not scored on, or collapsed on, when there are several sets."""
-    if len(test_set_names(rows)) < 2:
-        return []
+    """One line per model and test set it was not scored on, or collapsed on, when there are several sets; one per
+    model and set whose sources were cut to ``max_source_tokens`` before translating."""
+    several = len(test_set_names(rows)) > 1
     notes = []
     for row in rows:
         for name, scores in (row.get("test_sets") or {}).items():
-            if scores.get("unavailable"):
+            if several and scores.get("unavailable"):
                 notes.append(f"{row['name']} not scored on {name}: {scores['unavailable']}")
-            elif scores.get("collapsed"):
+            elif several and scores.get("collapsed"):
                 notes.append(f"{row['name']} collapsed on {name}")
+            if scores.get("cut_sources"):
+                notes.append(f"{row['name']}: {scores['cut_sources']} of {scores['sentences']} {name} sources were "
+                             "cut to eval.max_source_tokens before translating")
     return notes
 
 

@@ -58,6 +58,19 @@ def translate(model, tokenizer, sentences: Sequence[str], num_beams: int = 4, ba
     return outputs
 
 
+def cut_sources(tokenizer, sentences: Sequence[str], max_tokens: int) -> tuple[list[str], int]:
+    """The sentences with each one longer than ``max_tokens`` tokens (the tokenizer's own ``model_max_length`` if that
+    is smaller) cut to its first that many, as text, and how many were cut: a test sentence of 100,000 characters
+    must not need gigabytes of attention, and the table says how many sentences it did not translate whole."""
+    limit = position_limit(max_tokens, tokenizer)
+    encoded = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
+    cut = [i for i, ids in enumerate(encoded) if len(ids) > limit]
+    out = list(sentences)
+    for i in cut:
+        out[i] = decode(tokenizer, encoded[i][:limit])
+    return out, len(cut)
+
+
 def model_device(model) -> torch.device:
     """The device of the model's first parameter (the CPU for a model without parameters)."""
     try:

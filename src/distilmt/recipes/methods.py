@@ -171,7 +171,8 @@ def _evaluate(cfg: RunConfig, name: str, model_dir: Path, test) -> dict:
 
     rows, _ = evaluate_models([(name, model_dir)], [s for s, _ in test], [t for _, t in test], cfg.data.target_lang,
                               num_beams=cfg.eval.num_beams, batch_size=cfg.eval.batch_size,
-                              max_new_tokens=cfg.eval.max_new_tokens, speed_sentences=0, semantic=False)
+                              max_new_tokens=cfg.eval.max_new_tokens, speed_sentences=0, semantic=False,
+                              max_source_tokens=cfg.eval.max_source_tokens)
     keep = ("bleu", "chrf", "ter", "collapsed", "distinct_ratio", "repetition_rate", "params", "translate_s")
     return {"name": name, **{k: rows[0][k] for k in keep}, "path": str(model_dir)}
 

@@ -150,7 +150,8 @@ def evaluate_stage(cfg: RunConfig, model_dir: Path, splits) -> dict:
     for split, pairs in (("dev", dev_subset(cfg, splits)), ("test", test_subset(cfg, splits))):
         rows, _ = evaluate_models([(model_dir.name, model_dir)], [s for s, _ in pairs], [t for _, t in pairs],
                                   cfg.data.target_lang, num_beams=cfg.eval.num_beams, batch_size=cfg.eval.batch_size,
-                                  max_new_tokens=cfg.eval.max_new_tokens, speed_sentences=0, semantic=False)
+                                  max_new_tokens=cfg.eval.max_new_tokens, speed_sentences=0, semantic=False,
+                                  max_source_tokens=cfg.eval.max_source_tokens)
         out[f"{split}_bleu"], out[f"{split}_chrf"] = rows[0]["bleu"], rows[0]["chrf"]
         if split == "test":
             out["collapsed"] = rows[0]["collapsed"]

@@ -222,6 +222,7 @@ class Study:
         e, test = self.cfg.eval, self.test_pairs()
         speed = e.speed_sentences if row in SPEED_ROWS else 0
         key = _digest({"test": test, "beams": e.num_beams, "max_new_tokens": e.max_new_tokens, "speed": speed,
+                       "max_source_tokens": e.max_source_tokens,
                        "semantic": e.semantic, "row": row})
         cached = path / ROW_FILE
         if cached.is_file():
@@ -231,7 +232,8 @@ class Study:
         rows, hyps = evaluate_models([(row, path)], [s for s, _ in test], [t for _, t in test],
                                      self.cfg.data.target_lang, reference_name=row, num_beams=e.num_beams,
                                      batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
-                                     speed_sentences=speed, semantic=e.semantic)
+                                     speed_sentences=speed, semantic=e.semantic,
+                                     max_source_tokens=e.max_source_tokens)
         write_text_atomic(cached, json.dumps({"key": key, "row": rows[0], "hyps": hyps[row]}, ensure_ascii=False))
         return rows[0], hyps[row]
 
