@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo study methods test setup clean
+.PHONY: demo value study methods test setup clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/distilmt run --preset quick --run-dir runs/demo
+
+# Does distillation pay? make demo's preset for student seeds 1 and 2 on one teacher (issue 16): runs/value/seed-S/,
+# runs/value/value.json and value.md (the twin and the KD student of each seed with the paired bootstrap).
+value: $(STAMP)
+	$(BIN)/distilmt value --preset quick --run-dir runs/value --seeds 1,2
 
 # The hard-label vs soft-label study (issue 4) at CPU scale: the quick preset's models, hard labels for 2000
 # training sources at beam 2, mixed with the references; stages already finished in runs/study are skipped.

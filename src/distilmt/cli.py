@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-sentences", type=int, default=0, help="test sentences evaluated (default: the preset's)")
     _resume_arg(p)
 
+    p = sub.add_parser("value", help="does distillation pay? the whole job once per student seed with one teacher "
+                                     "(RUN_DIR/seed-S/), the twin and KD student compared: RUN_DIR/value.json, value.md")
+    _config_args(p)
+    p.add_argument("--run-dir", default="runs/value", help="where the seeds' runs go (default: runs/value)")
+    p.add_argument("--seeds", default="1,2", help="comma-separated student seeds (default: 1,2)")
+    _resume_arg(p)
+
     sub.add_parser("presets", help="list the presets and what each costs")
     return parser
 
@@ -259,6 +266,8 @@ def _dispatch(args) -> int:
         return _compare(args)
     if args.command == "methods":
         return _methods(args)
+    if args.command == "value":
+        return _value(args)
     run_dir = Path(args.run_dir)
     if args.command == "evaluate":
         from .evaluation.testsets import load_test_set
@@ -382,7 +391,8 @@ def _print_presets() -> int:
 def _methods(args) -> int:
     from rich.console import Console
 
-    from .recipes.methods import format_table, parse_methods, parse_seeds, run_study, study_overrides
+    from .config.run import parse_seeds
+    from .recipes.methods import format_table, parse_methods, run_study, study_overrides
 
     methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
     if args.quiet:
@@ -400,6 +410,22 @@ def _methods(args) -> int:
     teacher = json.loads((run_dir / "methods.json").read_text(encoding="utf-8")).get("teacher")
     Console(width=None if Console().is_terminal else 160).print(format_table(rows, teacher))
     print(f"\n{len(rows)} rows in {run_dir}/methods.json (table: methods.md, plot: methods.png)")
+    return 0
+
+
+def _value(args) -> int:
+    from .config.run import parse_seeds
+    from .recipes.value import run_seeds
+
+    seeds = parse_seeds(args.seeds)
+    if args.quiet:
+        os.environ["DISTILMT_QUIET"] = "1"
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _log_to_file(run_dir / "run.log")
+    run_seeds(_resolve_config(args), run_dir, seeds, resume=args.resume)
+    print((run_dir / "value.md").read_text(encoding="utf-8"))
+    print(f"Written to {run_dir}/value.json and value.md (each seed's run in {run_dir}/seed-S/)")
     return 0
 
 

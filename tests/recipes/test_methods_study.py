@@ -9,13 +9,13 @@ import torch
 
 from distilmt.cli import main
 from distilmt.config import PRESETS, ConfigError, load_config
+from distilmt.config.run import parse_seeds
 from distilmt.recipes.methods import (
     METHODS,
     active_methods,
     add_deltas,
     method_config,
     parse_methods,
-    parse_seeds,
     summary,
     to_markdown,
 )

@@ -120,6 +120,17 @@ def set_override(values: dict, dotted: str, raw: str) -> None:
     node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 1,2``: the seeds in order, each once."""
+    try:
+        seeds = [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise ConfigError(f"--seeds: '{text}' is not a comma-separated list of whole numbers, e.g. 1,2")
+    return list(dict.fromkeys(seeds))
+
+
 def load_config(preset: str | None = None, file: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Resolve a configuration: a preset or a YAML file, then ``key=value`` overrides, then validation."""
     if preset and file:

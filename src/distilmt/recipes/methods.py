@@ -80,16 +80,6 @@ def parse_methods(text: str | None) -> list[str]:
     return [n for n in dict.fromkeys(names) if n != "baseline"]
 
 
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in str(text).split(",") if s.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds:
-        raise ConfigError(f"--seeds: '{text}' is not a comma-separated list of whole numbers, e.g. 1,2")
-    return list(dict.fromkeys(seeds))
-
-
 def study_overrides(steps: int = 0, test_sentences: int = 0) -> list[str]:
     """The study's ``key=value`` overrides of the run config (``steps``/``test_sentences``: 0 = the preset's)."""
     items = dict(STUDY_OVERRIDES)
