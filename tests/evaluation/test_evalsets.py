@@ -27,7 +27,7 @@ from distilmt.evaluation.testsets import TestSet, load_test_set, model_direction
 from distilmt.models.translators import open_model
 from helpers import make_tiny_model, toy_sentences
 
-SPEED = {"repeats": 1, "warmup": 0, "latency_sentences": 2, "batch_sizes": [1, 32], "beam_batch_sizes": []}
+SPEED = {"repeats": 1, "warmup": 0, "min_seconds": 0, "latency_sentences": 2, "batch_sizes": [1, 32], "beam_batch_sizes": []}
 
 
 @pytest.fixture(scope="module")

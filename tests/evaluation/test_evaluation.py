@@ -9,6 +9,7 @@ import csv
 import json
 import re
 import sys
+import time
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -214,8 +215,34 @@ def test_speed_harness_returns_positive_numbers(tiny_dirs):
     assert single["latency_ms"] > 0
 
 
+class _SleepyTranslator:
+    """Takes 10 ms per call, whatever it translates."""
+
+    tokenizer = staticmethod(lambda texts, add_special_tokens=False: {"input_ids": [[1] for _ in texts]})
+
+    def __init__(self):
+        self.calls = 0
+
+    def translate(self, sentences, **_):
+        self.calls += 1
+        time.sleep(0.01)
+        return list(sentences)
+
+
+def test_a_timed_pass_repeats_until_it_has_run_min_seconds():
+    """A fast engine on few sentences is timed over at least min_seconds, not one 10 ms call (issue 14, case 12)."""
+    translator = _SleepyTranslator()
+    once = measure_speed(translator, ["a", "b"], repeats=2, warmup=0)
+    assert translator.calls == 2  # min_seconds=0: one call per timed pass
+    translator.calls = 0
+    timed = measure_speed(translator, ["a", "b"], repeats=2, warmup=1, min_seconds=0.1)
+    assert 2 * 2 <= translator.calls - 1 <= 2 * 11  # each pass calls until 0.1 s have gone (each call >= 10 ms)
+    # the figure is per translation of the sentences: two sentences per >= 10 ms, whichever way it was timed
+    assert timed["sentences_per_s"] <= 2 / 0.01 and once["sentences_per_s"] <= 2 / 0.01
+
+
 def test_speed_in_its_own_process(tiny_dirs):
-    settings = {"batch_sizes": [4, 1], "beam_batch_sizes": [4], "beam": 2, "repeats": 1, "warmup": 0,
+    settings = {"batch_sizes": [4, 1], "beam_batch_sizes": [4], "beam": 2, "repeats": 1, "warmup": 0, "min_seconds": 0,
                 "max_new_tokens": 8, "latency_sentences": 2}
     result = measure_in_subprocess(tiny_dirs["student"], toy_sentences(4, seed=2), settings)
     assert result["engine"] == "hf" and result["peak_rss_mb"] > 0 and result["model_mem_mb"] >= 0
@@ -234,7 +261,7 @@ def test_speed_grid_fills_the_row_columns(tiny_dirs):
     from distilmt.evaluation.speed import DEFAULT_SETTINGS
 
     assert DEFAULT_SETTINGS["batch_sizes"] == [1, 32, 128] and DEFAULT_SETTINGS["beam_batch_sizes"] == [32]
-    speed = _speed(tiny_dirs["student"], toy_sentences(6, seed=5), {"repeats": 2, "warmup": 1,
+    speed = _speed(tiny_dirs["student"], toy_sentences(6, seed=5), {"repeats": 2, "warmup": 1, "min_seconds": 0,
                    "latency_sentences": 2}, isolate=False, ct2_options={}, max_new_tokens=8)
     assert set(speed) <= set(ROW_KEYS)
     for key in ("throughput_bs32", "throughput_bs128", "throughput_bs32_beam4"):
@@ -328,7 +355,7 @@ def test_compare_two_models_and_write_tables(tiny_dirs, tmp_path):
 
         entries.append(("student-ct2", export_ctranslate2(tiny_dirs["student"], tmp_path / "ct2")))
     sources = toy_sentences(10, seed=4)
-    speed = {"repeats": 1, "warmup": 0, "latency_sentences": 2}
+    speed = {"repeats": 1, "warmup": 0, "min_seconds": 0, "latency_sentences": 2}
     rows, hyps = evaluate_models(entries, sources, sources, "en", num_beams=2, batch_size=4, max_new_tokens=10,
                                  speed_sentences=4, speed_settings=speed, isolate_speed=False)
     assert [r["name"] for r in rows] == [name for name, _ in entries]

@@ -357,6 +357,8 @@ class EvalConfig:
                                  "(0 = skip speed)", 64)
     speed_rounds: int = _help("interleaved timing rounds: each round times every model once (in its own process), "
                               "and the speed-up is the median of the per-round ratios", 3)
+    speed_min_seconds: float = _help("each timed pass repeats the timed sentences until it has run this many seconds "
+                                     "(a fast engine is not timed over a few milliseconds)", 0.5)
     export_ct2: bool = _help("export the KD student to CTranslate2 int8 and evaluate it too", True)
     semantic: bool = _help("semantic similarity to the references (BERTScore F1 for English, e5 cosine otherwise) "
                            "when pip install 'distilmt[semantic]' is installed", True)
@@ -368,6 +370,7 @@ class EvalConfig:
         _check(self.max_source_tokens >= 8, "eval.max_source_tokens", "must be at least 8")
         _check(self.speed_sentences >= 0, "eval.speed_sentences", "must not be negative")
         _check(self.speed_rounds >= 1, "eval.speed_rounds", "must be at least 1")
+        _check(self.speed_min_seconds >= 0, "eval.speed_min_seconds", "must not be negative (0 = one pass)")
 
 
 @dataclass

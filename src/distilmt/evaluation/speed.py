@@ -31,6 +31,7 @@ DEFAULT_SETTINGS: dict = {
     "beam": 4,
     "repeats": 3,                 # timed passes; the median is reported, with the slowest and fastest
     "warmup": 1,                  # untimed passes first
+    "min_seconds": 0.5,           # each timed pass repeats the sentences until it has run this long (timeit-style)
     "max_new_tokens": 128,
     "latency_sentences": 16,      # batch size 1 is timed on at most this many sentences
     "ct2": {},                    # Ct2Translator options, e.g. {"intra_threads": 1, "inter_threads": 2}
@@ -75,8 +76,12 @@ def count_output_tokens(tokenizer, texts: Sequence[str]) -> int:
 
 
 def measure_speed(translator, sentences: Sequence[str], batch_size: int = 32, num_beams: int = 1,
-                  repeats: int = 3, warmup: int = 1, max_new_tokens: int = 128) -> dict:
+                  repeats: int = 3, warmup: int = 1, max_new_tokens: int = 128, min_seconds: float = 0.0) -> dict:
     """Time ``repeats`` full passes over ``sentences`` after ``warmup`` untimed ones.
+
+    A timed pass translates all ``sentences`` again and again until it has run ``min_seconds`` (at least once), and
+    its time is the elapsed time per translation of them: a fast engine on few sentences would otherwise be timed
+    over a few milliseconds, where a scheduler tick decides the figure.
 
     Returns sentences (timed per pass), sentences_per_s (median pass), spread (slowest, fastest
     sentences/s), tokens_per_s (output subword tokens per second at the median), latency_ms (median ms per
@@ -92,10 +97,12 @@ def measure_speed(translator, sentences: Sequence[str], batch_size: int = 32, nu
         translator.translate(sentences, num_beams=num_beams, batch_size=batch_size, max_new_tokens=max_new_tokens)
     times, hyps = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        hyps = translator.translate(sentences, num_beams=num_beams, batch_size=batch_size,
-                                    max_new_tokens=max_new_tokens)
-        times.append(max(time.perf_counter() - start, 1e-9))
+        start, done = time.perf_counter(), 0
+        while done == 0 or time.perf_counter() - start < min_seconds:
+            hyps = translator.translate(sentences, num_beams=num_beams, batch_size=batch_size,
+                                        max_new_tokens=max_new_tokens)
+            done += 1
+        times.append(max((time.perf_counter() - start) / done, 1e-9))
     median = statistics.median(times)
     n = len(sentences)
     single = batch_size == 1
@@ -141,7 +148,7 @@ def profile(model_dir: str | Path, sentences: Sequence[str], settings: dict | No
         subset = list(sentences)[: settings["latency_sentences"]] if batch_size == 1 else sentences
         result = measure_speed(translator, subset, batch_size=batch_size, num_beams=num_beams,
                                repeats=settings["repeats"], warmup=settings["warmup"],
-                               max_new_tokens=settings["max_new_tokens"])
+                               max_new_tokens=settings["max_new_tokens"], min_seconds=settings["min_seconds"])
         peaks.append(result["peak_rss_mb"])
         return result
 

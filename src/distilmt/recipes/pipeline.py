@@ -93,6 +93,7 @@ def evaluate(cfg: RunConfig, run_dir: Path,
                              reference_name="teacher", num_beams=cfg.eval.num_beams,
                              batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
                              speed_sentences=cfg.eval.speed_sentences, semantic=cfg.eval.semantic,
+                             speed_settings={"min_seconds": cfg.eval.speed_min_seconds},
                              speed_rounds=cfg.eval.speed_rounds, max_source_tokens=cfg.eval.max_source_tokens,
                              direction=cfg.data.direction,
                              test_sets=[t.head(cfg.data.max_test_sentences) for t in test_sets])
