@@ -29,7 +29,7 @@ from transformers import (
 from transformers.convert_slow_tokenizer import SentencePieceExtractor
 
 from distilmt.cli import main
-from distilmt.config import DataConfig, SeqKDConfig, StudentConfig
+from distilmt.config import DataConfig, SeqKDConfig, StudentConfig, load_config
 from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
 from distilmt.data.languages import resolve, setup_of, source_ids
 from distilmt.data.readers import write_tsv
@@ -39,6 +39,8 @@ from distilmt.models.build import derive_student
 from distilmt.models.generation import translate, translate_scored
 from distilmt.models.loading import load_seq2seq
 from distilmt.models.translators import Ct2Translator, HfTranslator
+from distilmt.recipes.stages import ct2_obstacle, labels_engine
+from distilmt.rundir import teacher_fingerprint
 from helpers import needs_ct2, train_a_little, write_config
 
 EN_HU = DataConfig(corpus="verses.tsv", source_lang="en", target_lang="hu")
@@ -236,6 +238,25 @@ def test_nllb_ctranslate2_equals_hf_greedy(nllb_dir, verse_pairs, tmp_path):
     ct2 = Ct2Translator(export_ctranslate2(tmp_path / "en-de", tmp_path / "ct2-de", quantization="float32"))
     de_out = HfTranslator(model, tokenizer).translate(sources, num_beams=1, max_new_tokens=24)
     assert ct2.translate(sources, num_beams=1, max_new_tokens=24) == de_out != hf_out
+
+
+@needs_ct2
+def test_nllb_labels_through_ctranslate2_are_the_hf_labels(nllb_dir, verse_pairs, tmp_path):
+    """seqkd.engine=auto picks CTranslate2 for a teacher that forces its target code (NLLB): the code goes in as
+    target_prefix, and the float32 labels and scores are HF generate's."""
+    run = tmp_path / "run"
+    model, tokenizer = _set_up(nllb_dir, EN_HU, run / "teacher")
+    assert model.generation_config.forced_bos_token_id == tokenizer.convert_tokens_to_ids("hun_Latn")
+    cfg = load_config(overrides=["seqkd.num_beams=4", "seqkd.max_new_tokens=24", "seqkd.ct2_quantization=float32"])
+    assert ct2_obstacle(cfg, run / "teacher") is None
+    seqkd, load, _ = labels_engine(cfg, run / "teacher", teacher_fingerprint(run / "teacher"), run / "distilled")
+    assert seqkd.engine == "ct2"
+    sources = [s for s, _ in verse_pairs[200:216]]
+    ct2_labels, hf_labels = load().translate_scored(sources, seqkd), translate_scored(model, tokenizer, sources, seqkd)
+    assert [[text for text, _ in row] for row in ct2_labels] == [[text for text, _ in row] for row in hf_labels]
+    assert len({row[0][0] for row in hf_labels}) > 1
+    for ct2_row, hf_row in zip(ct2_labels, hf_labels):
+        assert ct2_row[0][1] == pytest.approx(hf_row[0][1], abs=1e-3)
 
 
 def test_t5_prefix_reaches_the_encoder(t5_dir, verse_pairs, tmp_path):

@@ -15,10 +15,11 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
 from ..config import RunConfig, SeqKDConfig
 from ..data.corpus import load_splits, prepare_data as prepare_splits
-from ..data.languages import resolve as resolve_languages
+from ..data.languages import resolve as resolve_languages, setup_of
 from ..data.tokenizer import tokenizer_fingerprint, train_tokenizer
 from ..errors import ExportError, LabelsError
 from ..export import export_ctranslate2
@@ -262,14 +263,24 @@ def ct2_obstacle(cfg: RunConfig, teacher_dir: Path) -> str | None:
         return "a causal-LM teacher is decoded with HF generate only"
     if cfg.seqkd.do_sample:
         return "labels are sampled, and CTranslate2's sampling cannot be reseeded per shard"
+    forced = None
     for name in ("generation_config.json", "config.json"):
         try:
             saved = json.loads((Path(teacher_dir) / name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(saved, dict) and saved.get("forced_bos_token_id") is not None:
-            return (f"{teacher_dir} forces a first target token (forced_bos_token_id, a target-language token), "
-                    "which the CTranslate2 label path does not pass")
+            forced = saved["forced_bos_token_id"]
+            break
+    if forced is not None:  # CTranslate2 starts with the tokenizer's target code (target_prefix): is it that token?
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+        except (OSError, ValueError) as exc:
+            return f"{teacher_dir}: its tokenizer does not load ({first_line(exc)})"
+        start = setup_of(tokenizer).start_token
+        if start is None or tokenizer.convert_tokens_to_ids(start) != forced:
+            return (f"{teacher_dir} forces the first target token {forced} (forced_bos_token_id), which is not its "
+                    f"tokenizer's target-language code ({start}), so CTranslate2 would not start with it")
     return None
 
 
