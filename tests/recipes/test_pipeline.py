@@ -19,12 +19,15 @@ def _cache(tmp_path, monkeypatch):
 
 def test_run_end_to_end_then_every_stage_skips(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert main(["run", "--config", str(write_config(tmp_path)), "--run-dir", str(run_dir)]) == 0
+    assert main(["run", "--config", str(write_config(tmp_path, eval__teacher_ct2=True)), "--run-dir", str(run_dir)]) == 0
     for name in ("config.yaml", "data/train.tsv", "tokenizer/tokenizer.json", "teacher/model.safetensors",
                  "student-baseline/config.json", "student-kd/config.json", "metrics.json", "report.md", "report.html"):
         assert (run_dir / name).exists(), name
     rows = {r["name"]: r for r in json.loads((run_dir / "metrics.json").read_text())["models"]}
     assert {"teacher", "student-baseline", "student-kd", "student-kd-ct2-int8"} <= set(rows)
+    # eval.teacher_ct2: the teacher through CTranslate2 int8 too, converted where generate-labels would convert it
+    assert rows["teacher-ct2-int8"]["engine"] == "ct2" and rows["teacher-ct2-int8"]["params"] == rows["teacher"]["params"]
+    assert (run_dir / "teacher-ct2-int8" / ".complete").is_file()
     for row in rows.values():
         for key in ("bleu", "chrf", "params", "size_mb", "sentences_per_s", "collapsed"):
             assert key in row, key

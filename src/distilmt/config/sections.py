@@ -359,6 +359,9 @@ class EvalConfig:
                               "and the speed-up is the median of the per-round ratios", 3)
     speed_min_seconds: float = _help("each timed pass repeats the timed sentences until it has run this many seconds "
                                      "(a fast engine is not timed over a few milliseconds)", 0.5)
+    teacher_ct2: bool = _help("also evaluate the teacher converted to CTranslate2 int8 (the conversion label "
+                              "generation uses, RUN_DIR/teacher-ct2-int8): its row shows what the fast engine keeps",
+                              False)
     export_ct2: bool = _help("export the KD student to CTranslate2 int8 and evaluate it too", True)
     semantic: bool = _help("semantic similarity to the references (BERTScore F1 for English, e5 cosine otherwise) "
                            "when pip install 'distilmt[semantic]' is installed", True)

@@ -37,7 +37,7 @@ from ..export import export_ctranslate2
 from ..models.loading import is_causal_dir
 from ..models.translators import save_prompt
 from ..monitor import DistillationMonitor
-from ..rundir import is_complete, mark_complete, open_run, require_teacher
+from ..rundir import is_complete, mark_complete, open_run, require_teacher, teacher_fingerprint
 from .progressive import train_chain
 from .stages import (
     PROGRESSIVE_STUDENT,
@@ -48,6 +48,7 @@ from .stages import (
     generate_labels,
     prepare_data,
     student_names,
+    teacher_ct2,
     test_subset,
     train_teacher,
     train_teacher_lora,
@@ -88,6 +89,10 @@ def evaluate(cfg: RunConfig, run_dir: Path,
             export_ctranslate2(run_dir / "student-kd", ct2_dir, quantization="int8", force=True)
             mark_complete(ct2_dir)
         entries.append(("student-kd-ct2-int8", ct2_dir))
+    if cfg.eval.teacher_ct2 and is_complete(run_dir / "teacher") and "teacher" not in causal:
+        # the teacher as the labels' CTranslate2 path decodes it (converted once, shared with generate-labels)
+        entries.insert(1, ("teacher-ct2-int8", teacher_ct2(run_dir / "teacher", "int8",
+                                                           teacher_fingerprint(run_dir / "teacher"))))
     references = [t for _, t in test]
     result = evaluate_models(entries, [s for s, _ in test], references, cfg.data.target_lang,
                              reference_name="teacher", num_beams=cfg.eval.num_beams,
