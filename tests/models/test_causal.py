@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -250,6 +251,57 @@ def test_features_a_causal_student_lacks_are_refused_by_name(tmp_path, teacher_d
                      tmp_path, tmp_path / "tb", 48, distill=DistillConfig(hidden_weight=1.0))
 
 
+# -- dev BLEU during training ----------------------------------------------------------------------------------
+def _weights(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(directory) / "model.safetensors"))
+
+
+def test_a_causal_student_gets_dev_bleu_and_keeps_its_best_checkpoint(tmp_path, trained_dir, caplog):
+    """The memorised model, trained on wrong targets (each source with the next pair's target): dev BLEU on SHORT at
+    each epoch end, with the seq2seq students' keys and log line; the first evaluation is the best (100), early
+    stopping ends the training two evaluations later, and the model saved is that first checkpoint."""
+    model, tokenizer = load_causal(trained_dir)
+    prompt = TranslationPrompt(tokenizer, "auto", "en", "hu")
+    wrong = [(s, t) for (s, _), (_, t) in zip(SHORT, SHORT[1:] + SHORT[:1])]
+    cfg = TrainConfig(epochs=8, batch_tokens=400, warmup_steps=0, learning_rate=3e-4, lr_schedule="constant",
+                      label_smoothing=0.0, weight_decay=0.0, bf16=False, early_stopping_patience=2, eval_beams=2)
+    with caplog.at_level("INFO", logger="distilmt.training.trainer"):
+        trainer = train_causal(model, prompt, wrong * 2, cfg, tmp_path / "student", tmp_path / "tb", 64,
+                               dev_pairs=SHORT, name="causal-student")
+    evals = [entry for entry in trainer.state.log_history if "eval_bleu" in entry]
+    assert all({"eval_bleu", "eval_chrf", "eval_distinct", "eval_runtime"} <= set(entry) for entry in evals)
+    steps_per_epoch = 2  # 8 pairs in batches of 400 tokens
+    assert [entry["step"] for entry in evals] == [steps_per_epoch * k for k in (1, 2, 3)]  # stopped after 3 of 8
+    assert trainer.state.global_step == 3 * steps_per_epoch
+    bleus = [entry["eval_bleu"] for entry in evals]
+    assert bleus[0] == pytest.approx(100) and trainer.state.best_metric == max(bleus)
+    checkpoints = tmp_path / "student" / "checkpoints"
+    assert Path(trainer.state.best_model_checkpoint) == checkpoints / f"checkpoint-{steps_per_epoch}"
+    saved = _weights(tmp_path / "student")
+    best, last = _weights(checkpoints / f"checkpoint-{steps_per_epoch}"), _weights(checkpoints / "checkpoint-6")
+    assert saved.keys() == best.keys() and all(torch.equal(saved[k], best[k]) for k in saved)
+    assert not all(torch.equal(saved[k], last[k]) for k in saved)  # the last update was not kept
+    translator = CausalTranslator.load(tmp_path / "student", "auto", "en", "hu")
+    assert translator.translate([s for s, _ in SHORT], num_beams=2) == [t for _, t in SHORT]
+    lines = [r.getMessage() for r in caplog.records if "| dev BLEU" in r.getMessage()]
+    assert len(lines) == 3 and lines[0].startswith("causal-student step 2/16 ") and "dev BLEU 100.00" in lines[0]
+
+
+def test_a_causal_students_dev_sentences_are_cut_to_max_eval_tokens(plain_dir):
+    from distilmt.training.loop import causal_dev_pairs
+
+    _, tokenizer = load_causal(plain_dir)
+    long = " ".join(["And God said unto Moses."] * 20)
+    pairs, cut = causal_dev_pairs([*SHORT, (long, "Ámen."), ("Amen.", long)], tokenizer, 16)  # SHORT: <= 15
+    assert cut == 2 and pairs[:4] == SHORT
+    assert all(len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= 16 for pair in pairs for text in pair)
+    assert pairs[4][0] and long.startswith(pairs[4][0]) and pairs[4][1] == "Ámen."
+    assert pairs[5][0] == "Amen." and pairs[5][1] and long.startswith(pairs[5][1])
+    assert causal_dev_pairs([], tokenizer, 16) == ([], 0)
+
+
 # -- generation --------------------------------------------------------------------------------------------
 def test_generation_stops_at_eos_and_returns_only_the_translation(trained_dir):
     translator = CausalTranslator.load(trained_dir, "auto", "en", "hu")
@@ -372,6 +424,7 @@ def test_distill_trains_causal_students_with_token_kd_from_a_causal_teacher(tmp_
         assert model.get_output_embeddings().weight.shape[0] == 512  # the student's own padding, kept
     log = (run_dir / "run.log").read_text(encoding="utf-8")
     assert "student-kd step 3/3" in log and " kd " in log
+    assert re.search(r"student-kd step 3/3 ep [\d.]+ \| dev BLEU [\d.]+ chrF", log)  # on the run's dev pairs
 
     # every causal model of the run gets a metrics row, prompted as its prompt.json says (no CT2 export of them)
     assert main(["evaluate", "--run-dir", str(run_dir)]) == 0

@@ -92,7 +92,8 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
     started = time.time()
     if causal:
         prompt = TranslationPrompt.from_config(tokenizer, cfg.prompt, cfg.data)
-        trainer = train_causal(model, prompt, pairs, cfg.student_train, teacher=signal, distill=distill, **common)
+        trainer = train_causal(model, prompt, pairs, cfg.student_train, dev_pairs=dev_subset(cfg, splits),
+                               teacher=signal, distill=distill, **common)
         save_prompt(out, cfg.prompt, cfg.data)  # how to prompt it: evaluate/translate open it with this
     elif cfg.lora.students if lora is None else lora:  # out holds the merged model and adapter/
         trainer = train_lora(model, tokenizer, pairs, dev_subset(cfg, splits),
@@ -174,10 +175,15 @@ def check_ensemble_vocabularies(directories: list, tokenizer) -> None:
 
 
 def train_causal(model, prompt: TranslationPrompt, train_pairs, cfg, out_dir, log_dir, max_tokens: int,
-                 teacher=None, distill=None, resume: bool = False, callbacks=None, name: str = ""):
+                 teacher=None, distill=None, resume: bool = False, callbacks=None, name: str = "",
+                 dev_pairs: Sequence[tuple[str, str]] = ()):
     """Train a causal LM student on prompted pairs (CE on the target tokens, plus token-level KD from ``teacher``,
-    a :class:`~distilmt.teachers.signal.CausalTeacher`, when given); saved to ``out_dir`` with its tokenizer. No dev
-    BLEU during training (the evaluation comes after)."""
+    a :class:`~distilmt.teachers.signal.CausalTeacher`, when given); saved to ``out_dir`` with its tokenizer.
+
+    With ``dev_pairs`` it is evaluated as a seq2seq student is (``train.eval_every_epoch``, ``eval_beams``,
+    ``max_eval_tokens``, ``early_stopping_patience``): dev BLEU/chrF/distinct from its own translations through
+    ``prompt``, and the best checkpoint by dev BLEU is the one saved. Without them there is no evaluation during
+    training and the last weights are saved."""
     if distill is not None:
         for key, off in CAUSAL_UNSUPPORTED.items():
             if getattr(distill, key) != off:
@@ -185,7 +191,7 @@ def train_causal(model, prompt: TranslationPrompt, train_pairs, cfg, out_dir, lo
         if distill.teachers:
             raise ConfigError("distill.teachers: an ensemble is not supported for a causal-LM student yet; set it "
                               "to []")
-    return train_seq2seq(model, prompt.tokenizer, train_pairs, [], cfg, out_dir, log_dir, max_tokens,
+    return train_seq2seq(model, prompt.tokenizer, train_pairs, list(dev_pairs), cfg, out_dir, log_dir, max_tokens,
                          teacher=teacher, distill=distill, resume=resume, callbacks=callbacks, name=name,
                          prompt=prompt)
 

@@ -6,19 +6,19 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import sacrebleu
 import torch
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
 from ..errors import TrainingDiverged
-from .trainer import DistilTrainer
+from .trainer import DistilTrainer, dev_scores
 
 log = logging.getLogger("distilmt.training.trainer")
 
 
 def bleu_metric(tokenizer):
-    """compute_metrics for the Trainer: corpus BLEU and chrF of generated dev translations (sacrebleu)."""
+    """compute_metrics for the Trainer: corpus BLEU and chrF of generated dev translations (sacrebleu,
+    :func:`~distilmt.training.trainer.dev_scores`; a causal student's are scored by ``DistilTrainer.evaluate``)."""
     def compute(eval_pred):
         preds, labels = eval_pred.predictions, eval_pred.label_ids
         if isinstance(preds, tuple):
@@ -27,9 +27,7 @@ def bleu_metric(tokenizer):
         labels = np.where(labels < 0, tokenizer.pad_token_id, labels)
         hyps = [h.strip() for h in tokenizer.batch_decode(preds, skip_special_tokens=True)]
         refs = [r.strip() for r in tokenizer.batch_decode(labels, skip_special_tokens=True)]
-        return {"bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
-                "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
-                "distinct": len(set(hyps)) / max(len(hyps), 1)}
+        return dev_scores(hyps, refs)
 
     return compute
 

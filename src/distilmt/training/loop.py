@@ -20,7 +20,7 @@ from ..config import DistillConfig, TrainConfig
 from ..data.batching import ParallelDataset, Seq2SeqCollator, TokenBatchSampler
 from ..data.prompt import CausalCollator, CausalDataset
 from ..errors import DiskFull, TrainingDiverged
-from ..models.generation import max_positions
+from ..models.generation import cut_sources, max_positions
 from ..models.mutual import MutualPair, make_peer
 from ..teachers.signal import TeacherSignal
 from .callbacks import LogLines, NonFiniteGuard, bleu_metric, tensorboard_callback
@@ -89,23 +89,29 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
     loaded at the end and saved with its tokenizer as a plain Hugging Face directory. With ``distill.mutual`` the
     model is trained as a :class:`MutualPair` with a peer made by ``distill.mutual_peer`` (a copy of the
     student's initial weights, or a fresh one from seed ``cfg.seed + 1``; or pass a MutualPair): ``out_dir`` holds the first student, ``out_dir/peer`` the second.
+
+    With ``prompt`` (a :class:`~distilmt.data.prompt.TranslationPrompt`) the model is a causal-LM student trained on
+    the prompted pairs; its dev BLEU comes from :meth:`DistilTrainer.evaluate`, which translates the dev sources
+    through the prompt (an empty ``dev_pairs`` turns the evaluation, and so early stopping, off).
     """
     out_dir = Path(out_dir)
     if distill is not None and distill.mutual and not isinstance(model, MutualPair):
         model = MutualPair(model, make_peer(model, distill.mutual_peer, cfg.seed + 1))
-    if prompt is not None:  # a causal-LM student (distilmt.recipes.student.train_causal): prompted pairs, no dev BLEU
-        train_set, dev_set, collator = CausalDataset(train_pairs, prompt, max_tokens), [], \
-            CausalCollator(prompt.pad_token_id)
-        cfg = dataclasses.replace(cfg, eval_every_epoch=False, early_stopping_patience=0)
+    cap = min(cfg.max_eval_tokens, max_positions(model, tokenizer))  # a 100k-character dev line cannot crash
+    if prompt is not None:  # a causal-LM student (distilmt.recipes.student.train_causal): prompted pairs
+        train_set, collator = CausalDataset(train_pairs, prompt, max_tokens), CausalCollator(prompt.pad_token_id)
+        dev_set, truncated = causal_dev_pairs(dev_pairs, prompt.tokenizer, cap)  # translated by DistilTrainer.evaluate
+        if not dev_set:  # nothing to translate: no dev BLEU, no best checkpoint, no early stopping
+            cfg, eval_steps = dataclasses.replace(cfg, eval_every_epoch=False, early_stopping_patience=0), 0
     else:
         train_set = ParallelDataset(train_pairs, tokenizer, max_tokens,
                                     with_index=teacher is not None and teacher.needs_example_index)
-        cap = min(cfg.max_eval_tokens, max_positions(model, tokenizer))  # a 100k-character dev line cannot crash
         dev_set = ParallelDataset(dev_pairs, tokenizer, 0, truncate_to=cap)
-        if dev_set.truncated:
-            log.info("%s: %d of %d dev sentences cut to %d tokens (train.max_eval_tokens)", name or out_dir.name,
-                     dev_set.truncated, len(dev_set), cap)
+        truncated = dev_set.truncated
         collator = Seq2SeqCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id)
+    if truncated:
+        log.info("%s: %d of %d dev sentences cut to %d tokens (train.max_eval_tokens)", name or out_dir.name,
+                 truncated, len(dev_set), cap)
     # Under torchrun every process takes 1/WORLD_SIZE of the batches, so an epoch has that many fewer updates.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     steps_per_epoch = math.ceil(len(TokenBatchSampler(train_set.lengths(), cfg.batch_tokens, cfg.seed)) / world_size)
@@ -118,9 +124,10 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
         all_callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience))
     trainer = DistilTrainer(
         model=model, args=args, train_dataset=train_set, eval_dataset=dev_set if len(dev_set) else None,
-        data_collator=collator, processing_class=tokenizer, compute_metrics=bleu_metric(tokenizer),
+        data_collator=collator, processing_class=tokenizer,
+        compute_metrics=bleu_metric(tokenizer) if prompt is None else None,  # a causal student: evaluate() scores
         callbacks=all_callbacks, teacher=teacher, distill=distill, label_smoothing=cfg.label_smoothing,
-        batch_tokens=cfg.batch_tokens,
+        batch_tokens=cfg.batch_tokens, prompt=prompt,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -149,6 +156,18 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
                        f"{f'the last complete checkpoint is {kept.name}' if kept else 'no complete checkpoint yet'}: "
                        "free some space and continue with --resume") from None
     return trainer
+
+
+def causal_dev_pairs(dev_pairs, tokenizer, cap: int) -> tuple[list[tuple[str, str]], int]:
+    """A causal student's dev pairs as text, each source and reference longer than ``cap`` tokens cut to that many
+    (as the seq2seq path cuts its dev sources and labels), and how many pairs were cut."""
+    pairs = list(dev_pairs)
+    if not pairs:
+        return [], 0
+    sources, _ = cut_sources(tokenizer, [s for s, _ in pairs], cap)
+    references, _ = cut_sources(tokenizer, [t for _, t in pairs], cap)
+    cut = sum(s != s0 or t != t0 for (s0, t0), s, t in zip(pairs, sources, references))
+    return list(zip(sources, references)), cut
 
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")

@@ -14,13 +14,17 @@ import logging
 import os
 import time
 
+import sacrebleu
 import torch
 from torch.utils.data import DataLoader
 from transformers import Seq2SeqTrainer
+from transformers.trainer_utils import speed_metrics
 
 from ..config import DistillConfig
 from ..data.batching import TokenBatchSampler
+from ..data.prompt import TranslationPrompt
 from ..errors import ConfigError
+from ..models.generation import evaluating, generate_continuations
 from ..models.mutual import MutualPair
 from ..teachers.signal import TeacherSignal
 from .intermediate import IntermediateKD
@@ -28,6 +32,13 @@ from .schedules import schedule_value
 from .terms import LossTerm, OnPolicyTerm, StepContext, build_terms, shift_for_loss, signal_logits, summed
 
 log = logging.getLogger(__name__)
+
+
+def dev_scores(hyps: list[str], refs: list[str]) -> dict[str, float]:
+    """Dev BLEU, chrF (sacrebleu, corpus level) and the share of distinct hypotheses: what every evaluation during
+    training logs (as ``eval_bleu``, ``eval_chrf``, ``eval_distinct``), for seq2seq and causal students alike."""
+    return {"bleu": sacrebleu.corpus_bleu(hyps, [refs]).score, "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+            "distinct": len(set(hyps)) / max(len(hyps), 1)}
 
 
 class DistilTrainer(Seq2SeqTrainer):
@@ -62,14 +73,21 @@ class DistilTrainer(Seq2SeqTrainer):
     Each micro-batch: the student's forward (hidden states / attentions only when a term needs them), the teacher's
     signal once (:meth:`step_context`), ``sum(term.weight(now) * term(step))`` (:func:`distilmt.training_terms.summed`),
     divided once by the token count; each term's value is logged under its name.
+
+    A causal-LM student (``prompt``, a :class:`~distilmt.data.prompt.TranslationPrompt`; the eval dataset is then a
+    list of (source, reference) pairs) is evaluated by :meth:`evaluate` through the project's causal generation
+    path, :func:`~distilmt.models.generation.generate_continuations`: the same metrics, log line, best checkpoint
+    and early stopping as a seq2seq student's dev BLEU.
     """
 
     # compute_loss returns sum / (global token count over accumulation steps): already scaled for GA.
     loss_is_scaled_for_ga = True
 
     def __init__(self, *args, teacher: TeacherSignal | None = None, distill: DistillConfig | None = None,
-                 label_smoothing: float = 0.0, batch_tokens: int = 0, **kwargs):
+                 label_smoothing: float = 0.0, batch_tokens: int = 0, prompt: TranslationPrompt | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        self.prompt = prompt
         # We take num_items_in_batch (the global count of target tokens) whatever the model's signature says.
         self.model_accepts_loss_kwargs = True
         self.teacher = teacher.to(self.args.device) if teacher is not None else None
@@ -136,6 +154,32 @@ class DistilTrainer(Seq2SeqTrainer):
             if restore:
                 self.model.set_attn_implementation(restore)
                 self._attn_to_restore = None
+
+    # -- dev BLEU of a causal-LM student -------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
+        """Seq2SeqTrainer's evaluation (generation, :func:`~distilmt.training.callbacks.bleu_metric`) for a seq2seq
+        student. For a causal one the dev sources are translated with
+        :func:`~distilmt.models.generation.generate_continuations` (``generation_num_beams`` beams, at most
+        ``generation_max_length`` new tokens, in eval mode) and scored by :func:`dev_scores`; the metrics are
+        logged and handed to the callbacks' ``on_evaluate`` as the Trainer's own evaluation does, and returned,
+        so the best checkpoint (``metric_for_best_model``) and early stopping follow them."""
+        if self.prompt is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+        pairs = list(self.eval_dataset if eval_dataset is None else eval_dataset)
+        start = time.time()
+        model = self.accelerator.unwrap_model(self.model)
+        with evaluating(model):
+            found = generate_continuations(
+                model, self.prompt, [source for source, _ in pairs],
+                batch_tokens=self.args.per_device_eval_batch_size * 64,
+                max_new_tokens=gen_kwargs.get("max_new_tokens") or self.args.generation_max_length or 128,
+                num_beams=gen_kwargs.get("num_beams") or self.args.generation_num_beams or 1, do_sample=False)
+        scores = dev_scores([hyps[0][0] for hyps in found], [reference.strip() for _, reference in pairs])
+        metrics = {f"{metric_key_prefix}_{key}": value for key, value in scores.items()}
+        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=len(pairs)))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     # -- data ---------------------------------------------------------------------------------------------
     def get_train_dataloader(self) -> DataLoader:
