@@ -26,13 +26,17 @@ value: $(STAMP)
 
 # The hard-label vs soft-label study (issue 4) at CPU scale: the quick preset's models, hard labels for 2000
 # training sources at beam 2, mixed with the references; stages already finished in runs/study are skipped.
+# OLD_QUICK_STUDENT: the quick preset's student before issue 16 (full width, initialised from the teacher, 700
+# updates, live teacher), which the study and methods figures in the README were measured with.
+OLD_QUICK_STUDENT := --set student.width_ratio=1.0 --set student.init_from_teacher=true \
+	--set student_train.max_steps=700 --set student_train.warmup_steps=100 --set distill.teacher_cache=false
 study: $(STAMP)
 	$(BIN)/distilmt study --preset quick --run-dir runs/study --set seqkd.num_beams=2 --set seqkd.train_on=mix \
-		--set study.label_sources=2000
+		--set study.label_sources=2000 $(OLD_QUICK_STUDENT)
 
 # The comparison of distillation methods on the built-in corpus (quick teacher, 2 seeds, 350 updates per student);
 # about 75 min at one thread beside other jobs, plus ~10 min for the teacher (measured, see README).
-METHODS_ARGS ?= --steps 350 --test-sentences 150 --seeds 1,2
+METHODS_ARGS ?= --steps 350 --test-sentences 150 --seeds 1,2 $(OLD_QUICK_STUDENT)
 methods: $(STAMP)
 	$(BIN)/distilmt methods --preset quick --run-dir runs/methods $(METHODS_ARGS)
 
