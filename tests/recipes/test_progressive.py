@@ -10,7 +10,7 @@ import pytest
 from distilmt.cli import main
 from distilmt.config import ConfigError, DistillConfig, StudentConfig, TeacherConfig
 from distilmt.models.build import seq2seq_config
-from distilmt.recipes.progressive import plan_chain
+from distilmt.recipes.progressive import heads_match, plan_chain, stage_heads
 from helpers import write_config
 
 
@@ -22,9 +22,10 @@ def _cache(tmp_path_factory):
         yield
 
 
-def _shapes(teacher: dict, student: StudentConfig, factor: float, tokenizer) -> list[tuple]:
+def _shapes(teacher: dict, student: StudentConfig, factor: float, tokenizer, match_heads: bool = False) -> list[tuple]:
     config = seq2seq_config(TeacherConfig(**teacher), tokenizer)
-    return [(s["d_model"], s["heads"], s["ffn"], s["enc"], s["dec"]) for _, s in plan_chain(config, student, factor)]
+    return [(s["d_model"], s["heads"], s["ffn"], s["enc"], s["dec"])
+            for _, s in plan_chain(config, student, factor, match_heads=match_heads)]
 
 
 def test_chain_sizes_by_hand(tokenizer):
@@ -43,6 +44,30 @@ def test_chain_sizes_by_hand(tokenizer):
     assert _shapes(narrow, StudentConfig(depth_ratio=0.5), 0.9, tokenizer) == [(32, 4, 64, 1, 1)]
     # A factor at or below the target ratios goes straight to the student.
     assert _shapes(deep, StudentConfig(depth_ratio=0.5), 0.4, tokenizer) == [(32, 4, 64, 3, 3)]
+
+
+def test_under_attention_kd_every_stage_heads_match_its_teacher(tokenizer):
+    # The aggressive preset's ratios on its 8-head 6+6 teacher (width shrunk): heads round(8 x 0.7) = 6 would face
+    # 8 teacher heads (and teach 4), which attention KD cannot match; under attention KD stage 1 keeps 8 heads
+    # (8/6 is nearer 1 than 6/4), its width round(64 x 0.7 / 8) x 8 = 48; the rest as without it.
+    teacher = dict(d_model=64, encoder_layers=6, decoder_layers=6, ffn_dim=256, heads=8)
+    aggressive = StudentConfig(depth_ratio=0.5, decoder_depth_ratio=0.17, width_ratio=0.5, heads_ratio=0.5)
+    assert _shapes(teacher, aggressive, 0.7, tokenizer) == [
+        (42, 6, 179, 4, 4), (32, 4, 128, 3, 3), (32, 4, 128, 3, 2), (32, 4, 128, 3, 1)]
+    assert _shapes(teacher, aggressive, 0.7, tokenizer, match_heads=True) == [
+        (48, 8, 179, 4, 4), (32, 4, 128, 3, 3), (32, 4, 128, 3, 2), (32, 4, 128, 3, 1)]
+    assert stage_heads(6, 8, 4) == 8 and stage_heads(5, 8, 1) == 4 and stage_heads(3, 4, 2) == 4
+    assert stage_heads(5, 6, 4) == 5  # 6 and 4 heads cannot be matched at all: the ratio's count is kept
+    # any chain whose teacher and target match: each stage matches the one before it (the teacher first)
+    for heads, d_model in ((4, 32), (8, 64), (12, 48), (16, 64)):
+        config = seq2seq_config(TeacherConfig(d_model=d_model, encoder_layers=6, decoder_layers=6, ffn_dim=64,
+                                              heads=heads), tokenizer)
+        for ratio in (0.25, 0.34, 0.5, 0.75):
+            for factor in (0.5, 0.7, 0.8, 0.9):
+                student = StudentConfig(depth_ratio=0.5, width_ratio=ratio, heads_ratio=ratio)
+                chain = [heads] + [s["heads"] for _, s in plan_chain(config, student, factor, match_heads=True)]
+                if heads_match(chain[0], chain[-1]):
+                    assert all(heads_match(a, b) for a, b in zip(chain, chain[1:])), (heads, ratio, factor, chain)
 
 
 @pytest.mark.parametrize("kwargs, needle", [

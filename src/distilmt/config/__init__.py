@@ -12,6 +12,7 @@ from .run import PRESET_DIR, PRESETS, RunConfig, from_dict, load_config, save_co
 from .sections import (
            LR_SCHEDULES,
            MODEL_KINDS,
+           PRECISIONS,
            STUDENT_SHAPES,
            DataConfig,
            EvalConfig,
@@ -27,7 +28,8 @@ from .sections import (
 )
 
 __all__ = ["ConfigError", "DIVERGENCES", "SCHEDULES", "DistillConfig", "PRESET_DIR", "PRESETS", "RunConfig",
-           "from_dict", "load_config", "save_config", "set_override", "LR_SCHEDULES", "MODEL_KINDS", "STUDENT_SHAPES",
+           "from_dict", "load_config", "save_config", "set_override", "LR_SCHEDULES", "MODEL_KINDS", "PRECISIONS",
+           "STUDENT_SHAPES",
            "DataConfig",
            "EvalConfig", "LoRAConfig", "MonitorConfig", "PromptConfig", "SeqKDConfig", "StudentConfig", "StudyConfig",
            "TeacherConfig", "TrainConfig", "template_problem"]

@@ -55,13 +55,14 @@ def from_dict(cls, values: dict | None, where: str = ""):
     values = dict(values or {})
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
+    old_names = {n for n, hint in hints.items() if isinstance(hint, dataclasses.InitVar)}  # e.g. train.bf16
+    unknown = sorted(set(values) - known - old_names)
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(f"{prefix}{unknown[0]}: unknown setting; known ones are {', '.join(sorted(known))}")
     kwargs = {}
     for name, value in values.items():
-        kind = hints[name]
+        kind = hints[name].type if name in old_names else hints[name]
         key = f"{where}.{name}" if where else name
         if dataclasses.is_dataclass(kind):
             if not isinstance(value, dict):
@@ -109,15 +110,26 @@ def _coerce(kind, value, key):
     return value
 
 
+TRAIN_SECTIONS = ("teacher_train", "student_train")
+
+
 def set_override(values: dict, dotted: str, raw: str) -> None:
-    """Apply one ``section.field=value`` command-line override to a config dict (YAML-typed value)."""
+    """Apply one ``section.field=value`` command-line override to a config dict (YAML-typed value).
+
+    ``teacher_train.bf16`` / ``student_train.bf16`` true or false, the old name of ``precision``, sets precision
+    bf16 / fp32 (so it overrides the precision of a preset or file, as it overrode their bf16)."""
     path = dotted.split(".")
     node = values
     for part in path[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{dotted}: '{part}' is not a section")
-    node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    value = yaml.safe_load(raw) if raw != "" else ""
+    if len(path) == 2 and path[0] in TRAIN_SECTIONS and path[1] == "bf16" and isinstance(value, bool):
+        node.pop("bf16", None)
+        node["precision"] = "bf16" if value else "fp32"
+        return
+    node[path[-1]] = value
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 
 from .fields import check as _check, help_field as _help
 
@@ -140,6 +140,8 @@ class StudentConfig:
 
 
 LR_SCHEDULES = ("cosine", "wsd", "linear", "constant")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+"""train.precision: auto resolves per device (:func:`distilmt.training.precision.resolve_precision`)."""
 
 
 @dataclass
@@ -159,7 +161,11 @@ class TrainConfig:
     weight_decay: float = _help("AdamW weight decay", 0.01)
     max_grad_norm: float = _help("gradient clipping norm", 1.0)
     label_smoothing: float = _help("label smoothing of the reference cross-entropy", 0.1)
-    bf16: bool = _help("bf16 autocast (CPU with AMX or a recent GPU); losses stay fp32", True)
+    precision: str = _help("mixed-precision autocast (weights and losses stay fp32): auto (bf16 where the device "
+                           "has it: a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX; else fp16 on a CUDA GPU; "
+                           "else fp32), or bf16, fp16, fp32 to force one (one the device cannot run is refused); "
+                           "default auto. The old bf16: true / false still reads as bf16 / fp32 where precision is "
+                           "not set", "")  # "" = not set: auto, or what an old bf16 says
     eval_every_epoch: bool = _help("generate on dev and compute BLEU at each epoch end", True)
     early_stopping_patience: int = _help("stop after this many evaluations without dev-BLEU gain (0 = off)", 0)
     seed: int = _help("random seed", 1)
@@ -170,8 +176,16 @@ class TrainConfig:
     keep_checkpoints: bool = _help("keep checkpoints/ (optimizer state) in a finished model directory; by default "
                                    "it is removed once the stage is complete", False)
     eval_beams: int = _help("beam size for dev BLEU during training", 1)
+    bf16: InitVar[bool | None] = None  # the old name of precision (true = bf16, false = fp32); not stored
 
-    def __post_init__(self):
+    def __post_init__(self, bf16: bool | None = None):
+        if bf16 is not None:  # a config written before precision existed: true = bf16, false = fp32
+            _check(isinstance(bf16, bool), "train.bf16", f"{bf16!r}: expected true or false (it is the old name of "
+                   "precision: better set precision to auto, bf16, fp16 or fp32)")
+        if not self.precision:  # not set: what the old bf16 says, else auto; a precision that is set wins
+            self.precision = "auto" if bf16 is None else "bf16" if bf16 else "fp32"
+        _check(self.precision in PRECISIONS, "train.precision",
+               f"{self.precision!r} is not one of {', '.join(PRECISIONS)}")
         _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
         _check(self.weight_decay >= 0, "train.weight_decay", f"{self.weight_decay!r} must not be negative (0 = off)")
         _check(self.max_grad_norm >= 0, "train.max_grad_norm", f"{self.max_grad_norm!r} must not be negative: 0 "

@@ -45,6 +45,7 @@ from .stages import (
     STUDENTS,
     TEACHER_LORA,
     cache_teacher,
+    check_precision,
     generate_labels,
     prepare_data,
     student_names,
@@ -153,6 +154,8 @@ def run(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> list[dict]
     """The main job: everything above, in order, into one run directory."""
     run_dir = Path(run_dir)
     cfg = open_run(run_dir, cfg)
+    precisions = check_precision(cfg)  # a precision this device cannot run stops the run before the first stage
+    log.info("precision: %s", ", ".join(f"{section} {value}" for section, value in precisions.items()))
     started = time.time()
     prepare_data(cfg, run_dir)
     train_teacher(cfg, run_dir, resume=resume)

@@ -4,7 +4,10 @@ Stage k (1, 2, ...) has the student.* ratios ``max(target ratio, factor^k)`` for
 width and heads, so every dimension shrinks by ``distill.progressive_factor`` per stage until it reaches the
 configured student's; the last stage is exactly the student of ``student.*``. A stage whose shape equals the
 previous one (rounding to whole layers and heads) is dropped, and the chain ends at the first stage of the
-target's shape. Each stage is taught by the previous stage's trained model (stage 1 by the teacher) with the
+target's shape. With attention KD (``distill.attention_weight``) an intermediate's head count is the one
+nearest (by ratio) to the count its ratios give that divides or is divided by both the previous stage's and the
+target's, so every stage's attention can be matched to its teacher's (8 heads -> 4: an intermediate has 8 or 4,
+never 6). Each stage is taught by the previous stage's trained model (stage 1 by the teacher) with the
 run's token-level KD settings (``distill.*``) and ``student_train`` budget, starts from the previous model's
 spread-out layers when the widths match (``student.init_from_teacher``), is a resumable stage directory
 (``.complete`` when done, ``resume=True`` continues its checkpoints) and is evaluated on dev and test.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -57,18 +61,43 @@ def stage_configs(student: StudentConfig, factor: float) -> list[StudentConfig]:
     raise AssertionError("unreachable")
 
 
-def plan_chain(teacher_config, student: StudentConfig, factor: float) -> list[tuple[StudentConfig, dict]]:
+def heads_match(a: int, b: int) -> bool:
+    """Whether attention KD can match ``a`` and ``b`` heads: one count divides the other (heads averaged in groups or
+    repeated, :func:`distilmt.losses.match_heads`)."""
+    return max(a, b) % min(a, b) == 0
+
+
+def stage_heads(ideal: int, previous: int, target: int) -> int:
+    """The head count of an intermediate stage under attention KD: of the counts between ``target`` and
+    ``previous`` (the stage's teacher) that match both, the nearest to ``ideal`` by ratio (a tie: the larger,
+    the gentler step). ``ideal`` when none does (``previous`` and ``target`` do not match each other)."""
+    candidates = [h for h in range(min(previous, target), max(previous, target) + 1)
+                  if heads_match(h, previous) and heads_match(h, target)]
+    if not candidates:
+        return ideal
+    return min(candidates, key=lambda h: (abs(math.log(h / ideal)), -h))
+
+
+def plan_chain(teacher_config, student: StudentConfig, factor: float,
+               match_heads: bool = False) -> list[tuple[StudentConfig, dict]]:
     """``[(stage ratios, shape), ...]`` of the chain's stages, the last one the target student.
 
     ``shape`` is :func:`distilmt.models.build.student_shape` of the teacher config (``d_model``, ``ffn``,
     ``heads``, ``enc``, ``dec``). A stage whose shape equals the previous one (or the teacher's) is dropped; the
-    first stage of the target's shape ends the chain (as the target's own ratios)."""
+    first stage of the target's shape ends the chain (as the target's own ratios). With ``match_heads`` (attention
+    KD) an intermediate's heads are :func:`stage_heads` of its ratio's, its ``heads_ratio`` set to give them."""
 
     previous = student_shape(teacher_config, StudentConfig(1.0, 1.0, 1.0, 1.0))  # the teacher's own shape
+    teacher_heads = previous["heads"]
     target = student_shape(teacher_config, student)
     chain = []
     for stage in stage_configs(student, factor):
         shape = student_shape(teacher_config, stage)
+        if match_heads and shape != target:
+            heads = stage_heads(shape["heads"], previous["heads"], target["heads"])
+            if heads != shape["heads"]:
+                stage = dataclasses.replace(stage, heads_ratio=heads / teacher_heads)
+                shape = student_shape(teacher_config, stage)
         if shape == target:
             chain.append((student, target))
             return chain
@@ -95,7 +124,8 @@ def train_chain(cfg: RunConfig, run_dir: Path, stage_root: Path, final_dir: Path
     run_dir, stage_root = Path(run_dir), Path(stage_root)
     teacher_dir = run_dir / "teacher"
     teacher_model, _ = load_seq2seq(teacher_dir)
-    chain = plan_chain(teacher_model.config, cfg.student, cfg.distill.progressive_factor)
+    attention = cfg.distill.attention_weight > 0 and bool(cfg.distill.split("attention_kinds"))
+    chain = plan_chain(teacher_model.config, cfg.student, cfg.distill.progressive_factor, match_heads=attention)
     dirs = stage_dirs(len(chain), stage_root, final_dir)
     log.info("progressive: %d stage(s), factor %g: %s", len(chain), cfg.distill.progressive_factor,
              " -> ".join(_describe(shape) for _, shape in chain))

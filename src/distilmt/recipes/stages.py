@@ -31,6 +31,7 @@ from ..teachers.cache import TeacherCache, build_teacher_cache, cache_fingerprin
 from ..teachers.labels import MANIFEST, build_distilled, labels_fingerprint, labels_teacher
 from ..training.loop import train_seq2seq
 from ..training.lora import lora_train_config, train_lora
+from ..training.precision import resolve_precision
 
 log = logging.getLogger("distilmt")
 
@@ -74,6 +75,14 @@ def prepare_data(cfg: RunConfig, run_dir: Path):
     return splits
 
 
+def check_precision(cfg: RunConfig) -> dict[str, str]:
+    """The precision each training of the run uses on this device (``teacher_train`` only when the teacher is
+    trained here), ``auto`` resolved; a value the device cannot run is one ConfigError naming its key, before any
+    stage has started."""
+    sections = ("student_train",) if cfg.teacher.path else ("teacher_train", "student_train")
+    return {s: resolve_precision(getattr(cfg, s).precision, f"{s}.precision") for s in sections}
+
+
 def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
     """Train the teacher from scratch, or take the user's teacher directory as it is."""
 
@@ -96,10 +105,11 @@ def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
             save_prompt(out, cfg.prompt, cfg.data)
         mark_complete(out, source=cfg.teacher.path)
         return
+    precision = resolve_precision(cfg.teacher_train.precision, "teacher_train.precision")
     splits = load_splits(run_dir / "data")
     tokenizer = load_tokenizer(run_dir)
     model = build_model(cfg.teacher, tokenizer, seed=cfg.teacher_train.seed)
-    log.info("teacher: training %s parameters", f"{model.num_parameters():,}")
+    log.info("teacher: training %s parameters (%s)", f"{model.num_parameters():,}", precision)
     started = time.time()
     train_seq2seq(model, tokenizer, splits.train, dev_subset(cfg, splits), cfg.teacher_train, out,
                   run_dir / "tb" / "teacher", cfg.data.max_tokens, resume=resume)

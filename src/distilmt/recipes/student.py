@@ -35,6 +35,7 @@ from ..teachers.labels import read_distilled, training_pairs
 from ..teachers.signal import CausalTeacher, LiveTeacher, VocabMappedTeacher
 from ..training.loop import train_seq2seq
 from ..training.lora import lora_train_config, train_lora
+from ..training.precision import resolve_precision
 from .stages import SEQKD_STUDENT, STUDENTS, cache_teacher, dev_subset, generate_labels, student_names
 
 log = logging.getLogger("distilmt")
@@ -63,6 +64,7 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
     * ``out`` is marked complete (with ``complete_info``) unless ``complete=False``.
     """
     run_dir, out, pairs = Path(run_dir), Path(out), train_pairs
+    resolve_precision(cfg.student_train.precision, "student_train.precision")  # refused before anything is loaded
     splits = load_splits(run_dir / "data")
     causal = cfg.student.kind == "causal"
     if causal:
@@ -133,7 +135,8 @@ def teacher_signal(cfg: RunConfig, run_dir: Path, teacher_dir: Path, tokenizer, 
     * ``distill.teachers``: an :class:`EnsembleTeacher` of exactly those directories;
     * else the model in ``teacher_dir`` as a :class:`LiveTeacher` (its vocabulary checked against the student's).
     """
-    bf16 = cfg.student_train.bf16
+    precision = resolve_precision(cfg.student_train.precision, "student_train.precision")  # the student's autocast
+    bf16, fp16 = precision == "bf16", precision == "fp16"
     if cfg.teacher.kind != cfg.student.kind:
         raise ModelError(f"token-level KD from a {cfg.teacher.kind} teacher to a {cfg.student.kind} student needs one "
                          "vocabulary; use sequence-level KD instead (seqkd.enabled=true, seqkd.with_token_kd=false), "
@@ -142,7 +145,7 @@ def teacher_signal(cfg: RunConfig, run_dir: Path, teacher_dir: Path, tokenizer, 
         teacher_model, teacher_tokenizer = load_causal(teacher_dir)
         size = check_shared_vocabulary(teacher_tokenizer, tokenizer, teacher_model, student,
                                        f"the teacher {cfg.teacher.path}", f"the student {cfg.student.path}")
-        return CausalTeacher(teacher_model, size, bf16=bf16)
+        return CausalTeacher(teacher_model, size, bf16=bf16, fp16=fp16)
     run_teacher = Path(teacher_dir) == Path(run_dir) / "teacher"
     if cfg.distill.teacher_cache and run_teacher and list(pairs) == list(load_splits(run_dir / "data").train):
         cache_teacher(cfg, run_dir)
@@ -151,12 +154,12 @@ def teacher_signal(cfg: RunConfig, run_dir: Path, teacher_dir: Path, tokenizer, 
     if cfg.distill.teachers:
         check_ensemble_vocabularies(cfg.distill.teachers, tokenizer)
         teacher = EnsembleTeacher.load(cfg.distill.teachers, tokenizer, student, cfg.distill.ensemble_weights,
-                                       bf16=bf16)
+                                       bf16=bf16, fp16=fp16)
         log.info("learning from an ensemble of %d teachers (distill.teachers)", len(teacher.teachers))
         return teacher
     teacher_model, teacher_tokenizer = load_seq2seq(teacher_dir)
     check_same_vocabulary(teacher_tokenizer, tokenizer, teacher_model, student, where=f"teacher in {teacher_dir}")
-    return LiveTeacher(teacher_model, bf16=bf16)
+    return LiveTeacher(teacher_model, bf16=bf16, fp16=fp16)
 
 
 def check_ensemble_vocabularies(directories: list, tokenizer) -> None:

@@ -47,15 +47,17 @@ class EnsembleTeacher(TeacherBase):
 
     applies_temperature = True
 
-    def __init__(self, models: list, weights: list[float] | None = None, learned: bool = False, bf16: bool = False):
+    def __init__(self, models: list, weights: list[float] | None = None, learned: bool = False, bf16: bool = False,
+                 fp16: bool = False):
         if not models:
             raise ValueError("an ensemble needs at least one teacher")
-        self.teachers = [LiveTeacher(m, bf16=bf16) for m in models]
+        self.teachers = [LiveTeacher(m, bf16=bf16, fp16=fp16) for m in models]
         self.weights = EnsembleWeights(len(models), weights, learned)
         self._label_log_probs: torch.Tensor | None = None
 
     @classmethod
-    def load(cls, directories: list, tokenizer, student=None, weights=None, bf16: bool = False) -> "EnsembleTeacher":
+    def load(cls, directories: list, tokenizer, student=None, weights=None, bf16: bool = False,
+             fp16: bool = False) -> "EnsembleTeacher":
         """The teachers saved in ``directories``, each refused (ModelError naming its directory) unless it shares
         the student's vocabulary. ``weights``: None (uniform), a list of numbers, or 'learned'."""
 
@@ -65,7 +67,7 @@ class EnsembleTeacher(TeacherBase):
             check_same_vocabulary(teacher_tokenizer, tokenizer, model, student, where=f"teacher in {directory}")
             models.append(model)
         learned = weights == "learned"
-        return cls(models, None if learned else weights, learned=learned, bf16=bf16)
+        return cls(models, None if learned else weights, learned=learned, bf16=bf16, fp16=fp16)
 
     @property
     def learned(self) -> bool:

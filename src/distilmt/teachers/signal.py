@@ -56,10 +56,14 @@ class LiveTeacher(TeacherBase):
 
     has_outputs = True
 
-    def __init__(self, model, bf16: bool = False):
+    def __init__(self, model, bf16: bool = False, fp16: bool = False):
         self.model = model.eval()
         self.model.requires_grad_(False)
-        self.bf16 = bf16
+        self.bf16, self.fp16 = bf16, fp16  # the student's autocast (train.precision, resolved)
+
+    def _autocast(self, device: torch.device):
+        dtype = torch.float16 if self.fp16 and not self.bf16 else torch.bfloat16
+        return torch.autocast(device.type, dtype=dtype, enabled=self.bf16 or self.fp16)
 
     def to(self, device: torch.device) -> "LiveTeacher":
         self.model.to(device)
@@ -68,7 +72,7 @@ class LiveTeacher(TeacherBase):
     @torch.no_grad()
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         device = batch["input_ids"].device
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with self._autocast(device):
             out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              decoder_input_ids=batch["decoder_input_ids"], use_cache=False)
         return out.logits
@@ -84,7 +88,7 @@ class LiveTeacher(TeacherBase):
         if attentions and self.model.config._attn_implementation != "eager":
             self.model.set_attn_implementation("eager")
         device = batch["input_ids"].device
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with self._autocast(device):
             return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                               decoder_input_ids=batch["decoder_input_ids"], use_cache=False,
                               output_hidden_states=hidden, output_attentions=attentions)
@@ -102,14 +106,14 @@ class CausalTeacher(LiveTeacher):
 
     has_outputs = False  # outputs() is the seq2seq teacher's (decoder_input_ids): no hidden-state/attention KD
 
-    def __init__(self, model, vocab_size: int, bf16: bool = False):
-        super().__init__(model, bf16=bf16)
+    def __init__(self, model, vocab_size: int, bf16: bool = False, fp16: bool = False):
+        super().__init__(model, bf16=bf16, fp16=fp16)
         self.vocab_size = vocab_size
 
     @torch.no_grad()
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         device = batch["input_ids"].device
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with self._autocast(device):
             out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         return out.logits[..., : self.vocab_size]
 

@@ -64,18 +64,31 @@ class NonFiniteGuard(TrainerCallback):
     """Skips every update whose gradients are not finite (a NaN/inf loss gives such gradients): the gradients are
     dropped before the optimizer step, so the weights, the optimizer state and every later checkpoint stay finite.
     After ``limit`` skipped updates the training stops with one :class:`TrainingDiverged` line naming the step, the
-    last good checkpoint and what to change."""
+    last good checkpoint and what to change.
+
+    Under fp16 the GradScaler skips an update whose scaled gradients overflow and halves its scale, and it doubles
+    the scale again after each run of clean updates (its growth interval), so an overflow right after a clean update
+    is the scaler probing, not a divergence: it is dropped without counting. Overflows in a row count (a non-finite
+    loss overflows at every scale)."""
 
     def __init__(self, name: str, checkpoints: Path, limit: int):
         self.name, self.checkpoints, self.limit = name, Path(checkpoints), limit
         self.skipped: list[int] = []
+        self.previous_skipped = False
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if not grads or torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            self.previous_skipped = False
             return
         for parameter in model.parameters():
             parameter.grad = None  # torch optimizers leave parameters without a gradient untouched
+        probe = getattr(args, "fp16", False) and not self.previous_skipped
+        self.previous_skipped = True
+        if probe:  # the GradScaler skips this update too and lowers its scale
+            log.info("%s: update %d skipped: fp16 gradients overflowed at the loss scale (the scale is lowered)",
+                     self.name, state.global_step + 1)
+            return
         self.skipped.append(state.global_step + 1)
         log.warning("%s: update %d skipped: non-finite loss or gradients (%d of at most %d)", self.name,
                     state.global_step + 1, len(self.skipped), self.limit)
@@ -84,5 +97,5 @@ class NonFiniteGuard(TrainerCallback):
             last = f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint was saved yet"
             raise TrainingDiverged(
                 f"{self.name}: the loss or gradients were not finite in {len(self.skipped)} updates (first at update "
-                f"{self.skipped[0]}, last at {self.skipped[-1]}); {last}: lower the learning rate, turn bf16 off "
+                f"{self.skipped[0]}, last at {self.skipped[-1]}); {last}: lower the learning rate, set precision=fp32 "
                 "or raise distill.temperature, then continue with --resume")

@@ -24,6 +24,7 @@ from ..models.generation import cut_sources, max_positions
 from ..models.mutual import MutualPair, make_peer
 from ..teachers.signal import TeacherSignal
 from .callbacks import LogLines, NonFiniteGuard, bleu_metric, tensorboard_callback
+from .precision import resolve_precision
 from .trainer import DistilTrainer
 
 log = logging.getLogger("distilmt.training.trainer")
@@ -42,7 +43,9 @@ def lr_schedule_arguments(cfg: TrainConfig, max_steps: int) -> dict:
 
 def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int, eval_steps: int = 0,
                        layerdrop: bool = False) -> Seq2SeqTrainingArguments:
-    """The Trainer's arguments from our TrainConfig: epochs or steps, the lr schedule with warm-up, bf16, TensorBoard."""
+    """The Trainer's arguments from our TrainConfig: epochs or steps, the lr schedule with warm-up, the precision
+    (``cfg.precision`` resolved for this device: bf16 or fp16 autocast, or none), TensorBoard."""
+    precision = resolve_precision(cfg.precision)
     max_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch / cfg.grad_accum)
     updates_per_epoch = max(1, steps_per_epoch // cfg.grad_accum)
     strategy = "steps" if eval_steps else ("epoch" if cfg.eval_every_epoch else "no")
@@ -57,7 +60,8 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int, ev
         max_grad_norm=cfg.max_grad_norm,
         gradient_accumulation_steps=cfg.grad_accum,
         per_device_eval_batch_size=64,
-        bf16=cfg.bf16,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         seed=cfg.seed,
         logging_steps=max(1, min(50, updates_per_epoch // 4)),
         eval_strategy=strategy,
@@ -143,8 +147,8 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
         bad = [n for n, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
         if bad:  # never hand over (or let a stage mark complete) a model with NaN/inf weights
             raise TrainingDiverged(f"{name or out_dir.name}: {len(bad)} weight tensors are not finite after training "
-                                   f"(e.g. {bad[0]}); nothing was saved to {out_dir}: lower the learning rate or turn "
-                                   "bf16 off and train again")
+                                   f"(e.g. {bad[0]}); nothing was saved to {out_dir}: lower the learning rate or set "
+                                   "precision=fp32 and train again")
         if trainer.is_world_process_zero():
             trainer.save_model(str(out_dir))
             tokenizer.save_pretrained(str(out_dir))
