@@ -117,7 +117,13 @@ def set_override(values: dict, dotted: str, raw: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{dotted}: '{part}' is not a section")
-    node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    try:
+        node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:  # e.g. >>hun<< (">" starts a YAML block scalar) or an unquoted {source}
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        quoted = raw.replace("'", "''")
+        raise ConfigError(f"{dotted}: {raw!r} is not a YAML value ({problem}); quote it, e.g. "
+                          f"--set \"{dotted}='{quoted}'\"") from None
 
 
 def parse_seeds(text: str) -> list[int]:
