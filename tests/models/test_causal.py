@@ -426,6 +426,25 @@ def test_a_causal_teacher_given_as_seq2seq_is_refused_with_the_fix(tmp_path, tea
     assert not (tmp_path / "run" / "teacher").exists()
 
 
+def test_cache_teacher_refuses_a_causal_teacher_in_one_line(tmp_path, teacher_dir, monkeypatch, capsys):
+    """Not the loader's "add --set teacher.kind=causal" (it is set): the cache is for seq2seq teachers."""
+    from distilmt.cli import main
+    from helpers import TINY
+
+    monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
+    config = json.loads(json.dumps(TINY))
+    config["data"].update(max_train_pairs=24, max_tokens=64)
+    config["teacher"].update(kind="causal", path=str(teacher_dir))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    assert main(["train-teacher", "--config", str(tmp_path / "c.yaml"), "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    assert main(["cache-teacher", "--run-dir", str(run_dir)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "a causal-LM teacher (teacher.kind=causal) is not cached" in error
+    assert "add --set teacher.kind=causal" not in error and not (run_dir / "teacher-cache").exists()
+
+
 def test_config_keys_of_causal_models_are_validated_by_name():
     from distilmt.config import ConfigError, load_config
 
