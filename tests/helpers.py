@@ -14,6 +14,7 @@ from transformers import M2M100Config, M2M100ForConditionalGeneration, MarianCon
 
 from distilmt.data.readers import write_tsv
 from distilmt.data.tokenizer import train_tokenizer
+from standins import train_a_little
 
 TINY = {
     "name": "tiny",
@@ -78,17 +79,6 @@ def make_tiny_model(out_dir: Path, arch: str = "prenorm", d_model: int = 32, lay
         train_a_little(model, batch, tok.pad_token_id, train_steps)
     model.eval().save_pretrained(out_dir)
     return Path(out_dir)
-
-
-def train_a_little(model, batch: dict, pad_token_id: int, steps: int, lr: float = 1e-2) -> None:
-    """``steps`` AdamW updates on one fixed batch (pad labels ignored), so a tiny model's outputs are varied."""
-    batch["labels"][batch["labels"] == pad_token_id] = -100
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(steps):
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
 
 
 def study_config(tmp_path: Path, pairs=None) -> Path:

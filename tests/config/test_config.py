@@ -25,6 +25,19 @@ def test_overrides_are_typed_and_validated():
         load_config("quick", overrides=["distill"])
 
 
+def test_an_override_that_is_not_yaml_is_one_line_naming_the_key_and_the_quoting():
+    """`--set data.target_token=>>hun<<` as typed: '>' starts a YAML block scalar; the fix is to quote the value."""
+    for raw in (">>hun<<", "{source} => {tgt_lang}:"):
+        with pytest.raises(ConfigError) as caught:
+            load_config("quick", overrides=[f"data.target_token={raw}"])
+        message = str(caught.value)
+        assert message.startswith(f"data.target_token: {raw!r} is not a YAML value") and "\n" not in message
+        assert f"--set \"data.target_token='{raw}'\"" in message
+    assert load_config("quick", overrides=["data.target_token='>>hun<<'"]).data.target_token == ">>hun<<"
+    prefix = "data.source_prefix='translate English to Hungarian: '"  # the quotes keep the trailing space
+    assert load_config("quick", overrides=[prefix]).data.source_prefix == "translate English to Hungarian: "
+
+
 def test_untested_defaults_do_not_crash():
     DistillConfig(); TrainConfig(); RunConfig()
     with pytest.raises(ConfigError, match="distill.alpha"):

@@ -1,7 +1,7 @@
-"""Causal-LM teachers and students on tiny Qwen2-style models with byte-level BPE tokenizers trained here on real
-verses, saved with save_pretrained and loaded back through distilmt.causal: prompt masking, the vocabulary check,
-token-level KD between causal LMs, generation that stops at eos, and a causal teacher's labels for a seq2seq
-student through `distilmt generate-labels`."""
+"""Causal-LM teachers and students on tiny Qwen2-style models with byte-level BPE tokenizers trained on real verses
+(tests/standins.py), saved with save_pretrained and loaded back through distilmt.causal: prompt masking, the
+vocabulary check, token-level KD between causal LMs, generation that stops at eos, and a causal teacher's labels for
+a seq2seq student through `distilmt generate-labels`."""
 
 from __future__ import annotations
 
@@ -24,46 +24,9 @@ from distilmt.models.vocab import check_shared_vocabulary
 from distilmt.recipes.student import train_causal
 from distilmt.teachers.signal import CausalTeacher
 from distilmt.training.terms import shift_for_loss
+from standins import byte_bpe, qwen2, save
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 PLAIN = "{src_lang}: {source}\n{tgt_lang}:"
-
-
-def byte_bpe(texts, vocab_size: int, chat: bool):
-    """A Qwen-like byte-level BPE tokenizer trained on ``texts`` (eos <|im_end|>, pad <|endoftext|>)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    if chat:
-        fast.chat_template = CHATML
-    return fast
-
-
-def qwen2(tokenizer, seed: int, pad_to: int = 64):
-    """A tiny Qwen2 causal LM whose embedding matrix is padded to a multiple of ``pad_to`` rows."""
-    from transformers import AutoModelForCausalLM, Qwen2Config
-
-    config = Qwen2Config(vocab_size=-(-len(tokenizer) // pad_to) * pad_to, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=None,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config)
-
-
-def save(model, tokenizer, out: Path) -> Path:
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -461,6 +424,25 @@ def test_a_causal_teacher_given_as_seq2seq_is_refused_with_the_fix(tmp_path, tea
     assert "\n" not in error and str(teacher_dir) in error and "'qwen2' is a causal LM" in error
     assert "--set teacher.kind=causal" in error
     assert not (tmp_path / "run" / "teacher").exists()
+
+
+def test_cache_teacher_refuses_a_causal_teacher_in_one_line(tmp_path, teacher_dir, monkeypatch, capsys):
+    """Not the loader's "add --set teacher.kind=causal" (it is set): the cache is for seq2seq teachers."""
+    from distilmt.cli import main
+    from helpers import TINY
+
+    monkeypatch.setenv("DISTILMT_CACHE", str(tmp_path / "cache"))
+    config = json.loads(json.dumps(TINY))
+    config["data"].update(max_train_pairs=24, max_tokens=64)
+    config["teacher"].update(kind="causal", path=str(teacher_dir))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    assert main(["train-teacher", "--config", str(tmp_path / "c.yaml"), "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    assert main(["cache-teacher", "--run-dir", str(run_dir)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "a causal-LM teacher (teacher.kind=causal) is not cached" in error
+    assert "add --set teacher.kind=causal" not in error and not (run_dir / "teacher-cache").exists()
 
 
 def test_config_keys_of_causal_models_are_validated_by_name():

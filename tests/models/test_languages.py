@@ -1,36 +1,24 @@
 """Multilingual teachers as shipped: NLLB-200/M2M100 language codes, T5 task prefixes, opus-mt target tokens.
 
-The stand-ins are built here with the genuine classes: an ``NllbTokenizer`` from a SentencePiece BPE model trained on
-real verses (it adds the FAIRSEQ language codes; src_lang/tgt_lang saved as null, as the hub ships them) with a tiny
-``M2M100ForConditionalGeneration`` of the NLLB vocabulary size, and a ``T5Tokenizer`` from a SentencePiece unigram
-model with a tiny T5 v1.1-style ``T5ForConditionalGeneration`` (gated-gelu, tie_word_embeddings=False).
+The stand-ins (tests/standins.py) are built with the genuine classes: an ``NllbTokenizer`` from a SentencePiece BPE
+model trained on real verses (it adds the FAIRSEQ language codes; src_lang/tgt_lang saved as null, as the hub ships
+them) with a tiny ``M2M100ForConditionalGeneration`` of the NLLB vocabulary size, a ``T5Tokenizer`` from a SentencePiece
+unigram model with a tiny T5 v1.1-style ``T5ForConditionalGeneration`` (gated-gelu, tie_word_embeddings=False), an
+``M2M100Tokenizer`` (vocab.json + sentencepiece.bpe.model) and a multilingual opus-mt ``MarianTokenizer``.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from tokenizers.models import BPE
-from transformers import (
-    AutoTokenizer,
-    M2M100Config,
-    M2M100ForConditionalGeneration,
-    M2M100Tokenizer,
-    MarianTokenizer,
-    NllbTokenizer,
-    T5Config,
-    T5ForConditionalGeneration,
-    T5Tokenizer,
-)
-from transformers.convert_slow_tokenizer import SentencePieceExtractor
+from transformers import AutoTokenizer, MarianTokenizer
 
 from distilmt.cli import main
 from distilmt.config import DataConfig, SeqKDConfig, StudentConfig, load_config
-from distilmt.data.batching import ParallelDataset, Seq2SeqCollator
+from distilmt.data.batching import ParallelDataset
 from distilmt.data.languages import resolve, setup_of, source_ids
 from distilmt.data.readers import write_tsv
 from distilmt.errors import ConfigError
@@ -41,82 +29,23 @@ from distilmt.models.loading import load_seq2seq
 from distilmt.models.translators import Ct2Translator, HfTranslator
 from distilmt.recipes.stages import ct2_obstacle, labels_engine
 from distilmt.rundir import teacher_fingerprint
-from helpers import needs_ct2, train_a_little, write_config
+from helpers import needs_ct2, write_config
+from standins import m2m100_tokenizer, nllb, opus_mt, t5, train_pairs
 
 EN_HU = DataConfig(corpus="verses.tsv", source_lang="en", target_lang="hu")
 PREFIX = "translate English to Hungarian: "
 
 
-def _spm_model(lines, out: Path, **options) -> Path:
-    """A SentencePiece model trained on ``lines`` (the test skips without sentencepiece and protobuf)."""
-    spm = pytest.importorskip("sentencepiece")
-    pytest.importorskip("google.protobuf")
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, character_coverage=1.0,
-                                   minloglevel=2, **options)
-    out.write_bytes(model.getvalue())
-    return out
-
-
-def _train(model, tokenizer, pairs, steps: int, lr: float = 3e-3) -> None:
-    """A few full-batch updates on ``pairs`` encoded as the tokenizer's language setup says."""
-    data = ParallelDataset(pairs, tokenizer, max_tokens=48)
-    batch = Seq2SeqCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id)(data.examples)
-    train_a_little(model, batch, tokenizer.pad_token_id, steps, lr=lr)  # (the collator's labels are -100 at pads)
-    model.eval()
-
-
-def _ship(tokenizer, out: Path) -> Path:
-    """Save ``tokenizer`` with src_lang/tgt_lang null in tokenizer_config.json, as the hub ships NLLB."""
-    tokenizer.save_pretrained(out)
-    path = out / "tokenizer_config.json"
-    config = json.loads(path.read_text())
-    config.update(src_lang=None, tgt_lang=None)
-    path.write_text(json.dumps(config))
-    return out
-
-
 @pytest.fixture(scope="module")
 def nllb_dir(tmp_path_factory, verse_pairs) -> Path:
     """An NLLB stand-in taught a little en->hu (labels start with hun_Latn, as NLLB was trained), saved as shipped."""
-    root = tmp_path_factory.mktemp("nllb")
-    lines = [text for pair in verse_pairs[:300] for text in pair]
-    spm_file = _spm_model(lines, root / "sentencepiece.bpe.model", vocab_size=500, model_type="bpe", bos_id=0,
-                          pad_id=1, eos_id=2, unk_id=3)
-    extracted = SentencePieceExtractor(str(spm_file)).extract(BPE)
-    tokenizer = NllbTokenizer(vocab=extracted["vocab"], merges=extracted["merges"])  # + the FAIRSEQ codes
-    torch.manual_seed(0)
-    model = M2M100ForConditionalGeneration(M2M100Config(
-        vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, dropout=0.0,
-        encoder_layerdrop=0.0, decoder_layerdrop=0.0, scale_embedding=True, pad_token_id=1, bos_token_id=0,
-        eos_token_id=2, decoder_start_token_id=2, tie_word_embeddings=True))
-    taught = AutoTokenizer.from_pretrained(_ship(tokenizer, root / "shipped-tokenizer"))
-    taught.src_lang, taught.tgt_lang = "eng_Latn", "hun_Latn"
-    _train(model, taught, verse_pairs[:64], steps=60, lr=1e-2)
-    out = root / "model"
-    model.save_pretrained(out)
-    _ship(tokenizer, out)
-    return out
+    return nllb(tmp_path_factory.mktemp("nllb"), verse_pairs[:300], train_steps=60)
 
 
 @pytest.fixture(scope="module")
 def t5_dir(tmp_path_factory, verse_pairs) -> Path:
     """A T5 v1.1-style stand-in (gated-gelu, untied, unscaled outputs) with a SentencePiece T5Tokenizer."""
-    root = tmp_path_factory.mktemp("t5")
-    lines = [text for pair in verse_pairs[:300] for text in pair] + [PREFIX.strip()] * 20
-    _spm_model(lines, root / "spiece.model", vocab_size=400, model_type="unigram", pad_id=0, eos_id=1, unk_id=2,
-               bos_id=-1)
-    tokenizer = T5Tokenizer.from_pretrained(str(root), extra_ids=0)
-    torch.manual_seed(0)
-    model = T5ForConditionalGeneration(T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=1, num_heads=4,
-        feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
-        decoder_start_token_id=0))
-    out = root / "model"
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return t5(tmp_path_factory.mktemp("t5"), verse_pairs[:300], PREFIX)
 
 
 def _set_up(model_dir: Path, data: DataConfig, out: Path):
@@ -174,13 +103,7 @@ def test_wrong_language_settings_are_one_config_error(nllb_dir, t5_dir):
 
 def test_m2m100_codes_and_opus_mt_target_token(verse_pairs, tmp_path):
     lines = [text for pair in verse_pairs[:200] for text in pair]
-    spm_file = _spm_model(lines, tmp_path / "sentencepiece.bpe.model", vocab_size=300, model_type="unigram")
-    processor = pytest.importorskip("sentencepiece").SentencePieceProcessor(model_file=str(spm_file))
-    pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
-    vocab = {token: i for i, token in enumerate(dict.fromkeys(["<s>", "<pad>", "</s>", "<unk>", *pieces]))}
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-
-    m2m = M2M100Tokenizer(str(tmp_path / "vocab.json"), str(spm_file))  # tgt_lang None, as shipped
+    m2m = m2m100_tokenizer(lines, tmp_path / "spm")  # tgt_lang None, as shipped
     setup = resolve(EN_HU, m2m)
     assert (setup.src_lang, setup.tgt_lang, setup.start_token) == ("en", "hu", "__hu__")
     given = DataConfig(corpus="c.tsv", source_lang="en", target_lang="hu", target_lang_code="__hu__")
@@ -191,10 +114,9 @@ def test_m2m100_codes_and_opus_mt_target_token(verse_pairs, tmp_path):
     example = ParallelDataset(verse_pairs[:1], reloaded).examples[0]
     assert example["input_ids"][0] == reloaded.get_lang_id("en") and example["labels"][0] == reloaded.get_lang_id("hu")
 
-    marian_vocab = {**vocab, ">>deu<<": len(vocab), ">>hun<<": len(vocab) + 1}
-    (tmp_path / "marian.json").write_text(json.dumps(marian_vocab))
-    marian = MarianTokenizer(str(spm_file), str(spm_file), str(tmp_path / "marian.json"), unk_token="<unk>",
-                             pad_token="<pad>", eos_token="</s>")
+    opus = opus_mt(tmp_path / "opus-mt-en-mul", verse_pairs[:200], target_tokens=(">>deu<<", ">>hun<<"))
+    marian = MarianTokenizer.from_pretrained(opus)  # a multilingual opus-mt: one token per target language
+    marian_vocab = marian.get_vocab()
     with pytest.raises(ConfigError, match=r"^data.target_token: '>>xyz<<' .* e.g. >>deu<<, >>hun<<$"):
         resolve(DataConfig(corpus="c.tsv", target_token=">>xyz<<"), marian)
     resolve(DataConfig(corpus="c.tsv", target_token=">>hun<<"), marian).apply(marian).save_pretrained(tmp_path / "mt")
@@ -282,7 +204,7 @@ def test_t5_prefix_reaches_the_encoder(t5_dir, verse_pairs, tmp_path):
 def test_t5_ctranslate2_equals_hf_after_training(t5_dir, verse_pairs, tmp_path):
     model, tokenizer = _set_up(t5_dir, DataConfig(corpus="c.tsv", source_prefix=PREFIX), tmp_path / "t5")
     assert model.config.scale_decoder_outputs is False  # v1.1 style: the case the stock converter got wrong
-    _train(model, tokenizer, verse_pairs[:64], steps=40)
+    train_pairs(model, tokenizer, verse_pairs[:64], steps=40)
     model.save_pretrained(tmp_path / "t5")
     ct2 = Ct2Translator(export_ctranslate2(tmp_path / "t5", tmp_path / "ct2", quantization="float32"))
     source, target = verse_pairs[300]

@@ -1,16 +1,14 @@
 """An opus-mt teacher as Helsinki-NLP ships one (MarianMTModel + MarianTokenizer: source.spm, target.spm, vocab.json,
-and target_vocab.json for separate vocabularies), built here from genuine classes on real verses: its vocabulary
-sides, the students derived from it, its CTranslate2 export (equal to HF after training moved the <pad> row) and the
-whole `distilmt run --teacher DIR` in both directions."""
+and target_vocab.json for separate vocabularies), built from genuine classes on real verses (tests/standins.py): its
+vocabulary sides, the students derived from it, its CTranslate2 export (equal to HF after training moved the <pad>
+row) and the whole `distilmt run --teacher DIR` in both directions."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
-import sentencepiece as spm
 import torch
 from transformers import MarianConfig, MarianMTModel, MarianTokenizer
 
@@ -23,70 +21,8 @@ from distilmt.models.loading import EXPORT_INFO, load_seq2seq
 from distilmt.models.translators import Ct2Translator, HfTranslator
 from distilmt.models.vocab import check_same_vocabulary, check_shared_vocabulary, target_vocab_size
 from distilmt.teachers.signal import LiveTeacher
-from helpers import HAS_CT2, needs_ct2, train_a_little, write_config
-
-
-def _train_spm(texts, size: int, path: Path) -> list[str]:
-    """A unigram SentencePiece model as opus-mt ships them (<unk>, </s>; no <s>); its pieces in order."""
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=buf, vocab_size=size,
-                                   model_type="unigram", character_coverage=1.0, unk_id=0, eos_id=1, bos_id=-1,
-                                   hard_vocab_limit=False, minloglevel=2)
-    path.write_bytes(buf.getvalue())
-    sp = spm.SentencePieceProcessor(model_file=str(path))
-    return [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not (sp.is_control(i) or sp.is_unknown(i))]
-
-
-def opus_mt(out: Path, pairs, separate: bool = False, src_size: int = 500, tgt_size: int = 500, layers: int = 2,
-            train_steps: int = 0, seed: int = 0) -> Path:
-    """An opus-mt stand-in in ``out``: </s> = 0, <unk> = 1, <pad> the last id of the (target) vocabulary and the
-    decoder start, tied output layer, opus-mt's generation config (bans <pad>, forces </s> at the length cap).
-
-    ``separate``: a vocabulary per side (``target_vocab.json``, ``share_encoder_decoder_embeddings=False``) with the
-    target one smaller; <pad> keeps one id on both sides. ``train_steps`` of AdamW on ``pairs`` (the tied output
-    layer moves the <pad> row away from zero, as any fine-tuning does)."""
-    out.mkdir(parents=True, exist_ok=True)
-    src_pieces = _train_spm([s for s, _ in pairs], src_size, out / "source.spm")
-    tgt_pieces = _train_spm([t for _, t in pairs], tgt_size, out / "target.spm")
-    files = dict(source_spm=str(out / "source.spm"), target_spm=str(out / "target.spm"), vocab=str(out / "vocab.json"))
-    if separate:
-        target = {"</s>": 0, "<unk>": 1}
-        for piece in tgt_pieces:
-            target.setdefault(piece, len(target))
-        pad = target["<pad>"] = len(target)
-        source = {"</s>": 0, "<unk>": 1}
-        for piece in src_pieces:
-            if len(source) == pad:
-                source["<pad>"] = pad
-            source.setdefault(piece, len(source))
-        assert source.get("<pad>") == pad and len(source) > len(target)
-        (out / "target_vocab.json").write_text(json.dumps(target, ensure_ascii=False), encoding="utf-8")
-        files.update(target_vocab_file=str(out / "target_vocab.json"), separate_vocabs=True)
-        sizes = dict(vocab_size=len(source), decoder_vocab_size=len(target), share_encoder_decoder_embeddings=False)
-    else:
-        source = {"</s>": 0, "<unk>": 1}
-        for piece in src_pieces + tgt_pieces:
-            source.setdefault(piece, len(source))
-        source["<pad>"] = len(source)
-        sizes = dict(vocab_size=len(source))
-    (out / "vocab.json").write_text(json.dumps(source, ensure_ascii=False), encoding="utf-8")
-    tokenizer = MarianTokenizer(**files)
-    torch.manual_seed(seed)
-    model = MarianMTModel(MarianConfig(
-        **sizes, d_model=32, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, dropout=0.0,
-        activation_function="swish", scale_embedding=True, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
-        forced_eos_token_id=tokenizer.eos_token_id, bos_token_id=None))
-    gen = model.generation_config
-    gen.bad_words_ids, gen.num_beams, gen.max_length = [[tokenizer.pad_token_id]], 4, 512
-    if train_steps:
-        batch = tokenizer([s for s, _ in pairs[:64]], text_target=[t for _, t in pairs[:64]], return_tensors="pt",
-                          padding=True, truncation=True, max_length=48)
-        train_a_little(model, batch, tokenizer.pad_token_id, train_steps)
-    model.eval().save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+from helpers import HAS_CT2, needs_ct2, write_config
+from standins import opus_mt
 
 
 def _pairs(verse_pairs, direction: str):

@@ -124,7 +124,13 @@ def set_override(values: dict, dotted: str, raw: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{dotted}: '{part}' is not a section")
-    value = yaml.safe_load(raw) if raw != "" else ""
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:  # e.g. >>hun<< (">" starts a YAML block scalar) or an unquoted {source}
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        quoted = raw.replace("'", "''")
+        raise ConfigError(f"{dotted}: {raw!r} is not a YAML value ({problem}); quote it, e.g. "
+                          f"--set \"{dotted}='{quoted}'\"") from None
     if len(path) == 2 and path[0] in TRAIN_SECTIONS and path[1] == "bf16" and isinstance(value, bool):
         node.pop("bf16", None)
         node["precision"] = "bf16" if value else "fp32"

@@ -21,7 +21,7 @@ from ..config import RunConfig, SeqKDConfig
 from ..data.corpus import load_splits, prepare_data as prepare_splits
 from ..data.languages import resolve as resolve_languages, setup_of
 from ..data.tokenizer import tokenizer_fingerprint, train_tokenizer
-from ..errors import ExportError, LabelsError
+from ..errors import CacheError, ExportError, LabelsError
 from ..export import export_ctranslate2
 from ..models.build import build_model
 from ..models.loading import first_line, load_causal, load_seq2seq, require_ctranslate2
@@ -156,6 +156,10 @@ def cache_teacher(cfg: RunConfig, run_dir: Path, rebuild: bool = False) -> dict:
 
 
     require_teacher(run_dir)
+    if cfg.teacher.kind == "causal":
+        raise CacheError("cache-teacher: a causal-LM teacher (teacher.kind=causal) is not cached: the teacher cache "
+                         "holds a seq2seq teacher's top-k probabilities for seq2seq students, and token-level KD "
+                         "between causal LMs runs the teacher live (leave distill.teacher_cache=false)")
     out = run_dir / "teacher-cache"
     splits = load_splits(run_dir / "data")
     tokenizer = load_tokenizer(run_dir)
