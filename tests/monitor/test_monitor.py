@@ -431,3 +431,19 @@ def test_disabled_monitor_does_nothing(tokenizer, teacher):
     monitor.on_step_end(args, state, TrainerControl(), model=_model(tokenizer, 16, seed=1))
     monitor.on_train_end(args, state, TrainerControl())
     assert monitor.history == [] and stream.getvalue() == "" and monitor._teacher_texts is None
+
+
+def test_kl_of_a_pair_longer_than_the_position_table_is_cut_not_a_crash(tokenizer):
+    """A Marian model has a fixed position table: the monitor's KL reads at most what both models' tables hold."""
+    from transformers import MarianConfig, MarianMTModel
+
+    torch.manual_seed(0)
+    marian = MarianMTModel(MarianConfig(
+        vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id))
+    long_source, long_target = " ".join(s for s, _ in DEV) * 4, " ".join(t for _, t in DEV) * 4
+    assert len(tokenizer(long_source)["input_ids"]) > 32 and len(tokenizer(text_target=long_target)["input_ids"]) > 32
+    value = sample_kl(marian, _model(tokenizer, 16, seed=3), tokenizer, long_source, long_target)
+    assert math.isfinite(value) and value > 0

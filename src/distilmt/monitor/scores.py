@@ -9,7 +9,7 @@ import torch
 
 from distilmt.data.languages import source_ids
 from distilmt.losses import forward_kl
-from distilmt.models.generation import decoder_start, evaluating, model_device
+from distilmt.models.generation import decoder_start, evaluating, max_positions, model_device
 
 TEXT_WEIGHT = 0.6
 KL_WEIGHT = 0.4
@@ -22,10 +22,10 @@ LOW_LOSS = 1.5  # nats/token: a training loss below this counts as "low" for the
 MAX_SOURCE_TOKENS = 256
 
 
-def encode(tokenizer, sources: list[str], device) -> dict[str, torch.Tensor]:
+def encode(tokenizer, sources: list[str], device, limit: int = MAX_SOURCE_TOKENS) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` of ``sources`` (with the tokenizer's language setup, padded, cut at
-    MAX_SOURCE_TOKENS) on ``device``."""
-    ids = source_ids(tokenizer, sources, truncation=True, max_length=MAX_SOURCE_TOKENS)
+    ``limit`` tokens) on ``device``."""
+    ids = source_ids(tokenizer, sources, truncation=True, max_length=limit)
     enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
     return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
@@ -146,14 +146,15 @@ def batch_kl(teacher, student, tokenizer, sources: list[str], targets: list[str]
     logits are compared in fp32 over the shared vocabulary (the smaller of the two logit widths, for
     models whose embeddings are padded to a multiple), with padded target positions ignored.
     """
-    labels = tokenizer(text_target=targets, return_tensors="pt", padding=True, truncation=True,
-                       max_length=MAX_SOURCE_TOKENS)
+    # cut at what both position tables hold (a 128-position teacher indexed past its table otherwise)
+    limit = min(MAX_SOURCE_TOKENS, max_positions(teacher, tokenizer), max_positions(student, tokenizer))
+    labels = tokenizer(text_target=targets, return_tensors="pt", padding=True, truncation=True, max_length=limit)
     ids, mask = labels["input_ids"], labels["attention_mask"].bool()
     logits = []
     for model in (teacher, student):
         device = model_device(model)
         with evaluating(model):
-            enc = encode(tokenizer, sources, device)
+            enc = encode(tokenizer, sources, device, limit)
             start = torch.full((ids.shape[0], 1), decoder_start(model), dtype=ids.dtype)
             decoder_input_ids = torch.cat([start, ids[:, :-1]], dim=1).to(device)
             out = model(**enc, decoder_input_ids=decoder_input_ids, use_cache=False)
