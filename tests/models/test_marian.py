@@ -94,6 +94,31 @@ def test_ct2_equals_hf_after_training_moved_the_pad_row(tmp_path, verse_pairs, s
         assert "\n" not in str(err.value) and not (tmp_path / "ct2-stock").exists()
 
 
+@needs_ct2
+def test_ct2_labels_of_an_opus_mt_teacher_are_the_hf_labels_at_the_length_cap(tmp_path, verse_pairs):
+    """opus-mt forces </s> into the last position (forced_eos_token_id) and bans <pad>: the CTranslate2 label path
+    does the same, so at float32 its beam labels and scores are HF's also where a translation reaches the cap.
+    Measured here at an 8-token cap: 28 of 32 labels identical (1 of 32 before). Not all: HF's forced </s> costs
+    nothing in its beam ranking (the processor leaves it the only token), CTranslate2 stops one token early and
+    ranks those hypotheses by their own length."""
+    from distilmt.config import SeqKDConfig
+    from distilmt.export import export_ctranslate2
+    from distilmt.models.generation import translate_scored
+
+    model_dir = opus_mt(tmp_path / "opus", _pairs(verse_pairs[:400], "hu-en"), layers=1, train_steps=60)
+    model, tokenizer = load_seq2seq(model_dir)
+    ct2 = Ct2Translator(export_ctranslate2(model_dir, tmp_path / "ct2", quantization="float32"), inter_threads=1)
+    cfg = SeqKDConfig(num_beams=4, max_new_tokens=8)
+    sources = [h for _, h in verse_pairs[400:432]]
+    hf_labels, ct2_labels = translate_scored(model, tokenizer, sources, cfg), ct2.translate_scored(sources, cfg)
+    at_cap = sum(len(tokenizer(text_target=row[0][0])["input_ids"]) >= cfg.max_new_tokens for row in hf_labels)
+    assert at_cap >= 8, "most labels should reach the 8-token cap, the case under test"
+    same = [(a[0], b[0]) for a, b in zip(ct2_labels, hf_labels) if a[0][0] == b[0][0]]
+    assert len(same) >= 0.8 * len(sources)
+    for (_, ct2_score), (_, hf_score) in same:  # the score counts the forced </s> as HF's does
+        assert ct2_score == pytest.approx(hf_score, abs=1e-3)
+
+
 @pytest.mark.parametrize("direction, separate", [("en-hu", False), ("hu-en", False), ("hu-en", True)],
                          ids=["en-hu", "hu-en", "hu-en-separate"])
 def test_distilmt_run_with_an_opus_mt_teacher(tmp_path, verse_pairs, direction, separate):

@@ -181,7 +181,7 @@ def sequence_scores(model, input_ids, attention_mask, sequences, eos_token_id: i
 
 
 def ct2_translate_scored(translator, tokenizer, sources: Sequence[str], cfg: SeqKDConfig,
-                         model_limit: int | None = None) -> list[list[tuple[str, float]]]:
+                         model_limit: int | None = None, decoding: dict | None = None) -> list[list[tuple[str, float]]]:
     """:func:`translate_scored` with a ``ctranslate2.Translator``: the same labels and the same score definition.
 
     Beam search with ``translate_batch`` (``beam_size=num_beams``, ``length_penalty``,
@@ -206,13 +206,16 @@ def ct2_translate_scored(translator, tokenizer, sources: Sequence[str], cfg: Seq
     tokens = [source_tokens(tokenizer, ids)
               for ids in source_ids(tokenizer, list(sources), truncation=True, max_length=limit)]
     start = setup_of(tokenizer).start_token  # NLLB/M2M100: the forced target code, as HF's forced_bos_token_id
+    cap = min(cfg.max_new_tokens, limit - 1)
+    forced_eos = bool(decoding.get("forced_eos")) and cap > 1
     found = translator.translate_batch(
         tokens, max_batch_size=cfg.batch_tokens, batch_type="tokens", beam_size=cfg.num_beams,
         length_penalty=cfg.length_penalty, num_hypotheses=cfg.num_return_sequences,
-        max_decoding_length=min(cfg.max_new_tokens, limit), max_input_length=0, min_decoding_length=0,
-        return_end_token=True, target_prefix=[[start]] * len(tokens) if start else None)
+        max_decoding_length=cap - forced_eos, max_input_length=0, min_decoding_length=0,
+        return_end_token=True, target_prefix=[[start]] * len(tokens) if start else None,
+        suppress_sequences=decoding.get("suppress_sequences") or None)
     eos = tokenizer.eos_token
-    rows = [(i, hyp[:-1] if hyp[-1:] == [eos] else hyp, hyp[-1:] == [eos])
+    rows = [(i, hyp[:-1] if hyp[-1:] == [eos] else hyp, hyp[-1:] == [eos] or forced_eos and len(hyp) >= cap - 1)
             for i, result in enumerate(found) for hyp in result.hypotheses]
     scored = translator.score_batch([tokens[i] for i, _, _ in rows], [target for _, target, _ in rows],
                                     max_batch_size=cfg.batch_tokens, batch_type="tokens", max_input_length=0)

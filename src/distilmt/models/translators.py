@@ -145,7 +145,8 @@ class Ct2Translator:
         """Sequence-level KD labels with their teacher scores, from a :class:`~distilmt.config.SeqKDConfig` (beam
         search only; :func:`~distilmt.models.generation.ct2_translate_scored`). ``seed`` is unused: nothing is
         sampled."""
-        return ct2_translate_scored(self.translator, self.tokenizer, sources, cfg, self.info.get("max_positions"))
+        return ct2_translate_scored(self.translator, self.tokenizer, sources, cfg, self.info.get("max_positions"),
+                                    self.info.get("decoding"))
 
     def num_parameters(self) -> dict[str, int | None]:
         """Parameters of the source model, as recorded at export (None when not recorded)."""
