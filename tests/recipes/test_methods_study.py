@@ -35,6 +35,9 @@ def test_every_method_is_a_valid_config_and_names_are_checked(tmp_path):
     for method in METHODS:
         cfg = method_config(base, method, seed=7, run_dir=tmp_path)
         assert cfg.student_train.seed == 7 and cfg.teacher == base.teacher
+        # quick reads the teacher cache; a method the cache cannot serve learns from the live teacher
+        assert cfg.distill.teacher_cache == (method in ("baseline", "kd", "kd_constant", "jsd", "skew_kl", "tvd",
+                                                        "temp_schedule", "weight_schedule", "mutual")), method
     assert method_config(base, "ensemble", 1, tmp_path).distill.teachers == [f"{tmp_path}/teacher",
                                                                              f"{tmp_path}/teacher-2"]
     assert method_config(base, "progressive", 1, tmp_path).distill.progressive_factor == 0.7

@@ -91,9 +91,22 @@ def study_overrides(steps: int = 0, test_sentences: int = 0) -> list[str]:
 
 
 def method_config(cfg: RunConfig, method: str, seed: int, run_dir: Path) -> RunConfig:
-    """The run config with the method's overrides and ``student_train.seed = seed``."""
+    """The run config with the method's overrides and ``student_train.seed = seed``. With ``distill.teacher_cache`` on,
+    a method the cache cannot serve (reverse KL, hidden-state and attention matching, on-policy, ensembles,
+    progressive chains: their configs are refused with the cache) learns from the live teacher instead (logged)."""
+    overrides = {**METHODS[method], "student_train.seed": seed}
+    try:
+        return _with_overrides(cfg, overrides, run_dir)
+    except ConfigError as exc:
+        if not cfg.distill.teacher_cache or "teacher_cache" not in str(exc):
+            raise
+    log.info("methods: %s cannot read the teacher cache; it learns from the live teacher", method)
+    return _with_overrides(cfg, {"distill.teacher_cache": False, **overrides}, run_dir)
+
+
+def _with_overrides(cfg: RunConfig, overrides: dict, run_dir: Path) -> RunConfig:
     values = cfg.to_dict()
-    for key, value in {**METHODS[method], "student_train.seed": seed}.items():
+    for key, value in overrides.items():
         if isinstance(value, list):
             value = [v.format(run_dir=run_dir) for v in value]
         set_override(values, key, json.dumps(value))
