@@ -103,7 +103,7 @@ def test_ct2_labels_of_an_opus_mt_teacher_are_the_hf_labels_at_the_length_cap(tm
     ranks those hypotheses by their own length."""
     from distilmt.config import SeqKDConfig
     from distilmt.export import export_ctranslate2
-    from distilmt.models.generation import translate_scored
+    from distilmt.models.generation import ct2_translate_scored, translate_scored
 
     model_dir = opus_mt(tmp_path / "opus", _pairs(verse_pairs[:400], "hu-en"), layers=1, train_steps=60)
     model, tokenizer = load_seq2seq(model_dir)
@@ -117,6 +117,9 @@ def test_ct2_labels_of_an_opus_mt_teacher_are_the_hf_labels_at_the_length_cap(tm
     assert len(same) >= 0.8 * len(sources)
     for (_, ct2_score), (_, hf_score) in same:  # the score counts the forced </s> as HF's does
         assert ct2_score == pytest.approx(hf_score, abs=1e-3)
+    # an export without a decoding record (made before it was written) still makes labels, without those rules
+    plain = ct2_translate_scored(ct2.translator, ct2.tokenizer, sources, cfg, ct2.info.get("max_positions"))
+    assert len(plain) == len(sources) and all(row and row[0][0] for row in plain)
 
 
 @pytest.mark.parametrize("direction, separate", [("en-hu", False), ("hu-en", False), ("hu-en", True)],

@@ -196,7 +196,14 @@ def ct2_translate_scored(translator, tokenizer, sources: Sequence[str], cfg: Seq
     token, over its tokens alone, as :func:`sequence_scores` counts them. (Under a quantized model these are the
     quantized teacher's log-probabilities.) Sampling is refused: CTranslate2's random generators cannot be reseeded
     per shard (``set_random_seed`` does not reach its running worker threads), so a resumed run would differ.
+
+    ``decoding`` is what HF ``generate`` does on top of the model (the export's ``decoding`` record; None for an
+    export without one): its banned sequences are suppressed, and with ``forced_eos`` (opus-mt) a hypothesis that
+    reaches the cap ends there with the end-of-sentence token HF forces into the last position (decoded to one token
+    fewer, then ``</s>`` scored). The decoding length stays one below the position table, for the ``</s>`` the score
+    appends.
     """
+    decoding = decoding or {}
     if cfg.do_sample:
         raise ValueError("CTranslate2 label generation decodes with beam search only (do_sample=False)")
     if not sources:
