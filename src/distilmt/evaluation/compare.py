@@ -172,11 +172,11 @@ def evaluate_models(entries: Sequence[tuple[str, str | Path]], sources: Sequence
                 log.warning("%s is not scored on test set '%s': %s", name, test_set.name, reason)
                 per_set[test_set.name] = _set_scores(test_set, None, reason=reason)
                 continue
-            start = time.perf_counter()
             sources, cut = cut_sources(translator.tokenizer, test_set.sources, max_source_tokens)
             if cut:
                 log.warning("%s: %d of %d sources of test set '%s' are longer than %d tokens and were cut to them "
                             "(eval.max_source_tokens)", name, cut, len(sources), test_set.name, max_source_tokens)
+            start = time.perf_counter()
             hyps = translator.translate(sources, num_beams=num_beams, batch_size=batch_size,
                                         max_new_tokens=max_new_tokens)
             scorer = _scorer(scorers, test_set.target_lang, semantic)
