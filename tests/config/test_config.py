@@ -120,6 +120,12 @@ def test_hidden_and_attention_settings_are_validated_with_the_field_named():
     ("student_train.weight_decay=-0.01", "student_train.weight_decay: -0.01 must not be negative"),
     ("teacher_train.max_grad_norm=-1", "teacher_train.max_grad_norm: -1.0 must not be negative"),
     ("student_train.learning_rate=0", "student_train.learning_rate: must be positive"),
+    ("student_train.eval_steps=-500", "student_train.eval_steps: -500 must be auto, epoch or a whole number"),
+    ("teacher_train.eval_steps=0", "teacher_train.eval_steps: 0 must be auto, epoch or a whole number of updates >= 1"),
+    ("teacher_train.eval_steps=often", "teacher_train.eval_steps: 'often' must be auto, epoch or a whole number"),
+    ("student_train.eval_steps=2.5", "student_train.eval_steps: 2.5 must be auto, epoch or a whole number"),
+    ("student_train.eval_steps=true", "student_train.eval_steps: True must be auto, epoch or a whole number"),
+    ("student_train.early_stopping_patience=-1", "student_train.early_stopping_patience: -1 must be a whole number"),
 ])
 def test_values_that_cannot_work_are_refused_naming_the_section(override, message):
     with pytest.raises(ConfigError) as error:
@@ -146,3 +152,10 @@ def test_yaml_errors_name_the_line(tmp_path):
 def test_an_empty_corpus_setting_is_refused():
     with pytest.raises(ConfigError, match="data.corpus: is empty"):
         load_config("quick", overrides=["data.corpus="])
+
+
+def test_eval_steps_reads_auto_epoch_or_a_number_of_updates():
+    assert TrainConfig().eval_steps == "auto"
+    config = load_config("quick", overrides=["student_train.eval_steps=500", "teacher_train.eval_steps=epoch"])
+    assert config.student_train.eval_steps == 500 and config.teacher_train.eval_steps == "epoch"
+    assert from_dict(TrainConfig, {"eval_steps": "250"}).eval_steps == 250  # a quoted number is that number

@@ -216,14 +216,13 @@ def test_adapters_live_in_checkpoints_so_a_killed_run_resumes_exactly(tmp_path, 
     from distilmt.training.loop import last_checkpoint, train_seq2seq
     from helpers import Interrupt
 
-    cfg = TrainConfig(learning_rate=3e-3, warmup_steps=1, max_steps=6, batch_tokens=200, bf16=False,
-                      eval_every_epoch=False)
+    cfg = TrainConfig(learning_rate=3e-3, warmup_steps=1, max_steps=6, batch_tokens=200, bf16=False, eval_steps=3)
     distill = DistillConfig(hidden_weight=1.0, attention_weight=1.0)
     train, dev = verse_pairs[:80], verse_pairs[80:84]
 
     def run(name, student, **kwargs):
         return train_seq2seq(student, tokenizer, train, dev, cfg, tmp_path / name, tmp_path / f"tb-{name}", 0,
-                             teacher=LiveTeacher(tiny_teacher), distill=distill, eval_steps=3, **kwargs)
+                             teacher=LiveTeacher(tiny_teacher), distill=distill, **kwargs)
 
     reference = _narrow_student(tiny_teacher)
     straight = run("straight", reference)

@@ -225,12 +225,13 @@ def test_mutual_training_trains_both_students_and_saves_each_as_plain_hf(tmp_pat
     from distilmt.training.loop import train_seq2seq
 
     student = derive_student(tiny_teacher, StudentConfig(depth_ratio=0.5), seed=1)
-    cfg = TrainConfig(max_steps=2, warmup_steps=0, batch_tokens=400, bf16=False, label_smoothing=0.1, seed=4)
+    cfg = TrainConfig(max_steps=2, warmup_steps=0, batch_tokens=400, bf16=False, label_smoothing=0.1, seed=4,
+                      eval_steps=1)
     before = [copy.deepcopy(student.state_dict())] * 2  # distill.mutual_peer=copy: the peer starts as the student
     distill = DistillConfig(alpha=0.5, beta=0.5, mutual=True, mutual_weight=0.5)  # with the teacher too
     out = tmp_path / "student-kd"
     trainer = train_seq2seq(student, tokenizer, verse_pairs[:40], verse_pairs[40:46], cfg, out, tmp_path / "tb", 64,
-                            teacher=LiveTeacher(tiny_teacher), distill=distill, eval_steps=1)
+                            teacher=LiveTeacher(tiny_teacher), distill=distill)
     pair = trainer.model
     assert isinstance(pair, MutualPair) and pair.first is student
     logged = [h for h in trainer.state.log_history if "loss" in h]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 import shutil
@@ -75,18 +76,19 @@ def test_micro_batches_with_accumulation_equal_the_full_batch(tmp_path, tokenize
 
 def test_killed_training_resumes_from_last_checkpoint(tmp_path, tokenizer, tiny_teacher, verse_pairs):
     cfg = TrainConfig(learning_rate=3e-3, warmup_steps=2, max_steps=8, batch_tokens=200, bf16=False,
-                      eval_every_epoch=False, label_smoothing=0.1)
+                      eval_every_epoch=False, eval_steps=3, label_smoothing=0.1)  # checkpoints every 3, no dev BLEU
     train, dev = verse_pairs[:160], verse_pairs[160:170]
 
     reference = copy.deepcopy(tiny_teacher)
-    train_seq2seq(reference, tokenizer, train, dev, cfg, tmp_path / "straight", tmp_path / "tb1", 0, eval_steps=3)
+    train_seq2seq(reference, tokenizer, train, dev, cfg, tmp_path / "straight", tmp_path / "tb1", 0)
 
     interrupted = copy.deepcopy(tiny_teacher)
     with pytest.raises(KeyboardInterrupt):
         train_seq2seq(interrupted, tokenizer, train, dev, cfg, tmp_path / "resumed", tmp_path / "tb2", 0,
-                      eval_steps=3, callbacks=[Interrupt(at_step=5)])
+                      callbacks=[Interrupt(at_step=5)])
     ckpt = last_checkpoint(tmp_path / "resumed")
     assert ckpt is not None and ckpt.name == "checkpoint-3"
+    assert 0 < json.loads((ckpt / "trainer_state.json").read_text())["epoch"] < 1  # resumed from inside an epoch
     # a crash while checkpoint-6 was being written: its model is there, its trainer state is not
     partial = ckpt.with_name("checkpoint-6")
     shutil.copytree(ckpt, partial)
@@ -96,7 +98,7 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, tokenizer, tiny_
 
     resumed = copy.deepcopy(tiny_teacher)
     trainer = train_seq2seq(resumed, tokenizer, train, dev, cfg, tmp_path / "resumed", tmp_path / "tb2", 0,
-                            eval_steps=3, resume=True)
+                            resume=True)
     assert trainer.state.global_step == 8
     # Continuing from step 3 reproduces the uninterrupted run (same batches, same optimiser state).
     for (name, a), b in zip(reference.named_parameters(), resumed.parameters()):
@@ -413,10 +415,9 @@ def test_a_dev_sentence_longer_than_the_model_is_cut_not_a_crash(tmp_path, token
     long_line = " ".join(s for s, _ in verse_pairs[:300])
     dev = [(long_line, long_line), *verse_pairs[200:205]]
     cfg = TrainConfig(learning_rate=1e-3, warmup_steps=0, max_steps=2, batch_tokens=200, bf16=False,
-                      eval_every_epoch=True, max_eval_tokens=4096)
+                      eval_every_epoch=True, eval_steps=2, max_eval_tokens=4096)
     with caplog.at_level("INFO", logger="distilmt.training.trainer"):
-        trainer = train_seq2seq(model, tokenizer, verse_pairs[:60], dev, cfg, tmp_path / "out", tmp_path / "tb", 0,
-                                eval_steps=2)
+        trainer = train_seq2seq(model, tokenizer, verse_pairs[:60], dev, cfg, tmp_path / "out", tmp_path / "tb", 0)
     assert any("eval_bleu" in entry for entry in trainer.state.log_history)  # the evaluation ran
     assert "1 of 6 dev sentences cut to 512 tokens" in caplog.text
 
@@ -433,10 +434,10 @@ def test_a_full_disk_is_one_line_and_resume_finds_the_last_whole_checkpoint(tmp_
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         cfg = TrainConfig(learning_rate=1e-3, warmup_steps=0, max_steps=8, batch_tokens=200, bf16=False,
-                          eval_every_epoch=False)
+                          eval_every_epoch=False, eval_steps=2)
         with pytest.raises(DiskFull) as error:
             train_seq2seq(copy.deepcopy(tiny_teacher), tokenizer, verse_pairs[:120], verse_pairs[120:124], cfg,
-                          small / "out", tmp_path / "tb", 0, eval_steps=2)
+                          small / "out", tmp_path / "tb", 0)
         message = str(error.value)
         assert "\n" not in message and "the disk is full" in message and "--resume" in message
         kept = last_checkpoint(small / "out")  # a half-written checkpoint is never the one resumed from

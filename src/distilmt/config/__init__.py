@@ -10,6 +10,7 @@ from ..errors import ConfigError
 from .distill import DIVERGENCES, SCHEDULES, DistillConfig
 from .run import PRESET_DIR, PRESETS, RunConfig, from_dict, load_config, save_config, set_override
 from .sections import (
+           AUTO_EVAL_UPDATES,
            LR_SCHEDULES,
            MODEL_KINDS,
            PRECISIONS,
@@ -28,7 +29,7 @@ from .sections import (
 )
 
 __all__ = ["ConfigError", "DIVERGENCES", "SCHEDULES", "DistillConfig", "PRESET_DIR", "PRESETS", "RunConfig",
-           "from_dict", "load_config", "save_config", "set_override", "LR_SCHEDULES", "MODEL_KINDS", "PRECISIONS",
+           "from_dict", "load_config", "save_config", "set_override", "AUTO_EVAL_UPDATES", "LR_SCHEDULES", "MODEL_KINDS", "PRECISIONS",
            "STUDENT_SHAPES",
            "DataConfig",
            "EvalConfig", "LoRAConfig", "MonitorConfig", "PromptConfig", "SeqKDConfig", "StudentConfig", "StudyConfig",

@@ -183,8 +183,8 @@ def train_causal(model, prompt: TranslationPrompt, train_pairs, cfg, out_dir, lo
     """Train a causal LM student on prompted pairs (CE on the target tokens, plus token-level KD from ``teacher``,
     a :class:`~distilmt.teachers.signal.CausalTeacher`, when given); saved to ``out_dir`` with its tokenizer.
 
-    With ``dev_pairs`` it is evaluated as a seq2seq student is (``train.eval_every_epoch``, ``eval_beams``,
-    ``max_eval_tokens``, ``early_stopping_patience``): dev BLEU/chrF/distinct from its own translations through
+    With ``dev_pairs`` it is evaluated as a seq2seq student is (``train.eval_every_epoch``, ``eval_steps``,
+    ``eval_beams``, ``max_eval_tokens``, ``early_stopping_patience``): dev BLEU/chrF/distinct from its own translations through
     ``prompt``, and the best checkpoint by dev BLEU is the one saved. Without them there is no evaluation during
     training and the last weights are saved."""
     if distill is not None:

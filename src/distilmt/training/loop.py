@@ -41,14 +41,18 @@ def lr_schedule_arguments(cfg: TrainConfig, max_steps: int) -> dict:
     return {"lr_scheduler_type": names[cfg.lr_schedule], "warmup_steps": warmup}
 
 
-def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int, eval_steps: int = 0,
+def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int,
                        layerdrop: bool = False) -> Seq2SeqTrainingArguments:
     """The Trainer's arguments from our TrainConfig: epochs or steps, the lr schedule with warm-up, the precision
-    (``cfg.precision`` resolved for this device: bf16 or fp16 autocast, or none), TensorBoard."""
+    (``cfg.precision`` resolved for this device: bf16 or fp16 autocast, or none), TensorBoard, and when to evaluate
+    and checkpoint: at each epoch end or every N updates as ``cfg.eval_steps`` decides for an epoch of
+    ``steps_per_epoch`` batches (:meth:`TrainConfig.eval_interval`), the checkpoints at the same points so the best
+    one by dev BLEU can be loaded at the end (no evaluation with ``eval_every_epoch`` off: checkpoints only)."""
     precision = resolve_precision(cfg.precision)
     max_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch / cfg.grad_accum)
     updates_per_epoch = max(1, steps_per_epoch // cfg.grad_accum)
-    strategy = "steps" if eval_steps else ("epoch" if cfg.eval_every_epoch else "no")
+    every = cfg.eval_interval(updates_per_epoch)  # 0 = at each epoch end
+    strategy = ("steps" if every else "epoch") if cfg.eval_every_epoch else "no"
     return Seq2SeqTrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         report_to="none",  # TensorBoard is added as a callback writing to our log_dir (see tensorboard_callback)
@@ -65,11 +69,12 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int, ev
         seed=cfg.seed,
         logging_steps=max(1, min(50, updates_per_epoch // 4)),
         eval_strategy=strategy,
-        eval_steps=eval_steps or None,
+        eval_steps=every or None,
         save_strategy=strategy if strategy != "no" else "steps",
-        save_steps=eval_steps or max(1, updates_per_epoch),
+        save_steps=every or updates_per_epoch,
         save_total_limit=2,
         load_best_model_at_end=strategy != "no",
+        restore_callback_states_from_checkpoint=True,  # a resumed run keeps early stopping's count of evaluations
         metric_for_best_model="bleu",
         greater_is_better=True,
         predict_with_generate=True,
@@ -85,12 +90,13 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, steps_per_epoch: int, ev
 
 def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, out_dir: Path, log_dir: Path,
                   max_tokens: int, teacher: TeacherSignal | None = None, distill: DistillConfig | None = None,
-                  resume: bool = False, callbacks: list[TrainerCallback] | None = None, eval_steps: int = 0,
-                  name: str = "", prompt=None):
+                  resume: bool = False, callbacks: list[TrainerCallback] | None = None, name: str = "",
+                  prompt=None):
     """Train ``model`` on the pairs (with a teacher signal when given) and save the best one to ``out_dir``.
 
     Returns the trainer (its ``state.log_history`` holds the curves). The best checkpoint by dev BLEU is
-    loaded at the end and saved with its tokenizer as a plain Hugging Face directory. With ``distill.mutual`` the
+    loaded at the end and saved with its tokenizer as a plain Hugging Face directory; dev BLEU and checkpoints come
+    at each epoch end or every N updates (``cfg.eval_steps``), and early stopping counts those evaluations. With ``distill.mutual`` the
     model is trained as a :class:`MutualPair` with a peer made by ``distill.mutual_peer`` (a copy of the
     student's initial weights, or a fresh one from seed ``cfg.seed + 1``; or pass a MutualPair): ``out_dir`` holds the first student, ``out_dir/peer`` the second.
 
@@ -106,7 +112,7 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
         train_set, collator = CausalDataset(train_pairs, prompt, max_tokens), CausalCollator(prompt.pad_token_id)
         dev_set, truncated = causal_dev_pairs(dev_pairs, prompt.tokenizer, cap)  # translated by DistilTrainer.evaluate
         if not dev_set:  # nothing to translate: no dev BLEU, no best checkpoint, no early stopping
-            cfg, eval_steps = dataclasses.replace(cfg, eval_every_epoch=False, early_stopping_patience=0), 0
+            cfg = dataclasses.replace(cfg, eval_every_epoch=False, early_stopping_patience=0)
     else:
         train_set = ParallelDataset(train_pairs, tokenizer, max_tokens,
                                     with_index=teacher is not None and teacher.needs_example_index)
@@ -120,7 +126,12 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     steps_per_epoch = math.ceil(len(TokenBatchSampler(train_set.lengths(), cfg.batch_tokens, cfg.seed)) / world_size)
     layerdrop = any(getattr(model.config, k, 0) for k in ("encoder_layerdrop", "decoder_layerdrop"))
-    args = training_arguments(cfg, out_dir, steps_per_epoch, eval_steps, layerdrop)
+    args = training_arguments(cfg, out_dir, steps_per_epoch, layerdrop)
+    updates_per_epoch = max(1, steps_per_epoch // cfg.grad_accum)
+    every = cfg.eval_interval(updates_per_epoch)
+    log.info("%s: %s %s (train.eval_steps=%s; an epoch has %d updates)", name or out_dir.name,
+             "dev BLEU and a checkpoint" if args.eval_strategy != "no" else "a checkpoint (no dev BLEU)",
+             f"every {every} updates" if every else "at each epoch end", cfg.eval_steps, updates_per_epoch)
     all_callbacks = [tensorboard_callback(log_dir), LogLines(name or out_dir.name),
                      NonFiniteGuard(name or out_dir.name, out_dir / "checkpoints", cfg.max_nonfinite_steps),
                      *(callbacks or [])]
