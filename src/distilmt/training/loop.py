@@ -96,8 +96,8 @@ def train_seq2seq(model, tokenizer, train_pairs, dev_pairs, cfg: TrainConfig, ou
 
     Returns the trainer (its ``state.log_history`` holds the curves). The best checkpoint by dev BLEU is
     loaded at the end and saved with its tokenizer as a plain Hugging Face directory; dev BLEU and checkpoints come
-    at each epoch end or every N updates (``cfg.eval_steps``), and early stopping counts those evaluations. With ``distill.mutual`` the
-    model is trained as a :class:`MutualPair` with a peer made by ``distill.mutual_peer`` (a copy of the
+    at each epoch end or every N updates (``cfg.eval_steps``), and early stopping counts those evaluations. With
+    ``distill.mutual`` the model is trained as a :class:`MutualPair` with a peer made by ``distill.mutual_peer`` (a copy of the
     student's initial weights, or a fresh one from seed ``cfg.seed + 1``; or pass a MutualPair): ``out_dir`` holds the first student, ``out_dir/peer`` the second.
 
     With ``prompt`` (a :class:`~distilmt.data.prompt.TranslationPrompt`) the model is a causal-LM student trained on
