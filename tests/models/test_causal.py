@@ -6,6 +6,7 @@ a seq2seq student through `distilmt generate-labels`."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 import re
 from pathlib import Path
@@ -387,6 +388,11 @@ def test_distill_trains_causal_students_with_token_kd_from_a_causal_teacher(tmp_
         assert model.get_output_embeddings().weight.shape[0] == 512  # the student's own padding, kept
     log = (run_dir / "run.log").read_text(encoding="utf-8")
     assert "student-kd step 3/3" in log and " kd " in log
+    # the monitor watched both causal students against the causal teacher (one tokenizer: with the KL)
+    for name in ("student-baseline", "student-kd"):
+        seen = json.loads((run_dir / "monitor" / f"{name}.json").read_text())
+        assert seen["history"] and all(r["kl"] is not None and r["kl"] >= 0 for r in seen["history"])
+        assert all(isinstance(r["student"], str) and isinstance(r["teacher"], str) for r in seen["history"])
     assert re.search(r"student-kd step 3/3 ep [\d.]+ \| dev BLEU [\d.]+ chrF", log)  # on the run's dev pairs
 
     # every causal model of the run gets a metrics row, prompted as its prompt.json says (no CT2 export of them)
@@ -409,6 +415,46 @@ def test_distill_trains_causal_students_with_token_kd_from_a_causal_teacher(tmp_
     assert error.count("\n") == 0 and "needs one vocabulary" in error and "sequence-level KD" in error
     assert str(teacher_dir) in error and str(other_dir) in error
     assert not (tmp_path / "run2" / "student-kd" / "config.json").exists()
+
+
+def test_the_monitor_prompts_causal_models_and_takes_the_kl_on_the_target_tokens(teacher_dir):
+    from distilmt.config import MonitorConfig
+    from distilmt.models.generation import generate_continuations
+    from distilmt.monitor import DistillationMonitor
+    from distilmt.monitor.scores import causal_batch_kl
+
+    teacher, tokenizer = load_causal(teacher_dir)
+    student = qwen2(tokenizer, seed=5, pad_to=128)  # other weights, another padding of the same vocabulary
+    prompt = TranslationPrompt(tokenizer, "auto", "en", "hu")
+    sources, targets = [s for s, _ in SHORT], [t for _, t in SHORT]
+    vocab = len(tokenizer)
+    same, _ = causal_batch_kl(teacher, teacher, prompt, sources, targets, vocab)
+    assert same == pytest.approx([0.0] * len(SHORT), abs=1e-6)
+    kls, width = causal_batch_kl(teacher, student, prompt, sources, targets, vocab)
+    assert width == vocab
+    # by hand for the first pair: the logits that predict its target tokens and eos, nothing of the prompt
+    example = prompt.example(sources[0], targets[0])
+    ids = torch.tensor([example["input_ids"]])
+    with torch.no_grad():
+        t_logits, s_logits = (m(input_ids=ids).logits[0, :-1, :vocab] for m in (teacher, student))
+    predicts_target = torch.tensor(example["labels"][1:]) != IGNORE_INDEX
+    p = torch.softmax(t_logits[predicts_target], -1)
+    by_hand = (p * (p.log() - torch.log_softmax(s_logits[predicts_target], -1))).sum(-1).mean()
+    assert kls[0] == pytest.approx(float(by_hand), rel=1e-4) and kls[0] > 0
+
+    monitor = DistillationMonitor(teacher, tokenizer, SHORT[:2], MonitorConfig(num_samples=2, quiet=True),
+                                  teacher_prompt=prompt, student_prompt=prompt, shared_vocab=vocab,
+                                  stream=io.StringIO())
+    records = monitor.observe(student, step=1)
+    greedy = [h[0][0] for h in generate_continuations(student, prompt, sources[:2], max_new_tokens=monitor._student_cap,
+                                                         num_beams=1, do_sample=False)]
+    assert [r["student"] for r in records] == greedy  # the student's own prompted translations
+    assert [r["kl"] for r in records] == pytest.approx(
+        causal_batch_kl(teacher, student, prompt, sources[:2], monitor.teacher_translations, vocab)[0])
+    # two tokenizers (shared_vocab 0): translations compared as text, no KL, no crash
+    text_only = DistillationMonitor(teacher, tokenizer, SHORT[:2], MonitorConfig(num_samples=2, quiet=True),
+                                    teacher_prompt=prompt, student_prompt=prompt, stream=io.StringIO())
+    assert all(r["kl"] is None and 0 <= r["laziness"] <= 1 for r in text_only.observe(student, step=1))
 
 
 def test_a_causal_teacher_given_as_seq2seq_is_refused_with_the_fix(tmp_path, teacher_dir, monkeypatch, capsys):

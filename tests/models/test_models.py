@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 
 from distilmt.config import StudentConfig, TeacherConfig
 from distilmt.errors import ModelError
-from distilmt.models.build import build_model, derive_student, spread_layers, student_shape
+from distilmt.models.build import build_model, derive_student, select_weights, spread_layers, student_shape
 from distilmt.models.loading import load_seq2seq
 from distilmt.models.vocab import check_same_vocabulary
 
@@ -41,6 +42,46 @@ def test_narrow_student_is_fresh_and_smaller(tokenizer, tiny_teacher):
     assert student.config.d_model == 16 and student.config.encoder_attention_heads == 2
     out = student(input_ids=torch.tensor([[5, 6, 1]]), decoder_input_ids=torch.tensor([[1, 7]]))
     assert out.logits.shape == (1, 2, len(tokenizer))
+
+
+def test_select_weights_takes_evenly_spaced_entries_on_the_cut_axes():
+    teacher = torch.arange(4 * 6, dtype=torch.float32).reshape(4, 6)  # entry (r, c) = 6r + c
+    picked = select_weights(teacher, torch.Size([2, 3]))
+    # rows 0, 2 (i * 4 // 2) and columns 0, 2, 4 (i * 6 // 3), by hand
+    assert picked.tolist() == [[0.0, 2.0, 4.0], [12.0, 14.0, 16.0]]
+    assert select_weights(teacher, torch.Size([4, 6])).equal(teacher)  # nothing to cut
+    assert select_weights(teacher, torch.Size([5, 3])) is None  # larger than the teacher on an axis
+    assert select_weights(teacher, torch.Size([24])) is None
+
+
+@pytest.mark.parametrize("arch", ["prenorm", "marian"])
+def test_a_narrow_student_selects_the_same_teacher_dimensions_in_every_tensor(tokenizer, arch, tmp_path):
+    teacher = build_model(TeacherConfig(arch=arch, d_model=32, encoder_layers=3, decoder_layers=3, ffn_dim=64, heads=4),
+                          tokenizer, seed=3)
+    cfg = StudentConfig(depth_ratio=0.67, decoder_depth_ratio=0.34, width_ratio=0.5, narrow_init="select")
+    student = derive_student(teacher, cfg, seed=1)
+    ts, ss = teacher.state_dict(), student.state_dict()
+    dims, hidden = torch.arange(16) * 2, torch.arange(32) * 2  # d_model 32 -> 16, ffn 64 -> 32
+    assert torch.equal(ss["model.shared.weight"], ts["model.shared.weight"][:, dims])
+    # encoder layer 1 of the student is teacher layer 2 (spread out); decoder layer 0 the teacher's last
+    assert torch.equal(ss["model.encoder.layers.1.fc1.weight"], ts["model.encoder.layers.2.fc1.weight"][hidden][:, dims])
+    assert torch.equal(ss["model.decoder.layers.0.fc2.weight"], ts["model.decoder.layers.2.fc2.weight"][dims][:, hidden])
+    # 4 heads of 8 dimensions -> 4 heads of 4: student head h takes dimensions 0, 2, 4, 6 of teacher head h
+    q_t, q_s = ts["model.encoder.layers.0.self_attn.q_proj.weight"], ss["model.encoder.layers.0.self_attn.q_proj.weight"]
+    assert torch.equal(q_s.view(4, 4, 16)[2], q_t.view(4, 8, 32)[2, ::2][:, ::2])
+    norm = "model.decoder.layers.0.final_layer_norm.weight"
+    assert torch.equal(ss[norm], ts[norm.replace("layers.0", "layers.2")][dims])
+    if arch == "marian":  # the sinusoidal table is the student's own for its width, as it is when reloaded
+        fresh = derive_student(teacher, StudentConfig(depth_ratio=0.67, decoder_depth_ratio=0.34, width_ratio=0.5))
+        assert torch.equal(ss["model.encoder.embed_positions.weight"], fresh.state_dict()["model.encoder.embed_positions.weight"])
+    # the default stays random: nothing of the teacher in a narrow student
+    random = derive_student(teacher, dataclasses.replace(cfg, narrow_init="random"), seed=1)
+    assert not torch.equal(random.state_dict()["model.shared.weight"], ss["model.shared.weight"])
+    student.save_pretrained(tmp_path)  # and it reloads as saved
+    tokenizer.save_pretrained(tmp_path)
+    reloaded, _ = load_seq2seq(tmp_path)
+    for name, tensor in reloaded.state_dict().items():
+        assert torch.equal(tensor, ss[name]), name
 
 
 def test_saved_model_loads_with_plain_transformers(tmp_path, tokenizer, tiny_teacher):

@@ -103,6 +103,9 @@ class TeacherConfig:
         _check(0 <= self.dropout < 1, "teacher.dropout", "must be in [0, 1)")
 
 
+NARROW_INITS = ("random", "select")
+"""student.narrow_init: how a student narrower than its teacher starts (:func:`distilmt.models.build.select_weights`)."""
+
 STUDENT_SHAPES = ("", "tiny", "base-memory", "base")
 """Named student shapes (their dimensions: :mod:`distilmt.models.shapes`); "" derives the shape by the ratios."""
 
@@ -114,7 +117,12 @@ class StudentConfig:
     heads_ratio: float = _help("student heads = teacher heads x ratio, at least 1", 1.0)
     decoder_depth_ratio: float = _help("decoder depth ratio (default: depth_ratio); a shallow decoder is fastest", 0.0)
     init_from_teacher: bool = _help("when widths match, copy embeddings and a spread-out subset of teacher "
-                                    "layers into the student (shrink and fine-tune)", True)
+                                    "layers into the student (shrink and fine-tune); a narrower student is "
+                                    "initialised as student.narrow_init says", True)
+    narrow_init: str = _help("a student narrower than its teacher (width_ratio < 1) with init_from_teacher: random "
+                             "(fresh weights) or select (weight selection: each student tensor takes evenly spaced "
+                             "entries of the teacher's, the same indices in every layer, from the spread-out "
+                             "layers)", "random")
     kind: str = _help("seq2seq (derived from the teacher by the ratios above) or causal (a causal LM loaded from "
                       "student.path, e.g. a smaller model of the teacher's family)", "seq2seq")
     path: str = _help("local directory of a causal-LM student (student.kind=causal)", "")
@@ -128,6 +136,8 @@ class StudentConfig:
 
     def __post_init__(self):
         _check(self.kind in MODEL_KINDS, "student.kind", f"'{self.kind}' is not seq2seq or causal")
+        _check(self.narrow_init in NARROW_INITS, "student.narrow_init",
+               f"'{self.narrow_init}' is not one of {', '.join(NARROW_INITS)}")
         _check(self.shape in STUDENT_SHAPES, "student.shape",
                f"'{self.shape}' is not one of {', '.join(s for s in STUDENT_SHAPES if s)} (or empty)")
         _check(not (self.trim_vocab and self.kind == "causal"), "student.trim_vocab",

@@ -99,10 +99,11 @@ _LAYER = re.compile(r"(encoder|decoder)\.(layers|block)\.(\d+)\.")
 
 
 def derive_student(teacher, cfg: StudentConfig, seed: int = 0):
-    """A smaller model of the teacher's family; initialised from the teacher when widths match.
+    """A smaller model of the teacher's family, initialised from the teacher when ``cfg.init_from_teacher``.
 
     With equal width ("shrink and fine-tune"), the student copies the teacher's embeddings, final norms
-    and a spread-out subset of its layers (first and last included); otherwise it is freshly initialised.
+    and a spread-out subset of its layers (first and last included). A narrower student is freshly initialised, or
+    with ``cfg.narrow_init == "select"`` takes evenly spaced entries of those same tensors (:func:`select_weights`).
     """
 
     names = _names(teacher.config)
@@ -122,11 +123,32 @@ def derive_student(teacher, cfg: StudentConfig, seed: int = 0):
     student.generation_config = copy.deepcopy(teacher.generation_config)
     if cfg.init_from_teacher and shape["d_model"] == getattr(teacher.config, names["d_model"]):
         copy_teacher_weights(teacher, student, shape)
+    elif cfg.init_from_teacher and cfg.narrow_init == "select":
+        copy_teacher_weights(teacher, student, shape, select=True)
     return student
 
 
-def copy_teacher_weights(teacher, student, shape: dict) -> int:
-    """Copy every teacher tensor whose (layer-remapped) name and shape exist in the student; returns count."""
+def select_weights(teacher_tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+    """The entries of ``teacher_tensor`` at evenly spaced indices along every axis where ``shape`` is smaller
+    (index ``i * t // s`` of ``t`` for student position ``i`` of ``s``), or None if ``shape`` cannot be cut from it.
+
+    Weight selection (Xu et al., "Initializing Models with Larger Ones", ICLR 2024): the indices depend only on the
+    two sizes, so the residual stream keeps the same teacher dimensions in every embedding, projection and norm of
+    every layer; with the same number of heads, a head's dimensions come from that same head (head size t/s times
+    smaller, every (t/s)-th dimension). Position tables are not selected (a sinusoidal one depends on the width).
+    """
+    if teacher_tensor.dim() != len(shape) or any(s > t for s, t in zip(shape, teacher_tensor.shape)):
+        return None
+    out = teacher_tensor
+    for axis, (s, t) in enumerate(zip(shape, teacher_tensor.shape)):
+        if s < t:
+            out = out.index_select(axis, torch.arange(s) * t // s)
+    return out
+
+
+def copy_teacher_weights(teacher, student, shape: dict, select: bool = False) -> int:
+    """Copy every teacher tensor whose (layer-remapped) name and shape exist in the student; returns count.
+    With ``select``, a teacher tensor larger than the student's is cut to it by :func:`select_weights`."""
     enc_t = getattr(teacher.config, _names(teacher.config)["enc"])
     dec_t = getattr(teacher.config, _names(teacher.config)["dec"])
     source_layer = {
@@ -144,6 +166,9 @@ def copy_teacher_weights(teacher, student, shape: dict) -> int:
                 side, kind, idx = match.group(1), match.group(2), int(match.group(3))
                 src_name = name.replace(match.group(0), f"{side}.{kind}.{source_layer[side][idx]}.", 1)
             src = teacher_state.get(src_name)
+            if src is not None and select and src.shape != tensor.shape:
+                # a sinusoidal position table (Marian) is a function of the width: the student keeps its own
+                src = None if "embed_positions" in name else select_weights(src, tensor.shape)
             if src is not None and src.shape == tensor.shape:
                 tensor.copy_(src)
                 copied += 1

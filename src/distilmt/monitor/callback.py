@@ -14,13 +14,15 @@ from rich.console import Console
 from transformers import TrainerCallback
 
 from distilmt.config import MonitorConfig
-from distilmt.models.generation import translate
+from distilmt.data.prompt import TranslationPrompt
+from distilmt.models.generation import generate_continuations, translate
 
 from .messages import ADVICE, advice_key, band, comment
 from .render import epoch_line, epoch_panel, final_line, final_panel, markdown, sample_line, sample_panel
 from .scores import (
     LOW_LOSS,
     batch_kl,
+    causal_batch_kl,
     collapse_suspected,
     laziness,
     mean,
@@ -36,9 +38,14 @@ logger = logging.getLogger(__package__)  # "distilmt.monitor", the name the moni
 
 
 def greedy_translate(model, tokenizer, sources: list[str], max_new_tokens: int = 128,
-                     generate_kwargs: dict | None = None) -> list[str]:
+                     generate_kwargs: dict | None = None, prompt: TranslationPrompt | None = None) -> list[str]:
     """Greedy translations of ``sources`` in one batch through the shared generation path, the length capped at
-    ``2 * source tokens + 10`` (and ``max_new_tokens``) so a student that never emits ``</s>`` costs a bounded time."""
+    ``2 * source tokens + 10`` (and ``max_new_tokens``) so a student that never emits ``</s>`` costs a bounded time.
+    With a ``prompt`` the model is a causal LM: the continuations of its prompts, at most ``max_new_tokens``."""
+    if prompt is not None:
+        out = generate_continuations(model, prompt, sources, max_new_tokens=max_new_tokens, num_beams=1,
+                                     do_sample=False)
+        return [hyps[0][0] for hyps in out]
     return translate(model, tokenizer, sources, num_beams=1, batch_size=max(1, len(sources)),
                      max_new_tokens=max_new_tokens, relative_cap=True, **(generate_kwargs or {}))
 
@@ -60,6 +67,11 @@ class DistillationMonitor(TrainerCallback):
             teacher's longest translation + 10 tokens, and both to 2x the source + 10).
         generate_kwargs: extra ``generate()`` arguments for both models (e.g. ``forced_bos_token_id``).
         low_loss: the training loss below which the comments consider the loss "low".
+        teacher_prompt, student_prompt: for a causal-LM teacher or student, how it is prompted to translate
+            (:class:`~distilmt.data.prompt.TranslationPrompt`); None for a seq2seq model.
+        shared_vocab: the real vocabulary two causal LMs share (token KD between them), so the KL is taken over
+            it; 0 when they share none (a causal teacher and a seq2seq student, or two tokenizers): then laziness
+            uses the text similarity alone.
 
     The student is the ``model`` the Trainer passes to callbacks. Translations are computed on every
     process (models sharded across processes need them all to take part); only the main process prints
@@ -68,7 +80,9 @@ class DistillationMonitor(TrainerCallback):
 
     def __init__(self, teacher, tokenizer, samples: list[tuple[str, str]], config: MonitorConfig,
                  log_dir: str | None = None, console=None, stream=None, max_new_tokens: int = 128,
-                 generate_kwargs: dict | None = None, low_loss: float = LOW_LOSS):
+                 generate_kwargs: dict | None = None, low_loss: float = LOW_LOSS,
+                 teacher_prompt: TranslationPrompt | None = None, student_prompt: TranslationPrompt | None = None,
+                 shared_vocab: int = 0):
         if not samples and config.enabled:
             raise ValueError("the distillation monitor needs at least one (source, reference) dev sample to show: "
                              "give a dev set, or set monitor.enabled=false")
@@ -82,6 +96,7 @@ class DistillationMonitor(TrainerCallback):
         self.max_new_tokens = max_new_tokens
         self.generate_kwargs = dict(generate_kwargs or {})
         self.low_loss = low_loss
+        self.teacher_prompt, self.student_prompt, self.shared_vocab = teacher_prompt, student_prompt, shared_vocab
         self.language = config.language
         self.topics = merge_topics(config.topics)
         self.sample_topics = [classify_topic(f"{s} {r}", self.topics) for s, r in self.samples]
@@ -111,7 +126,7 @@ class DistillationMonitor(TrainerCallback):
         """The teacher's greedy translations of the samples, computed once."""
         if self._teacher_texts is None:
             self._teacher_texts = greedy_translate(self.teacher, self.tokenizer, [s for s, _ in self.samples],
-                                                   self.max_new_tokens, self.generate_kwargs)
+                                                   self.max_new_tokens, self.generate_kwargs, self.teacher_prompt)
             # The student may write up to 1.5x the teacher's longest translation (+10 tokens): enough to
             # see any real attempt, and a looping student costs no more than that.
             longest = max(len(self.tokenizer(text_target=t)["input_ids"]) for t in self._teacher_texts)
@@ -176,10 +191,11 @@ class DistillationMonitor(TrainerCallback):
         """Translate the samples with ``student``, score them, append the records to :attr:`history`."""
         sources = [s for s, _ in self.samples]
         teachers = self.teacher_translations
-        students = greedy_translate(student, self.tokenizer, sources, self._student_cap, self.generate_kwargs)
+        students = greedy_translate(student, self.tokenizer, sources, self._student_cap, self.generate_kwargs,
+                                    self.student_prompt)
         try:
-            kls, vocab = batch_kl(self.teacher, student, self.tokenizer, sources, teachers)
-        except (TypeError, ValueError) as exc:  # a model that takes no decoder_input_ids: text term only
+            kls, vocab = self._kl(student, sources, teachers)
+        except (TypeError, ValueError) as exc:  # no distribution to compare with: text term only
             if not self._kl_warned:
                 logger.warning("distillation monitor: no KL between teacher and student (%s); laziness uses "
                                "the text similarity alone", exc)
@@ -208,6 +224,14 @@ class DistillationMonitor(TrainerCallback):
             "collapsed": collapse_suspected(students, teachers),
         })
         return records
+
+    def _kl(self, student, sources: list[str], teachers: list[str]) -> tuple[list[float], int]:
+        """Per-sample KL(teacher || student) on the teacher's translations, and the vocabulary it was taken over."""
+        if self.teacher_prompt is None and self.student_prompt is None:
+            return batch_kl(self.teacher, student, self.tokenizer, sources, teachers)
+        if self.teacher_prompt is not None and self.student_prompt is not None and self.shared_vocab:
+            return causal_batch_kl(self.teacher, student, self.student_prompt, sources, teachers, self.shared_vocab)
+        raise ValueError("the teacher and the student share no vocabulary")
 
     # -- statistics -----------------------------------------------------------------------------
 

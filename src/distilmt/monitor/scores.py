@@ -8,7 +8,8 @@ import math
 import torch
 
 from distilmt.data.languages import source_ids
-from distilmt.losses import forward_kl
+from distilmt.data.prompt import CausalCollator, TranslationPrompt
+from distilmt.losses import IGNORE_INDEX, forward_kl
 from distilmt.models.generation import decoder_start, evaluating, max_positions, model_device
 
 TEXT_WEIGHT = 0.6
@@ -165,6 +166,31 @@ def batch_kl(teacher, student, tokenizer, sources: list[str], targets: list[str]
     mask = mask.to(device)
     kls = []
     for row in range(ids.shape[0]):
+        total, count = forward_kl(s_logits[row : row + 1], t_logits[row : row + 1], mask[row : row + 1])
+        kls.append(float(total / count.clamp(min=1)))
+    return kls, int(vocab)
+
+
+def causal_batch_kl(teacher, student, prompt: TranslationPrompt, sources: list[str], targets: list[str],
+                    vocab: int) -> tuple[list[float], int]:
+    """:func:`batch_kl` for two causal LMs of one tokenizer: both read ``prompt`` + target + eos, and the KL is
+    taken where the logits predict a target token (the prompt and the padding ignored), over the first ``vocab``
+    logits (the real vocabulary both share; their embedding matrices may be padded to other sizes)."""
+    limit = min(max_positions(teacher, prompt.tokenizer), max_positions(student, prompt.tokenizer))
+    examples = [{key: ids[:limit] for key, ids in prompt.example(s, t).items()} for s, t in zip(sources, targets)]
+    batch = CausalCollator(prompt.pad_token_id)(examples)
+    logits = []
+    for model in (teacher, student):
+        device = model_device(model)
+        with evaluating(model):
+            out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                        use_cache=False)
+        logits.append(out.logits[:, :-1, :vocab].float())  # position t predicts token t + 1
+    device = logits[1].device
+    mask = (batch["labels"][:, 1:] != IGNORE_INDEX).to(device)
+    t_logits, s_logits = logits[0].to(device), logits[1]
+    kls = []
+    for row in range(mask.shape[0]):
         total, count = forward_kl(s_logits[row : row + 1], t_logits[row : row + 1], mask[row : row + 1])
         kls.append(float(total / count.clamp(min=1)))
     return kls, int(vocab)

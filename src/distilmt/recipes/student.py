@@ -60,7 +60,7 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
     * its teacher signal (:func:`teacher_signal`): none when ``teacher_dir`` is None (no KD), else from
       ``teacher_dir`` as the config says (teacher cache, ensemble, causal or a live model);
     * LoRA adapters on it when ``lora`` (default ``lora.students``), else full training;
-    * the monitor (``monitor.enabled``) when ``monitor`` and both models are seq2seq;
+    * the monitor (``monitor.enabled``) when ``monitor`` (a causal teacher or student prompted to translate);
     * ``out`` is marked complete (with ``complete_info``) unless ``complete=False``.
     """
     run_dir, out, pairs = Path(run_dir), Path(out), train_pairs
@@ -87,7 +87,7 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
     distill = cfg.distill if signal is not None else None
     log_dir = Path(log_dir) if log_dir is not None else run_dir / "tb" / name
     callbacks = monitor_callbacks(cfg, run_dir / "tb" / name, teacher_dir or run_dir / "teacher", tokenizer,
-                                  splits) if monitor and not causal and cfg.teacher.kind == "seq2seq" else []
+                                  splits, model) if monitor else []
     log.info("%s: training %s parameters on %d pairs%s", name, f"{model.num_parameters():,}", len(pairs),
              f", taught by {teacher_dir}" if signal is not None else " (no teacher)")
     common = dict(out_dir=out, log_dir=log_dir, max_tokens=cfg.data.max_tokens, resume=resume, name=name)
@@ -95,7 +95,7 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
     if causal:
         prompt = TranslationPrompt.from_config(tokenizer, cfg.prompt, cfg.data)
         trainer = train_causal(model, prompt, pairs, cfg.student_train, dev_pairs=dev_subset(cfg, splits),
-                               teacher=signal, distill=distill, **common)
+                               teacher=signal, distill=distill, callbacks=callbacks, **common)
         save_prompt(out, cfg.prompt, cfg.data)  # how to prompt it: evaluate/translate open it with this
     elif cfg.lora.students if lora is None else lora:  # out holds the merged model and adapter/
         trainer = train_lora(model, tokenizer, pairs, dev_subset(cfg, splits),
@@ -199,18 +199,31 @@ def train_causal(model, prompt: TranslationPrompt, train_pairs, cfg, out_dir, lo
                          prompt=prompt)
 
 
-def monitor_callbacks(cfg: RunConfig, log_dir: Path, teacher_dir: Path, tokenizer, splits) -> list:
-    """The visual monitor (``monitor.enabled``) watching the student against the seq2seq teacher in
-    ``teacher_dir``, on ``monitor.num_samples`` dev sentences."""
+def monitor_callbacks(cfg: RunConfig, log_dir: Path, teacher_dir: Path, tokenizer, splits, student=None) -> list:
+    """The visual monitor (``monitor.enabled``) watching the student against the teacher in ``teacher_dir``, on
+    ``monitor.num_samples`` dev sentences. A causal-LM teacher or student is prompted as ``prompt.*`` says; the KL
+    is taken when both models read one vocabulary (two seq2seq models, or two causal LMs of one tokenizer)."""
     if not cfg.monitor.enabled:
         return []
     monitor_cfg = cfg.monitor
     if os.environ.get("DISTILMT_QUIET"):  # `distilmt --quiet`: plain lines without changing the run's config
         monitor_cfg = dataclasses.replace(monitor_cfg, quiet=True)
-    teacher_model, _ = load_seq2seq(teacher_dir)
+    prompts, shared_vocab = {}, 0
+    if cfg.teacher.kind == "causal":
+        teacher_model, teacher_tokenizer = load_causal(teacher_dir)
+        prompts["teacher_prompt"] = TranslationPrompt.from_config(teacher_tokenizer, cfg.prompt, cfg.data)
+    else:
+        teacher_model, teacher_tokenizer = load_seq2seq(teacher_dir)
+    if cfg.student.kind == "causal":
+        prompts["student_prompt"] = TranslationPrompt.from_config(tokenizer, cfg.prompt, cfg.data)
+        if cfg.teacher.kind == "causal":
+            try:
+                shared_vocab = check_shared_vocabulary(teacher_tokenizer, tokenizer, teacher_model, student)
+            except ModelError:  # two tokenizers: the monitor compares the translations only
+                shared_vocab = 0
     samples = select_samples(splits.dev, monitor_cfg.num_samples)
     return [DistillationMonitor(teacher_model, tokenizer, samples, monitor_cfg, log_dir=str(log_dir),
-                                stream=LogStream("distilmt.monitor"))]
+                                stream=LogStream("distilmt.monitor"), shared_vocab=shared_vocab, **prompts)]
 
 
 class LogStream:
