@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed-sentences", type=int, default=64,
                    help="test sentences timed for speed and memory, each model in its own process (0 = skip)")
     p.add_argument("--speed-rounds", type=int, default=3,
-                   help="interleaved timing rounds (each round times every model once; the speed-up is the median "
-                        "of the per-round ratios)")
+                   help="interleaved timing rounds (each round times every model once; each figure is the model's "
+                        "best round, the speed-up the ratio of the best rounds)")
 
     p = sub.add_parser("translate", help="translate --text or stdin with models of a run (or any model dirs); "
                                          "--interactive tries sentences on them side by side")

@@ -409,7 +409,8 @@ class EvalConfig:
     speed_sentences: int = _help("test sentences timed for speed and memory, each model in its own process "
                                  "(0 = skip speed)", 64)
     speed_rounds: int = _help("interleaved timing rounds: each round times every model once (in its own process), "
-                              "and the speed-up is the median of the per-round ratios", 3)
+                              "and each model's figure is its best round (the speed-up: the ratio of the best "
+                              "rounds)", 3)
     speed_min_seconds: float = _help("each timed pass repeats the timed sentences until it has run this many seconds "
                                      "(a fast engine is not timed over a few milliseconds)", 0.5)
     teacher_ct2: bool = _help("also evaluate the teacher converted to CTranslate2 int8 (the conversion label "

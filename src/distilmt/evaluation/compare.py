@@ -11,7 +11,6 @@ import gc
 import io
 import json
 import logging
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ log = logging.getLogger(__name__)
 ROW_KEYS = (
     "name", "path", "engine", "bleu", "chrf", "ter", "semantic", "semantic_metric", "params", "params_non_embedding",
     "size_mb", "compression",
-    "sentences_per_s", "speedup", "speedup_min", "speedup_max", "speed_rounds", "speed_noisy", "retention", "distinct_ratio", "top_output_share", "repetition_rate",
+    "sentences_per_s", "speedup", "speedup_min", "speedup_max", "speedup_rounds", "speed_rounds", "speed_noisy", "retention", "distinct_ratio", "top_output_share", "repetition_rate",
     "empty_outputs", "length_ratio", "copy_rate", "collapsed", "cut_sources", "latency_bs1_ms", "latency_bs1_ms_min",
     "latency_bs1_ms_max", "throughput_bs32", "throughput_bs32_min", "throughput_bs32_max", "throughput_bs128",
     "throughput_bs128_min", "throughput_bs128_max", "throughput_bs32_beam4", "throughput_bs32_beam4_min",
@@ -52,11 +51,12 @@ and fastest pass; sentences_per_s == throughput_bs32 (greedy, batch 32); latency
 at batch 1 (median, ``_min``/``_max``); tokens_per_s is output subword tokens/s at greedy batch 32;
 peak_mem_bsN_mb is the peak resident memory while generating at that setting, peak_mem_mb the peak of the
 whole measuring process. A grid other than the default adds its own throughput_*/peak_mem_* keys.
-Models are timed in ``speed_rounds`` interleaved rounds (each round every model once, on the same sentences), so a
-change of the machine's load lands in every model of a round alike: each speed figure is the median over the rounds
-(``_min``/``_max`` the slowest and fastest round), and ``speedup`` is the median of the per-round ratios to the
-reference, ``speedup_min``/``_max`` their range; ``speed_noisy`` is true when that range is wider than
-:data:`NOISY_SPREAD` of the median (the table then marks the speed-up with "?")."""
+Models are timed in ``speed_rounds`` interleaved rounds (each round every model once, on the same sentences): each
+speed figure is the model's best round (the highest throughput, the lowest latency; ``_min``/``_max`` the slowest
+and fastest round), as timeit reports the fastest repeat, because load from other processes only ever slows a round
+down; ``speedup`` is the ratio of the best rounds, ``speedup_rounds`` the ratio in each round and
+``speedup_min``/``_max`` their range; ``speed_noisy`` is true when that range is wider than :data:`NOISY_SPREAD` of
+the speed-up (the table then marks it with "?")."""
 
 NOISY_SPREAD = 0.15
 """(fastest - slowest per-round speed-up) / median beyond which a speed-up is marked as not to be trusted."""
@@ -265,8 +265,8 @@ def _speed(path, sentences: list[str], settings: dict | None, isolate: bool, ct2
 
 def _timed_in_rounds(rows: list[dict], speed_sentences: int, settings: dict | None, isolate: bool,
                      ct2_options: dict, max_new_tokens: int, rounds: int) -> list[list[dict]]:
-    """Time every model once per round, the rounds one after another; each row gets the median over the rounds
-    of each speed figure (memory: the largest). Returns the rounds' raw figures per row, for the speed-ups."""
+    """Time every model once per round, the rounds one after another; each row gets its best round's figure of
+    each speed key (:func:`best_of_rounds`). Returns the rounds' raw figures per row, for the speed-ups."""
     per_round = {"repeats": 1, "warmup": 1, **(settings or {})} if rounds > 1 else settings
     measured: list[list[dict]] = [[] for _ in rows]
     for number in range(max(1, rounds) if speed_sentences else 0):
@@ -284,11 +284,17 @@ def _timed_in_rounds(rows: list[dict], speed_sentences: int, settings: dict | No
             values = [r[key] for r in runs if r[key] is not None]
             if not values or key.endswith(("_min", "_max")):
                 continue
-            row[key] = max(values) if key.startswith("peak_mem") or key == "model_mem_mb" else statistics.median(values)
+            row[key] = best_of_rounds(key, values)
             if f"{key}_min" in row and len(runs) > 1:  # the spread over rounds replaces the within-round one
                 row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
         row["speed_rounds"] = len(measured[0]) if measured and measured[0] else 0
     return measured
+
+
+def best_of_rounds(key: str, values: Sequence[float]) -> float:
+    """A speed key's figure over the rounds: the lowest latency, the highest throughput or tokens/s (a round can
+    only be slowed down by other load, never sped up), the largest memory."""
+    return min(values) if key.startswith("latency_") else max(values)
 
 
 def _ratio(a, b) -> float | None:
@@ -296,8 +302,9 @@ def _ratio(a, b) -> float | None:
 
 
 def add_relative(rows: list[dict], reference_name: str, rounds: list[list[dict]] | None = None) -> None:
-    """Compression, speed-up and retention against the row ``reference_name``. With ``rounds`` (each row's speed
-    figures per interleaved round) the speed-up is the median of the per-round ratios, with their range."""
+    """Compression, speed-up and retention against the row ``reference_name``: the speed-up is the ratio of the two
+    rows' ``sentences_per_s`` (their best rounds). With ``rounds`` (each row's speed figures per interleaved round)
+    the per-round ratios give its range and the noisy flag."""
     ref = next((r for r in rows if r["name"] == reference_name), None)
     if ref is None:
         log.warning("reference model '%s' is not among the models; relative columns are left empty", reference_name)
@@ -307,8 +314,8 @@ def add_relative(rows: list[dict], reference_name: str, rounds: list[list[dict]]
         row["speedup"] = _ratio(row["sentences_per_s"], ref["sentences_per_s"]) if ref else None
         ratios = [r for r in (_ratio(mine["sentences_per_s"], theirs["sentences_per_s"])
                               for mine, theirs in zip(rounds[i], ref_rounds)) if r is not None] if ref_rounds else []
-        if ratios:
-            row["speedup"] = statistics.median(ratios)
+        if ratios and row["speedup"] is not None:
+            row["speedup_rounds"] = [round(r, 4) for r in ratios]
             row["speedup_min"], row["speedup_max"] = min(ratios), max(ratios)
             row["speed_noisy"] = len(ratios) > 1 and (max(ratios) - min(ratios)) / row["speedup"] > NOISY_SPREAD
         row["retention"] = _ratio(row["bleu"], ref["bleu"]) if ref else None
@@ -374,8 +381,8 @@ def speed_note(rows: Sequence[dict]) -> str | None:
     noisy = [row["name"] for row in rows if row.get("speed_noisy")]
     spread = ", ".join(f"{row['name']} {row['speedup_min']:.2f}-{row['speedup_max']:.2f}x" for row in rows
                        if row.get("speedup_min") is not None and row.get("speedup") not in (None, 1.0))
-    text = f"speed-up: median of {rounds} interleaved timing rounds ({spread})" if spread else \
-        f"speed: median of {rounds} interleaved timing rounds"
+    text = f"speed-up: best of {rounds} interleaved timing rounds (per-round range: {spread})" if spread else \
+        f"speed: best of {rounds} interleaved timing rounds"
     if noisy:
         text += (f"; marked ?: {', '.join(noisy)} varied by more than {NOISY_SPREAD:.0%} between rounds (a loaded "
                  "machine): not to be trusted")
@@ -440,7 +447,8 @@ def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
 
     flat = []
     for row in rows:
-        out = {key: value for key, value in row.items() if key != "test_sets"}
+        out = {key: " ".join(map(str, value)) if isinstance(value, list) else value  # speedup_rounds
+               for key, value in row.items() if key != "test_sets"}
         for name, scores in list((row.get("test_sets") or {}).items())[1:]:
             out.update({f"{name}/{key}": value for key, value in scores.items()})
         flat.append(out)
