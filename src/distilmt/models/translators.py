@@ -226,10 +226,10 @@ class CausalTranslator:
 
     @classmethod
     def load(cls, path: str | Path, template: str = "auto", src_lang: str = "en", tgt_lang: str = "hu",
-             device: str | None = None) -> "CausalTranslator":
-        model, tokenizer = load_causal(path)
-        if device is not None:
-            model = model.to(device)
+             device: str | None = None, dtype: str = "") -> "CausalTranslator":
+        """The causal LM in ``path`` loaded on ``device`` ("auto": sharded by device_map; None: the CPU) with its
+        weights in ``dtype`` (:func:`distilmt.models.loading.placement`)."""
+        model, tokenizer = load_causal(path, device=device or "", dtype=dtype)
         return cls(model, TranslationPrompt(tokenizer, template, src_lang, tgt_lang), path)
 
     @classmethod
