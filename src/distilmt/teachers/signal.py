@@ -14,6 +14,7 @@ from typing import Protocol
 
 import torch
 
+from ..models.generation import model_device
 from ..models.trim import VocabMap
 
 
@@ -92,7 +93,7 @@ class LiveTeacher(TeacherBase):
 
     def _run(self, batch: dict[str, torch.Tensor], **inputs):
         """The model on ``inputs`` (taken from ``batch``) on the teacher's device; the output on the batch's."""
-        home, device = batch["input_ids"].device, self.model.device  # a sharded model: where its inputs go
+        home, device = batch["input_ids"].device, model_device(self.model)  # sharded: where its inputs go
         with self._autocast(device):
             out = self.model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()})
         return to_device(out, home) if device != home else out
