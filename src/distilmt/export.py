@@ -113,7 +113,7 @@ def parity(model, tokenizer, ct2_dir: Path, sentences=PARITY_SENTENCES, max_new_
     log-probabilities are compared; and CTranslate2 translates the same sentences greedily (as
     :class:`~distilmt.models.translators.Ct2Translator` does) for the count of equal outputs.
     """
-    hf, ct2 = HfTranslator(model, tokenizer), Ct2Translator(ct2_dir, inter_threads=1)
+    hf, ct2 = HfTranslator(model, tokenizer), Ct2Translator(ct2_dir, inter_threads=1, device="cpu")
     sentences = list(sentences)
     hf_out = hf.translate(sentences, num_beams=1, batch_size=len(sentences), max_new_tokens=max_new_tokens)
     ct2_out = ct2.translate(sentences, num_beams=1, batch_size=len(sentences), max_new_tokens=max_new_tokens)

@@ -14,6 +14,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from distilmt.errors import ModelLoadError, SemanticUnavailable
@@ -374,6 +375,8 @@ def test_compare_two_models_and_write_tables(tiny_dirs, tmp_path):
     assert student["compression"] == pytest.approx(teacher["params"] / student["params"])
     assert student["compression"] > 1
     assert student["engine"] == "hf" and student["sentences_per_s"] == student["throughput_bs32"] > 0
+    expected = "cuda" if torch.cuda.is_available() else "cpu"  # evaluated where the GPU is, when there is one
+    assert all(r["device"].split(":")[0] == expected for r in rows)
     assert student["latency_bs1_ms"] > 0 and student["peak_mem_mb"] > 0 and student["size_mb"] > 0
     assert isinstance(student["collapsed"], bool) and len(hyps["student"]) == len(sources)
     assert student["bleu_signature"] == metrics.signatures("en")["bleu_signature"]

@@ -90,9 +90,20 @@ class TeacherConfig:
                            "dropout are 0)", 0.1)
     kind: str = _help("seq2seq (an encoder-decoder, loaded from path or trained here) or causal (a causal LM such "
                       "as Qwen2 loaded from path and prompted with prompt.template)", "seq2seq")
+    device: str = _help("where the frozen teacher runs while students learn from it (live KD, the teacher cache, "
+                        "HF labels): empty = with the student (the GPU when there is one); cuda:N = that GPU, "
+                        "e.g. a second one when the teacher does not fit beside the student; cpu; auto = sharded "
+                        "over the visible GPUs by accelerate (device_map=auto)", "")
+    inference_dtype: str = _help("the frozen teacher's weights: auto = as saved, under the student's autocast; bf16 "
+                                 "or fp16 = loaded in half precision (half the memory; a GPU's fast path); fp32",
+                                 "auto")
 
     def __post_init__(self):
         _check(self.kind in MODEL_KINDS, "teacher.kind", f"'{self.kind}' is not seq2seq or causal")
+        _check(self.device in ("", "cpu", "auto", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
+               "teacher.device", f"'{self.device}' is not empty, cpu, auto, cuda or cuda:N")
+        _check(self.inference_dtype in INFERENCE_DTYPES, "teacher.inference_dtype",
+               f"'{self.inference_dtype}' is not one of {', '.join(INFERENCE_DTYPES)}")
         _check(self.kind != "causal" or bool(self.path), "teacher.path",
                "a causal-LM teacher is loaded, not trained here: set teacher.path to its local directory")
         _check(self.arch in ("prenorm", "marian"), "teacher.arch", f"'{self.arch}' is not prenorm or marian")
@@ -105,6 +116,9 @@ class TeacherConfig:
 
 NARROW_INITS = ("random", "select")
 """student.narrow_init: how a student narrower than its teacher starts (:func:`distilmt.models.build.select_weights`)."""
+
+INFERENCE_DTYPES = ("auto", "bf16", "fp16", "fp32")
+"""teacher.inference_dtype: the frozen teacher's weight type (:func:`distilmt.models.loading.placement`)."""
 
 STUDENT_SHAPES = ("", "tiny", "base-memory", "base")
 """Named student shapes (their dimensions: :mod:`distilmt.models.shapes`); "" derives the shape by the ratios."""

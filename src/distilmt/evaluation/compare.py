@@ -32,7 +32,7 @@ from .testsets import TestSet, cannot_translate, model_direction
 log = logging.getLogger(__name__)
 
 ROW_KEYS = (
-    "name", "path", "engine", "bleu", "chrf", "ter", "semantic", "semantic_metric", "params", "params_non_embedding",
+    "name", "path", "engine", "device", "bleu", "chrf", "ter", "semantic", "semantic_metric", "params", "params_non_embedding",
     "size_mb", "compression",
     "sentences_per_s", "speedup", "speedup_min", "speedup_max", "speedup_rounds", "speed_rounds", "speed_noisy", "retention", "distinct_ratio", "top_output_share", "repetition_rate",
     "empty_outputs", "length_ratio", "copy_rate", "collapsed", "cut_sources", "latency_bs1_ms", "latency_bs1_ms_min",
@@ -45,7 +45,8 @@ ROW_KEYS = (
 """Columns of a comparison row, in CSV order. The quality and health columns are those of the primary test
 set; ``test_sets`` holds every set's (primary first) as ``{NAME: {SET_KEYS...}}``, and ``collapsed`` is true
 when the model collapsed on any of them. In CSV, ``test_sets`` becomes ``NAME/key`` columns for the sets
-other than the primary. Speed (speed.DEFAULT_SETTINGS): throughput_bsN is sentences/s
+other than the primary. ``device`` is where the model was evaluated and timed (the GPU when there is one: cuda,
+else cpu). Speed (speed.DEFAULT_SETTINGS): throughput_bsN is sentences/s
 at batch N, greedy (``_beam4``: beam search), the median of the timed passes, ``_min``/``_max`` the slowest
 and fastest pass; sentences_per_s == throughput_bs32 (greedy, batch 32); latency_bs1_ms is ms per sentence
 at batch 1 (median, ``_min``/``_max``); tokens_per_s is output subword tokens/s at greedy batch 32;
@@ -63,7 +64,8 @@ NOISY_SPREAD = 0.15
 
 # (row key, header, format) of the columns shown in the terminal table and the Markdown table
 DISPLAY = (
-    ("name", "model", "{}"), ("engine", "engine", "{}"), ("bleu", "BLEU", "{:.2f}"), ("chrf", "chrF", "{:.2f}"),
+    ("name", "model", "{}"), ("engine", "engine", "{}"), ("device", "device", "{}"), ("bleu", "BLEU", "{:.2f}"),
+    ("chrf", "chrF", "{:.2f}"),
     ("ter", "TER", "{:.2f}"), ("semantic", "semantic", "{:.3f}"), ("retention", "BLEU kept", "{:.1%}"),
     ("params", "params", "{:,}"),
     ("size_mb", "size MB", "{:.1f}"), ("compression", "compression", "{:.2f}x"),
@@ -184,7 +186,7 @@ def evaluate_models(entries: Sequence[tuple[str, str | Path]], sources: Sequence
             per_set[test_set.name]["cut_sources"] = cut
             hyps_by_set[test_set.name][name] = hyps
         primary = per_set[sets[0].name]
-        row = {"name": name, "path": str(path), "engine": translator.engine,
+        row = {"name": name, "path": str(path), "engine": translator.engine, "device": translator.device,
                **{k: v for k, v in primary.items() if k in ROW_KEYS}}
         row["collapsed"] = any(bool(scores["collapsed"]) for scores in per_set.values())
         row["test_sets"] = per_set

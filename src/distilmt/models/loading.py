@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
@@ -80,8 +81,22 @@ def tokenizer_next_to(path: Path):
                          "save the tokenizer into the same directory") from None
 
 
-def load_seq2seq(path: str | Path):
-    """Load ``(model, tokenizer)`` from a Hugging Face seq2seq directory, in eval mode."""
+WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def placement(device: str = "", dtype: str = "") -> dict:
+    """``from_pretrained`` arguments that place a frozen model: ``device`` "auto" shards it over the visible GPUs
+    (then the CPU) with accelerate's ``device_map="auto"``, "cpu" / "cuda:N" loads it there, "" leaves it where
+    the caller puts it; ``dtype`` bf16 / fp16 / fp32 loads its weights in that type ("" or "auto": as saved)."""
+    options = {"device_map": device} if device else {}
+    if dtype in WEIGHT_DTYPES:
+        options["dtype"] = WEIGHT_DTYPES[dtype]
+    return options
+
+
+def load_seq2seq(path: str | Path, device: str = "", dtype: str = ""):
+    """Load ``(model, tokenizer)`` from a Hugging Face seq2seq directory, in eval mode (placed by ``device`` and
+    ``dtype`` as :func:`placement` says)."""
 
     path = Path(path)
     if not path.is_dir():
@@ -109,7 +124,7 @@ def load_seq2seq(path: str | Path):
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{path}: no usable tokenizer saved with the model ({first_line(exc)})") from None
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(path)
+        model = AutoModelForSeq2SeqLM.from_pretrained(path, **placement(device, dtype))
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # a truncated or damaged weights file
         raise ModelLoadError(f"{path}: the model weights could not be loaded ({first_line(exc)}); copy or save the "
                              "model again (a truncated file?)") from None
@@ -121,8 +136,9 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_causal(path: str | Path, role: str = "teacher"):
-    """``(model, tokenizer)`` of a causal LM saved in a local directory, with a one-line error otherwise.
+def load_causal(path: str | Path, role: str = "teacher", device: str = "", dtype: str = ""):
+    """``(model, tokenizer)`` of a causal LM saved in a local directory, with a one-line error otherwise (placed
+    by ``device`` and ``dtype`` as :func:`placement` says).
 
     A tokenizer without a pad token pads with its eos (the attention mask and -100 labels hide the padding).
     """
@@ -142,7 +158,7 @@ def load_causal(path: str | Path, role: str = "teacher"):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     try:
-        model = AutoModelForCausalLM.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, **placement(device, dtype))
     except (OSError, RuntimeError, SafetensorError) as exc:  # a truncated or damaged weights file
         raise ModelLoadError(f"{path}: the model weights could not be loaded ({first_line(exc)}); copy or save the "
                              "model again (a truncated file?)") from None

@@ -62,9 +62,14 @@ class HfTranslator:
         self.path = Path(path) if path is not None else None
 
     @classmethod
-    def load(cls, path: str | Path) -> HfTranslator:
+    def load(cls, path: str | Path, device: str | None = None) -> HfTranslator:
+        """The model in ``path`` on ``device`` (default: the GPU when there is one)."""
         model, tokenizer = load_seq2seq(path)
-        return cls(model, tokenizer, path)
+        return cls(model.to(device or torch_device()), tokenizer, path)
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
 
     def translate(self, sentences: Sequence[str], num_beams: int = 4, batch_size: int = 64,
                   max_new_tokens: int = 128) -> list[str]:
@@ -77,6 +82,17 @@ class HfTranslator:
     def size_mb(self) -> float | None:
 
         return dir_size_mb(self.path) if self.path is not None else None
+
+
+def torch_device() -> str:
+    """Where evaluation runs a Hugging Face model: the GPU when torch sees one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def ct2_default_device() -> str:
+    """Where a CTranslate2 model runs by default: the GPU when CTranslate2 was built with CUDA and sees one."""
+    ctranslate2 = require_ctranslate2()
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
 
 
 def default_inter_threads() -> int:
@@ -102,8 +118,9 @@ class Ct2Translator:
     engine = "ct2"
 
     def __init__(self, model_dir: str | Path, tokenizer_dir: str | Path | None = None, intra_threads: int = 1,
-                 inter_threads: int | None = None, compute_type: str = "default", device: str = "cpu"):
+                 inter_threads: int | None = None, compute_type: str = "default", device: str = "auto"):
         ctranslate2 = require_ctranslate2()
+        self.device = ct2_default_device() if device == "auto" else device  # auto: the GPU when there is one
 
         self.path = Path(model_dir)
         if not is_ct2_dir(self.path):
@@ -117,7 +134,7 @@ class Ct2Translator:
         self.info = read_export_info(self.path)
         self.inter_threads = inter_threads or default_inter_threads()
         self.intra_threads = intra_threads
-        self.translator = ctranslate2.Translator(str(self.path), device=device, compute_type=compute_type,
+        self.translator = ctranslate2.Translator(str(self.path), device=self.device, compute_type=compute_type,
                                                  inter_threads=self.inter_threads, intra_threads=intra_threads)
 
     def translate(self, sentences: Sequence[str], num_beams: int = 4, batch_size: int = 64,
@@ -226,21 +243,22 @@ class CausalTranslator:
 
     @classmethod
     def load(cls, path: str | Path, template: str = "auto", src_lang: str = "en", tgt_lang: str = "hu",
-             device: str | None = None) -> "CausalTranslator":
-        model, tokenizer = load_causal(path)
-        if device is not None:
-            model = model.to(device)
+             device: str | None = None, dtype: str = "") -> "CausalTranslator":
+        """The causal LM in ``path`` loaded on ``device`` ("auto": sharded by device_map; None: the CPU) with its
+        weights in ``dtype`` (:func:`distilmt.models.loading.placement`)."""
+        model, tokenizer = load_causal(path, device=device or "", dtype=dtype)
         return cls(model, TranslationPrompt(tokenizer, template, src_lang, tgt_lang), path)
 
     @classmethod
     def open(cls, path: str | Path) -> "CausalTranslator":
-        """The causal LM in ``path`` prompted as its ``prompt.json`` says (see :func:`save_prompt`)."""
+        """The causal LM in ``path`` prompted as its ``prompt.json`` says (see :func:`save_prompt`), on the GPU when
+        there is one."""
         prompt = read_prompt(path)
-        return cls.load(path, prompt["template"], prompt["src_lang"], prompt["tgt_lang"])
+        return cls.load(path, prompt["template"], prompt["src_lang"], prompt["tgt_lang"], torch_device())
 
     @property
-    def device(self) -> torch.device:
-        return self.model.device
+    def device(self) -> str:
+        return str(self.model.device)
 
     def translate(self, sentences: Sequence[str], num_beams: int = 4, batch_size: int = 64,
                   max_new_tokens: int = 128) -> list[str]:

@@ -21,7 +21,7 @@ from ..config import RunConfig, SeqKDConfig
 from ..data.corpus import load_splits, prepare_data as prepare_splits
 from ..data.languages import resolve as resolve_languages, setup_of
 from ..data.tokenizer import tokenizer_fingerprint, train_tokenizer
-from ..errors import CacheError, ExportError, LabelsError
+from ..errors import CacheError, ConfigError, ExportError, LabelsError
 from ..export import export_ctranslate2
 from ..models.build import build_model
 from ..models.loading import first_line, load_causal, load_seq2seq, require_ctranslate2
@@ -116,12 +116,26 @@ def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
     mark_complete(out, drop_checkpoints=not cfg.teacher_train.keep_checkpoints, seconds=round(time.time() - started, 1))
 
 
-def teacher_on_device(model_dir: Path):
-    """A teacher model (seq2seq directory), on the GPU when there is one (for one pass over the training set)."""
+def teacher_placement(cfg: RunConfig) -> dict:
+    """``device`` and ``dtype`` for loading the frozen teacher (``teacher.device``, ``teacher.inference_dtype``;
+    see :func:`distilmt.models.loading.placement`); a GPU asked for on a machine without one is refused."""
+    device = cfg.teacher.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"teacher.device: '{device}' but torch sees no CUDA GPU here; leave it empty (the "
+                          "student's device) or set cpu")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"teacher.device: '{device}' but torch sees {torch.cuda.device_count()} GPU(s) "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    dtype = cfg.teacher.inference_dtype
+    return {key: value for key, value in (("device", device), ("dtype", dtype)) if value and value != "auto"}
 
 
-    model, _ = load_seq2seq(model_dir)
-    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+def teacher_on_device(model_dir: Path, cfg: RunConfig | None = None):
+    """A teacher model (seq2seq directory) for one pass over the training set: where ``teacher.device`` says
+    (default: the GPU when there is one), weights as ``teacher.inference_dtype`` says."""
+    place = teacher_placement(cfg) if cfg is not None else {}
+    model, _ = load_seq2seq(model_dir, **place)
+    return model if "device" in place else model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def train_teacher_lora(cfg: RunConfig, run_dir: Path, resume: bool = False, out_dir: Path | None = None,
@@ -170,7 +184,7 @@ def cache_teacher(cfg: RunConfig, run_dir: Path, rebuild: bool = False) -> dict:
         cache = TeacherCache(out, cache_fingerprint(splits.train, tokenizer, teacher_id, cfg.data.max_tokens))
         log.info("teacher-cache: complete, skipped")
         return cache.stats
-    teacher_model = teacher_on_device(run_dir / "teacher")
+    teacher_model = teacher_on_device(run_dir / "teacher", cfg)
     log.info("teacher-cache: top-%d teacher probabilities for %d training pairs", cfg.distill.cache_top_k,
              len(splits.train))
     started = time.time()
@@ -247,7 +261,7 @@ def labels_engine(cfg: RunConfig, teacher_dir: Path, teacher_id: str, out_dir: P
             engine = "hf"
 
     def load_hf():
-        return teacher_on_device(teacher_dir)
+        return teacher_on_device(teacher_dir, cfg)
 
     if engine == "hf":
         return dataclasses.replace(seqkd, engine="hf"), load_hf, None

@@ -36,7 +36,15 @@ from ..teachers.signal import CausalTeacher, LiveTeacher, VocabMappedTeacher
 from ..training.loop import train_seq2seq
 from ..training.lora import lora_train_config, train_lora
 from ..training.precision import resolve_precision
-from .stages import SEQKD_STUDENT, STUDENTS, cache_teacher, dev_subset, generate_labels, student_names
+from .stages import (
+    SEQKD_STUDENT,
+    STUDENTS,
+    cache_teacher,
+    dev_subset,
+    generate_labels,
+    student_names,
+    teacher_placement,
+)
 
 log = logging.getLogger("distilmt")
 
@@ -141,11 +149,13 @@ def teacher_signal(cfg: RunConfig, run_dir: Path, teacher_dir: Path, tokenizer, 
         raise ModelError(f"token-level KD from a {cfg.teacher.kind} teacher to a {cfg.student.kind} student needs one "
                          "vocabulary; use sequence-level KD instead (seqkd.enabled=true, seqkd.with_token_kd=false), "
                          "which works across tokenizers")
+    place = teacher_placement(cfg)  # teacher.device / teacher.inference_dtype
+    placed = bool(cfg.teacher.device)
     if cfg.student.kind == "causal":
-        teacher_model, teacher_tokenizer = load_causal(teacher_dir)
+        teacher_model, teacher_tokenizer = load_causal(teacher_dir, **place)
         size = check_shared_vocabulary(teacher_tokenizer, tokenizer, teacher_model, student,
                                        f"the teacher {cfg.teacher.path}", f"the student {cfg.student.path}")
-        return CausalTeacher(teacher_model, size, bf16=bf16, fp16=fp16)
+        return CausalTeacher(teacher_model, size, bf16=bf16, fp16=fp16, placed=placed)
     run_teacher = Path(teacher_dir) == Path(run_dir) / "teacher"
     if cfg.distill.teacher_cache and run_teacher and list(pairs) == list(load_splits(run_dir / "data").train):
         cache_teacher(cfg, run_dir)
@@ -154,12 +164,15 @@ def teacher_signal(cfg: RunConfig, run_dir: Path, teacher_dir: Path, tokenizer, 
     if cfg.distill.teachers:
         check_ensemble_vocabularies(cfg.distill.teachers, tokenizer)
         teacher = EnsembleTeacher.load(cfg.distill.teachers, tokenizer, student, cfg.distill.ensemble_weights,
-                                       bf16=bf16, fp16=fp16)
+                                       bf16=bf16, fp16=fp16, place=place)
         log.info("learning from an ensemble of %d teachers (distill.teachers)", len(teacher.teachers))
         return teacher
-    teacher_model, teacher_tokenizer = load_seq2seq(teacher_dir)
+    teacher_model, teacher_tokenizer = load_seq2seq(teacher_dir, **place)
     check_same_vocabulary(teacher_tokenizer, tokenizer, teacher_model, student, where=f"teacher in {teacher_dir}")
-    return LiveTeacher(teacher_model, bf16=bf16, fp16=fp16)
+    if place:
+        log.info("live teacher on %s, weights %s (teacher.device, teacher.inference_dtype)",
+                 getattr(teacher_model, "hf_device_map", None) or teacher_model.device, teacher_model.dtype)
+    return LiveTeacher(teacher_model, bf16=bf16, fp16=fp16, placed=placed)
 
 
 def check_ensemble_vocabularies(directories: list, tokenizer) -> None:

@@ -48,26 +48,28 @@ class EnsembleTeacher(TeacherBase):
     applies_temperature = True
 
     def __init__(self, models: list, weights: list[float] | None = None, learned: bool = False, bf16: bool = False,
-                 fp16: bool = False):
+                 fp16: bool = False, placed: bool = False):
         if not models:
             raise ValueError("an ensemble needs at least one teacher")
-        self.teachers = [LiveTeacher(m, bf16=bf16, fp16=fp16) for m in models]
+        self.teachers = [LiveTeacher(m, bf16=bf16, fp16=fp16, placed=placed) for m in models]
         self.weights = EnsembleWeights(len(models), weights, learned)
         self._label_log_probs: torch.Tensor | None = None
 
     @classmethod
     def load(cls, directories: list, tokenizer, student=None, weights=None, bf16: bool = False,
-             fp16: bool = False) -> "EnsembleTeacher":
+             fp16: bool = False, place: dict | None = None) -> "EnsembleTeacher":
         """The teachers saved in ``directories``, each refused (ModelError naming its directory) unless it shares
-        the student's vocabulary. ``weights``: None (uniform), a list of numbers, or 'learned'."""
+        the student's vocabulary. ``weights``: None (uniform), a list of numbers, or 'learned'. ``place``: the
+        ``device`` / ``dtype`` to load each teacher with (:func:`distilmt.models.loading.placement`)."""
 
         models = []
         for directory in directories:
-            model, teacher_tokenizer = load_seq2seq(directory)
+            model, teacher_tokenizer = load_seq2seq(directory, **(place or {}))
             check_same_vocabulary(teacher_tokenizer, tokenizer, model, student, where=f"teacher in {directory}")
             models.append(model)
         learned = weights == "learned"
-        return cls(models, None if learned else weights, learned=learned, bf16=bf16, fp16=fp16)
+        return cls(models, None if learned else weights, learned=learned, bf16=bf16, fp16=fp16,
+                   placed=bool((place or {}).get("device")))
 
     @property
     def learned(self) -> bool:

@@ -301,14 +301,14 @@ def training_pairs(original: Sequence[tuple[str, str]], distilled: Sequence[tupl
 
 def labels_teacher(cfg, teacher_dir: str | Path, teacher_id: str):
     """``(teacher_id, load)`` for :func:`build_distilled` with a causal-LM teacher: the id gains
-    the prompt's fingerprint (another prompt makes other labels), ``load()`` gives a :class:`CausalTranslator` on
-    the GPU when there is one. ``cfg`` is the run's :class:`~distilmt.config.RunConfig`."""
+    the prompt's fingerprint (another prompt makes other labels), ``load()`` gives a :class:`CausalTranslator` where
+    ``teacher.device`` says (default: the GPU when there is one), weights as ``teacher.inference_dtype`` says. ``cfg`` is the run's :class:`~distilmt.config.RunConfig`."""
 
     prompt = TranslationPrompt.from_config(AutoTokenizer.from_pretrained(str(teacher_dir)), cfg.prompt, cfg.data)
 
-    def load() -> CausalTranslator:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    def load() -> CausalTranslator:  # where teacher.device says (default: the GPU when there is one)
+        device = cfg.teacher.device or ("cuda" if torch.cuda.is_available() else "cpu")
         return CausalTranslator.load(teacher_dir, cfg.prompt.template, cfg.data.source_lang, cfg.data.target_lang,
-                                     device)
+                                     device, cfg.teacher.inference_dtype)
 
     return f"{teacher_id}+prompt:{prompt.fingerprint()}", load

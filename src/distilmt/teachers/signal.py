@@ -14,6 +14,7 @@ from typing import Protocol
 
 import torch
 
+from ..models.generation import model_device
 from ..models.trim import VocabMap
 
 
@@ -51,31 +52,56 @@ class TeacherBase(TeacherSignal):
     """The protocol's capability defaults (all False) for the teachers below to override."""
 
 
+def to_device(value, device: torch.device):
+    """``value`` with every tensor in it (a tensor, a tuple or list of them, a model output) on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, dict):  # a transformers ModelOutput is an OrderedDict: keep its class
+        for key in list(value.keys()):
+            value[key] = to_device(value[key], device)
+        return value
+    return value
+
+
 class LiveTeacher(TeacherBase):
-    """A frozen teacher model run in eval mode without gradients, teacher-forced on the batch's targets."""
+    """A frozen teacher model run in eval mode without gradients, teacher-forced on the batch's targets.
+
+    With ``placed`` the model stays where it was loaded (``teacher.device``: another GPU, the CPU, or sharded by
+    ``device_map``): ``to()`` leaves it there, the batch goes to the teacher's device and what it returns comes
+    back to the batch's. Its weights may be half precision (``teacher.inference_dtype``); the KD losses work in
+    fp32 whatever the teacher's dtype.
+    """
 
     has_outputs = True
 
-    def __init__(self, model, bf16: bool = False, fp16: bool = False):
+    def __init__(self, model, bf16: bool = False, fp16: bool = False, placed: bool = False):
         self.model = model.eval()
         self.model.requires_grad_(False)
         self.bf16, self.fp16 = bf16, fp16  # the student's autocast (train.precision, resolved)
+        self.placed = placed
 
     def _autocast(self, device: torch.device):
         dtype = torch.float16 if self.fp16 and not self.bf16 else torch.bfloat16
         return torch.autocast(device.type, dtype=dtype, enabled=self.bf16 or self.fp16)
 
     def to(self, device: torch.device) -> "LiveTeacher":
-        self.model.to(device)
+        if not self.placed:
+            self.model.to(device)
         return self
+
+    def _run(self, batch: dict[str, torch.Tensor], **inputs):
+        """The model on ``inputs`` (taken from ``batch``) on the teacher's device; the output on the batch's."""
+        home, device = batch["input_ids"].device, model_device(self.model)  # sharded: where its inputs go
+        with self._autocast(device):
+            out = self.model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()})
+        return to_device(out, home) if device != home else out
 
     @torch.no_grad()
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        device = batch["input_ids"].device
-        with self._autocast(device):
-            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             decoder_input_ids=batch["decoder_input_ids"], use_cache=False)
-        return out.logits
+        return self._run(batch, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         decoder_input_ids=batch["decoder_input_ids"], use_cache=False).logits
 
     @torch.no_grad()
     def outputs(self, batch: dict[str, torch.Tensor], hidden: bool = False, attentions: bool = False):
@@ -87,11 +113,9 @@ class LiveTeacher(TeacherBase):
         """
         if attentions and self.model.config._attn_implementation != "eager":
             self.model.set_attn_implementation("eager")
-        device = batch["input_ids"].device
-        with self._autocast(device):
-            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                              decoder_input_ids=batch["decoder_input_ids"], use_cache=False,
-                              output_hidden_states=hidden, output_attentions=attentions)
+        return self._run(batch, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         decoder_input_ids=batch["decoder_input_ids"], use_cache=False,
+                         output_hidden_states=hidden, output_attentions=attentions)
 
 
 class CausalTeacher(LiveTeacher):
@@ -106,16 +130,14 @@ class CausalTeacher(LiveTeacher):
 
     has_outputs = False  # outputs() is the seq2seq teacher's (decoder_input_ids): no hidden-state/attention KD
 
-    def __init__(self, model, vocab_size: int, bf16: bool = False, fp16: bool = False):
-        super().__init__(model, bf16=bf16, fp16=fp16)
+    def __init__(self, model, vocab_size: int, bf16: bool = False, fp16: bool = False, placed: bool = False):
+        super().__init__(model, bf16=bf16, fp16=fp16, placed=placed)
         self.vocab_size = vocab_size
 
     @torch.no_grad()
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        device = batch["input_ids"].device
-        with self._autocast(device):
-            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        return out.logits[..., : self.vocab_size]
+        return self._run(batch, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         use_cache=False).logits[..., : self.vocab_size]
 
 
 
