@@ -20,6 +20,7 @@ from transformers import AutoTokenizer
 from ..config import RunConfig, SeqKDConfig
 from ..data.corpus import load_splits, prepare_data as prepare_splits
 from ..data.languages import resolve as resolve_languages, setup_of
+from ..data.store import store_dir, token_store
 from ..data.tokenizer import tokenizer_fingerprint, train_tokenizer
 from ..errors import CacheError, ExportError, LabelsError
 from ..export import export_ctranslate2
@@ -72,6 +73,11 @@ def prepare_data(cfg: RunConfig, run_dir: Path):
         # the run's language codes, source prefix and target token travel in the tokenizer (data.languages)
         resolve_languages(cfg.data, tokenizer).apply(tokenizer).save_pretrained(str(tok_dir))
         mark_complete(tok_dir)
+    if cfg.student.kind == "seq2seq" or cfg.teacher.kind == "seq2seq":  # what training reads: tokenised once, here
+        started = time.time()
+        tokens = token_store(splits.train, load_tokenizer(run_dir))
+        log.info("data: %d training pairs tokenised in %s (%.0fs)", len(tokens), store_dir(splits.train,
+                 load_tokenizer(run_dir)).name, time.time() - started)
     return splits
 
 
