@@ -68,8 +68,8 @@ def prepare_data(cfg: RunConfig, run_dir: Path):
 
             _, tokenizer = load_seq2seq(cfg.teacher.path)
         else:
-            texts = (text for pair in splits.train for text in pair)
-            tokenizer = train_tokenizer(texts, cfg.data.vocab_size, tok_dir)
+            tokenizer = train_tokenizer(tokenizer_texts(splits.train, cfg.data.tokenizer_pairs), cfg.data.vocab_size,
+                                        tok_dir)
         # the run's language codes, source prefix and target token travel in the tokenizer (data.languages)
         resolve_languages(cfg.data, tokenizer).apply(tokenizer).save_pretrained(str(tok_dir))
         mark_complete(tok_dir)
@@ -79,6 +79,14 @@ def prepare_data(cfg: RunConfig, run_dir: Path):
         log.info("data: %d training pairs tokenised in %s (%.0fs)", len(tokens), store_dir(splits.train,
                  load_tokenizer(run_dir)).name, time.time() - started)
     return splits
+
+
+def tokenizer_texts(train, limit: int):
+    """Both sides of the training pairs a tokenizer is trained on: all of them, or ``limit`` pairs spread evenly
+    over the split (``data.tokenizer_pairs``: SentencePiece holds every sentence it learns from in memory)."""
+    n = len(train)
+    pairs = train if not limit or n <= limit else (train[i * n // limit] for i in range(limit))
+    return (text for pair in pairs for text in pair)
 
 
 def check_precision(cfg: RunConfig) -> dict[str, str]:
