@@ -198,7 +198,7 @@ def main() -> None:
         print(f"train_{name}_start_rss_anon_mb: {train['RssAnon'] / 2**20:.0f}")
         print(f"train_{name}_start_rss_file_mb: {train['RssFile'] / 2**20:.0f}")
         print(f"train_{name}_start_rss_bytes_per_pair: {train['VmRSS'] / size:.0f}")
-    small, large = min(results), max(results)
+    small, large = (100_000, 1_000_000) if {100_000, 1_000_000} <= set(results) else (min(results), max(results))
     if large > small:
         extra = large - small
         for key, field in (("", "VmRSS"), ("_anon", "RssAnon")):
