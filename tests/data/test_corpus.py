@@ -122,7 +122,8 @@ def test_prepare_data_writes_and_skips_when_complete(tmp_path, monkeypatch):
     cfg = DataConfig(corpus=str(make_tsv(tmp_path / "c.tsv", 60)), dev_size=5, test_size=5)
     data = tmp_path / "run" / "data"
     first = prepare_data(cfg, data)
-    assert sorted(p.name for p in data.iterdir()) == ["dev.tsv", "stats.json", "test.tsv", "train.tsv"]
+    assert sorted(p.name for p in data.iterdir()) == ["dev.index.npy", "dev.tsv", "stats.json", "test.index.npy",
+                                                      "test.tsv", "train.index.npy", "train.tsv"]
     assert json.loads((data / "stats.json").read_text())["train"] == 50
     monkeypatch.setattr(corpus, "build_splits", lambda cfg: pytest.fail("complete data was rebuilt"))
     again = prepare_data(DataConfig(**{**vars(cfg), "vocab_size": 999}), data)  # a tokenizer setting

@@ -25,6 +25,8 @@ class DataConfig:
     test_size: int = _help("sentences held out for test when no test_file is given (user corpora)", 1000)
     skip_bad_lines: bool = _help("skip malformed lines (counted and reported) instead of stopping", False)
     vocab_size: int = _help("joint subword vocabulary size of a tokenizer trained here", 4000)
+    tokenizer_pairs: int = _help("a tokenizer trained here learns from at most this many training pairs, spread "
+                                 "evenly over the training split (0 = all of them)", 100_000)
     max_tokens: int = _help("drop training pairs longer than this many subword tokens on either side", 64)
     max_train_pairs: int = _help("use at most this many training pairs (0 = all)", 0)
     max_eval_sentences: int = _help("dev sentences used for BLEU during training (0 = all)", 300)
@@ -57,7 +59,8 @@ class DataConfig:
                 _check(bool(given) or getattr(self, name) >= 1, f"data.{name}",
                        f"is {getattr(self, name)}: without data.{name.split('_')[0]}_file at least 1 sentence must be "
                        "held out (dev BLEU picks the best checkpoint; the test set is what the table scores)")
-        for name in ("dev_size", "test_size", "max_train_pairs", "max_eval_sentences", "max_test_sentences"):
+        for name in ("dev_size", "test_size", "max_train_pairs", "max_eval_sentences", "max_test_sentences",
+                     "tokenizer_pairs"):
             _check(getattr(self, name) >= 0, f"data.{name}", "must not be negative")
         for name in ("source_lang_code", "target_lang_code", "target_token"):
             value = getattr(self, name)

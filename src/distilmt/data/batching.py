@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..losses import IGNORE_INDEX
-from .languages import source_ids
+from .store import TextSplit, TokenArrays, token_store
 
 
 class ParallelDataset(Dataset):
@@ -21,42 +22,81 @@ class ParallelDataset(Dataset):
     NLLB/M2M100 tokenizer puts its ``src_lang`` code before each source and its ``tgt_lang`` code before each label,
     a T5 prefix or an opus-mt target token goes before each source.
 
+    The ids are flat arrays with offsets (:class:`~distilmt.data.store.TokenArrays`): for a split saved in a run
+    directory (a :class:`~distilmt.data.store.TextSplit`) its memory-mapped token store, tokenised once per
+    tokenizer; for pairs given as a list, the same arrays made in memory. Either way an item is built when it is
+    read, so a dataset costs a few bytes per pair (its index and lengths) beyond the pages in use.
+
     With ``with_index=True`` each item also carries its position in the dataset as ``example_index`` (what a
     teacher cache is indexed by); the collator then puts it into the batch.
     """
 
     def __init__(self, pairs: Sequence[tuple[str, str]], tokenizer, max_tokens: int = 0, with_index: bool = False,
                  truncate_to: int = 0):
-        self.examples = []
-        self.dropped = self.truncated = 0
         self.with_index = with_index
-        if not pairs:
-            return
-        sources = source_ids(tokenizer, [s for s, _ in pairs])  # with the run's source prefix / target token
-        targets = tokenizer(text_target=[t for _, t in pairs])["input_ids"]  # after tokenizer.tgt_lang, if it has one
-        for src, tgt in zip(sources, targets):
-            if max_tokens and (len(src) > max_tokens or len(tgt) > max_tokens):
-                self.dropped += 1
-                continue
-            if truncate_to and (len(src) > truncate_to or len(tgt) > truncate_to):
-                self.truncated += 1
-                src, tgt = (ids[: truncate_to - 1] + ids[-1:] if len(ids) > truncate_to else ids for ids in (src, tgt))
-            self.examples.append({"input_ids": src, "labels": tgt})
+        self.truncate_to = truncate_to
+        self.tokens = token_store(pairs, tokenizer) if isinstance(pairs, TextSplit) else TokenArrays.encode(pairs,
+                                                                                                          tokenizer)
+        src_len, tgt_len = self.tokens.source_lengths(), self.tokens.target_lengths()
+        keep = np.ones(len(src_len), dtype=bool)
+        if max_tokens:
+            keep = (src_len <= max_tokens) & (tgt_len <= max_tokens)
+        self.dropped = int(len(keep) - keep.sum())
+        self.index = np.flatnonzero(keep)  # dataset position -> pair number
+        src_len, tgt_len = src_len[self.index], tgt_len[self.index]
+        self.truncated = int(((src_len > truncate_to) | (tgt_len > truncate_to)).sum()) if truncate_to else 0
+        if truncate_to:
+            src_len, tgt_len = np.minimum(src_len, truncate_to), np.minimum(tgt_len, truncate_to)
+        self._lengths = np.maximum(src_len, tgt_len).astype(np.int32)
+        self._target_lengths = tgt_len.astype(np.int32)
+        self.examples = _Examples(self)
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.index)
+
+    def example(self, index: int) -> dict:
+        """``{"input_ids", "labels"}`` of example ``index`` (lists of ids, cut to ``truncate_to`` when set)."""
+        pair = int(self.index[index])
+        src, tgt = self.tokens.source(pair), self.tokens.target(pair)
+        cut = self.truncate_to
+        if cut and (len(src) > cut or len(tgt) > cut):
+            src, tgt = (ids[: cut - 1] + ids[-1:] if len(ids) > cut else ids for ids in (src, tgt))
+        return {"input_ids": src, "labels": tgt}
 
     def __getitem__(self, index: int) -> dict:
         if self.with_index:
-            return {**self.examples[index], "example_index": index}
-        return self.examples[index]
+            return {**self.example(index), "example_index": int(index)}
+        return self.example(index)
 
-    def lengths(self) -> list[int]:
+    def lengths(self) -> np.ndarray:
         """Padded cost of each example: its longer side."""
-        return [max(len(e["input_ids"]), len(e["labels"])) for e in self.examples]
+        return self._lengths
+
+    def target_lengths(self) -> np.ndarray:
+        """Number of label tokens of each example."""
+        return self._target_lengths
 
     def target_tokens(self) -> int:
-        return sum(len(e["labels"]) for e in self.examples)
+        return int(self._target_lengths.sum())
+
+
+class _Examples(Sequence):
+    """``dataset.examples``: every example as a dict, built when read."""
+
+    def __init__(self, dataset: ParallelDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.dataset.example(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.dataset.example(index)
 
 
 def token_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> list[list[int]]:
@@ -65,9 +105,18 @@ def token_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> list[li
     Examples are sorted by length with a seeded random tie-break, cut into batches, and the batch order is
     shuffled, so each batch holds similar lengths (little padding) while the order varies per seed.
     """
+    return [batch.tolist() for batch in _token_batches(lengths, max_tokens, seed)]
+
+
+def _token_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> list[np.ndarray]:
+    """:func:`token_batches` as int64 arrays: views of one index array, a few bytes per example."""
     rng = random.Random(seed)
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
-    batches = pack_in_order(order, lengths, max_tokens)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    ties = np.fromiter((rng.random() for _ in range(len(lengths))), dtype=np.float64, count=len(lengths))
+    order = np.lexsort((ties, lengths))  # by length, ties broken by one draw per example in index order
+    del ties
+    sizes = [len(batch) for batch in pack_in_order(range(len(order)), lengths[order].tolist(), max_tokens)]
+    batches = np.split(order, np.cumsum(sizes)[:-1]) if sizes else []
     rng.shuffle(batches)
     return batches
 
@@ -103,7 +152,7 @@ class TokenBatchSampler:
     """
 
     def __init__(self, lengths: Sequence[int], max_tokens: int, seed: int = 0):
-        self.lengths = list(lengths)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
         self.max_tokens = max_tokens
         self.seed = seed
         self.epoch = 0
@@ -112,13 +161,13 @@ class TokenBatchSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def batches(self) -> list[list[int]]:
+    def batches(self) -> list[np.ndarray]:
         if self._cache is None or self._cache[0] != self.epoch:
-            self._cache = (self.epoch, token_batches(self.lengths, self.max_tokens, self.seed * 100_003 + self.epoch))
+            self._cache = (self.epoch, _token_batches(self.lengths, self.max_tokens, self.seed * 100_003 + self.epoch))
         return self._cache[1]
 
     def __iter__(self):
-        return iter(self.batches())
+        return (batch.tolist() for batch in self.batches())
 
     def __len__(self) -> int:
         return len(self.batches())

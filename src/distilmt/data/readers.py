@@ -34,15 +34,16 @@ def normalize(text: str) -> str:
 class _BadLines:
     """Raises on a bad line, or counts it when bad lines are to be skipped."""
 
-    def __init__(self, skip: bool):
+    def __init__(self, skip: bool, quiet: bool = False):
         self.skip = skip
+        self.quiet = quiet
         self.count = 0
 
     def __call__(self, path: Path, line: int, problem: str) -> None:
         if not self.skip:
             raise CorpusError(f"{path}:{line}: {problem} {_SKIP_HINT}")
         self.count += 1
-        if self.count <= 3:
+        if self.count <= 3 and not self.quiet:
             logger.warning("skipping %s:%d: %s", path, line, problem)
 
 
@@ -99,10 +100,20 @@ def read_parallel(path: str | Path, fmt: str = "auto", src_lang: str = "en", tgt
     jsonl (fields ``src_field``/``tgt_field``, default the language codes) or auto (by the name).
     Bad lines raise a :class:`CorpusError` unless ``skip_bad_lines``; blank lines are ignored.
     """
+    bad = _BadLines(skip_bad_lines)
+    pairs = list(iter_parallel(path, fmt, src_lang, tgt_lang, src_field, tgt_field, bad))
+    return pairs, bad.count
+
+
+def iter_parallel(path: str | Path, fmt: str = "auto", src_lang: str = "en", tgt_lang: str = "hu",
+                  src_field: str = "", tgt_field: str = "", bad: _BadLines | None = None) -> Iterator[Pair]:
+    """The pairs of :func:`read_parallel` one at a time, never the whole corpus in memory; the bad lines skipped are
+    counted in ``bad`` (a :class:`BadLines`; default: raise on the first). A corpus without any pair is a
+    :class:`CorpusError` once the end is reached."""
     path = Path(path)
     if fmt == "auto":
         fmt = detect_format(path, src_lang, tgt_lang)
-    bad = _BadLines(skip_bad_lines)
+    bad = bad if bad is not None else _BadLines(False)
     if fmt == "tsv":
         pairs = _read_tsv(path, bad)
     elif fmt == "plain":
@@ -112,10 +123,16 @@ def read_parallel(path: str | Path, fmt: str = "auto", src_lang: str = "en", tgt
         pairs = _read_jsonl(path, src_field or src_lang, tgt_field or tgt_lang, bad)
     else:
         raise CorpusError(f"{path}: unknown corpus format '{fmt}'; use one of auto, {', '.join(FORMATS)}")
-    if not pairs:
+    found = 0
+    for pair in pairs:
+        found += 1
+        yield pair
+    if not found:
         skipped = f" ({bad.count} bad lines skipped)" if bad.count else ""
         raise CorpusError(f"{path}: no sentence pairs found{skipped}; check that this is the corpus you meant")
-    return pairs, bad.count
+
+
+BadLines = _BadLines
 
 
 def _content_lines(path: Path, bad: _BadLines):
@@ -127,8 +144,7 @@ def _content_lines(path: Path, bad: _BadLines):
             yield number, line
 
 
-def _read_tsv(path: Path, bad: _BadLines) -> list[Pair]:
-    pairs = []
+def _read_tsv(path: Path, bad: _BadLines) -> Iterator[Pair]:
     for number, line in _content_lines(path, bad):
         parts = line.split("\t")
         if len(parts) != 2:
@@ -138,11 +154,10 @@ def _read_tsv(path: Path, bad: _BadLines) -> list[Pair]:
         if not src or not tgt:
             bad(path, number, f"the {'source' if not src else 'target'} side is empty")
             continue
-        pairs.append((src, tgt))
-    return pairs
+        yield src, tgt
 
 
-def _read_plain(prefix: Path, src_lang: str, tgt_lang: str, bad: _BadLines) -> list[Pair]:
+def _read_plain(prefix: Path, src_lang: str, tgt_lang: str, bad: _BadLines) -> Iterator[Pair]:
     files = _plain_files(prefix, src_lang, tgt_lang)
     for file in files:
         if not file.is_file():
@@ -151,15 +166,30 @@ def _read_plain(prefix: Path, src_lang: str, tgt_lang: str, bad: _BadLines) -> l
                 hint = f" (give the prefix {prefix.with_suffix('')}, without the language suffix)"
             raise CorpusError(f"{file}: file not found; a plain corpus is PREFIX.{src_lang} and "
                               f"PREFIX.{tgt_lang} aligned by line{hint}")
-    sides = [list(_lines(file)) for file in files]
-    for side in sides:  # a trailing blank line at the end of one file is not a misalignment
-        while side and side[-1][1] is not None and not side[-1][1].strip():
-            side.pop()
-    if len(sides[0]) != len(sides[1]):
-        raise CorpusError(f"{files[0]} has {len(sides[0])} lines but {files[1]} has {len(sides[1])}; "
-                          "the two files of a plain corpus must be aligned line by line")
-    pairs = []
-    for (number, src_line, src_problem), (_, tgt_line, tgt_problem) in zip(*sides):
+    # read side by side; the line counts compared at the end leave out each file's trailing blank lines, so a blank
+    # line at the end of one file is not a misalignment
+    sides = [_lines(file) for file in files]
+    counts, trailing = [0, 0], [0, 0]
+
+    def count(k: int, row) -> None:
+        counts[k] += 1
+        trailing[k] = trailing[k] + 1 if row[1] is not None and not row[1].strip() else 0
+
+    while True:
+        rows = [next(side, None) for side in sides]
+        for k, row in enumerate(rows):
+            if row is not None:
+                count(k, row)
+        if rows[0] is None or rows[1] is None:
+            for k in (0, 1):
+                for row in sides[k] if rows[k] is not None else ():
+                    count(k, row)
+            lines = [counts[k] - trailing[k] for k in (0, 1)]
+            if lines[0] != lines[1]:
+                raise CorpusError(f"{files[0]} has {lines[0]} lines but {files[1]} has {lines[1]}; "
+                                  "the two files of a plain corpus must be aligned line by line")
+            return
+        (number, src_line, src_problem), (_, tgt_line, tgt_problem) = rows
         if src_line is None or tgt_line is None:
             bad(files[0] if src_line is None else files[1], number, src_problem or tgt_problem)
             continue
@@ -170,12 +200,10 @@ def _read_plain(prefix: Path, src_lang: str, tgt_lang: str, bad: _BadLines) -> l
             empty, other = (files[0], files[1]) if not src else (files[1], files[0])
             bad(empty, number, f"empty line, but line {number} of {other.name} is not")
             continue
-        pairs.append((src, tgt))
-    return pairs
+        yield src, tgt
 
 
-def _read_jsonl(path: Path, src_field: str, tgt_field: str, bad: _BadLines) -> list[Pair]:
-    pairs = []
+def _read_jsonl(path: Path, src_field: str, tgt_field: str, bad: _BadLines) -> Iterator[Pair]:
     for number, line in _content_lines(path, bad):
         if number == 1 and line.lstrip().startswith("["):
             raise CorpusError(f"{path}: is a JSON array; write one JSON object per line (JSONL) instead")
@@ -200,8 +228,7 @@ def _read_jsonl(path: Path, src_field: str, tgt_field: str, bad: _BadLines) -> l
                 break
             texts.append(normalize(value))
         else:
-            pairs.append((texts[0], texts[1]))
-    return pairs
+            yield texts[0], texts[1]
 
 
 def write_tsv(rows: Iterable[Sequence[str]], path: str | Path) -> None:

@@ -20,6 +20,7 @@ from transformers import AutoTokenizer
 from ..config import RunConfig, SeqKDConfig
 from ..data.corpus import load_splits, prepare_data as prepare_splits
 from ..data.languages import resolve as resolve_languages, setup_of
+from ..data.store import store_dir, token_store
 from ..data.tokenizer import tokenizer_fingerprint, train_tokenizer
 from ..errors import CacheError, ConfigError, ExportError, LabelsError
 from ..export import export_ctranslate2
@@ -67,12 +68,25 @@ def prepare_data(cfg: RunConfig, run_dir: Path):
 
             _, tokenizer = load_seq2seq(cfg.teacher.path)
         else:
-            texts = (text for pair in splits.train for text in pair)
-            tokenizer = train_tokenizer(texts, cfg.data.vocab_size, tok_dir)
+            tokenizer = train_tokenizer(tokenizer_texts(splits.train, cfg.data.tokenizer_pairs), cfg.data.vocab_size,
+                                        tok_dir)
         # the run's language codes, source prefix and target token travel in the tokenizer (data.languages)
         resolve_languages(cfg.data, tokenizer).apply(tokenizer).save_pretrained(str(tok_dir))
         mark_complete(tok_dir)
+    if cfg.student.kind == "seq2seq" or cfg.teacher.kind == "seq2seq":  # what training reads: tokenised once, here
+        started = time.time()
+        tokens = token_store(splits.train, load_tokenizer(run_dir))
+        log.info("data: %d training pairs tokenised in %s (%.0fs)", len(tokens), store_dir(splits.train,
+                 load_tokenizer(run_dir)).name, time.time() - started)
     return splits
+
+
+def tokenizer_texts(train, limit: int):
+    """Both sides of the training pairs a tokenizer is trained on: all of them, or ``limit`` pairs spread evenly
+    over the split (``data.tokenizer_pairs``: SentencePiece holds every sentence it learns from in memory)."""
+    n = len(train)
+    pairs = train if not limit or n <= limit else (train[i * n // limit] for i in range(limit))
+    return (text for pair in pairs for text in pair)
 
 
 def check_precision(cfg: RunConfig) -> dict[str, str]:

@@ -86,7 +86,7 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
         if student is not None:
             raise ConfigError("student.trim_vocab: not supported for a student built by the caller (progressive "
                               "distillation) yet; set student.trim_vocab=false")
-        extra = [] if list(pairs) == list(splits.train) else pairs  # e.g. the distilled corpus of student-seqkd
+        extra = [] if pairs == splits.train else pairs  # e.g. the distilled corpus of student-seqkd
         model, tokenizer, vocab_map = trim_student(model, tokenizer, splits.train, out, extra_pairs=extra)
         signal = VocabMappedTeacher(signal, vocab_map) if signal is not None else None
         if monitor and cfg.monitor.enabled:
@@ -157,7 +157,7 @@ def teacher_signal(cfg: RunConfig, run_dir: Path, teacher_dir: Path, tokenizer, 
                                        f"the teacher {cfg.teacher.path}", f"the student {cfg.student.path}")
         return CausalTeacher(teacher_model, size, bf16=bf16, fp16=fp16, placed=placed)
     run_teacher = Path(teacher_dir) == Path(run_dir) / "teacher"
-    if cfg.distill.teacher_cache and run_teacher and list(pairs) == list(load_splits(run_dir / "data").train):
+    if cfg.distill.teacher_cache and run_teacher and pairs == load_splits(run_dir / "data").train:
         cache_teacher(cfg, run_dir)
         return CachedTeacher.open(run_dir / "teacher-cache", pairs, tokenizer, teacher_fingerprint(teacher_dir),
                                   cfg.data.max_tokens)
@@ -257,7 +257,7 @@ class LogStream:
 def seqkd_pairs(cfg: RunConfig, run_dir: Path, original):
     """student-seqkd's training pairs (seqkd.train_on), generating the distilled corpus first when needed."""
     if cfg.seqkd.train_on == "original":
-        return list(original)
+        return original
     generate_labels(cfg, run_dir)
     return training_pairs(original, read_distilled(run_dir / "distilled"), cfg.seqkd.train_on,
                           cfg.seqkd.mix_ratio, seed=cfg.student_train.seed)

@@ -116,7 +116,8 @@ def build_teacher_cache(out_dir: str | Path, pairs: Sequence[tuple[str, str]], t
     vocab_size = int(teacher.get_output_embeddings().weight.shape[0])
     k = min(int(top_k), vocab_size)
     rec = record_dtype(k, vocab_size, dtype)
-    lengths = [len(e["labels"]) for e in dataset.examples]
+    lengths = dataset.target_lengths()
+    widths = dataset.lengths()
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     n_shards = max(1, -(-len(lengths) // shard_size))
@@ -153,9 +154,8 @@ def build_teacher_cache(out_dir: str | Path, pairs: Sequence[tuple[str, str]], t
         first, last = shard * shard_size, min((shard + 1) * shard_size, len(lengths))
         base = int(offsets[first])
         records = np.zeros(int(offsets[last]) - base, dtype=rec)
-        local = [max(len(dataset.examples[i]["input_ids"]), lengths[i]) for i in range(first, last)]
-        for batch_ids in sorted(token_batches(local, batch_tokens, seed=0)):
-            examples = [dataset.examples[first + i] for i in batch_ids]
+        for batch_ids in sorted(token_batches(widths[first:last], batch_tokens, seed=0)):
+            examples = [dataset.example(first + i) for i in batch_ids]
             batch = {name: t.to(device) for name, t in collator(examples).items()}
             logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              decoder_input_ids=batch["decoder_input_ids"], use_cache=False).logits
@@ -164,7 +164,7 @@ def build_teacher_cache(out_dir: str | Path, pairs: Sequence[tuple[str, str]], t
             tail = (-torch.expm1(torch.logsumexp(values, dim=-1))).clamp(min=0.0)
             values, ids, tail = values.cpu().numpy(), ids.cpu().numpy(), tail.cpu().numpy()
             for row, i in enumerate(batch_ids):
-                n = lengths[first + i]
+                n = int(lengths[first + i])
                 start = int(offsets[first + i]) - base
                 records["ids"][start : start + n] = ids[row, :n]
                 records["logp"][start : start + n] = values[row, :n]

@@ -49,6 +49,7 @@ from transformers import AutoTokenizer
 from ..config.sections import SeqKDConfig
 from ..data.prompt import TranslationPrompt
 from ..data.readers import read_tsv, write_tsv
+from ..data.store import TextSplit
 from ..errors import LabelsError
 from ..models.generation import translate_scored
 from ..models.translators import CausalTranslator, Ct2Translator
@@ -270,16 +271,17 @@ def _assemble(out_dir: Path, sources: Sequence[str], cfg: SeqKDConfig, n_shards:
             "filters": _filters(cfg)}
 
 
-def read_distilled(out_dir: str | Path) -> list[tuple[str, str]]:
-    """The kept (source, teacher translation) pairs of a complete distilled corpus, in corpus order."""
+def read_distilled(out_dir: str | Path) -> TextSplit:
+    """The kept (source, teacher translation) pairs of a complete distilled corpus, in corpus order: a lazy
+    :class:`~distilmt.data.store.TextSplit`, so a student trains on it from its memory-mapped token store."""
     out_dir = Path(out_dir)
     if not (out_dir / STATS).is_file():
         raise LabelsError(f"{out_dir}: no complete distilled corpus; run `distilmt generate-labels` first")
-    return [(s, t) for s, t in read_tsv(out_dir / TRAIN, columns=2)]
+    return TextSplit(out_dir / TRAIN)
 
 
 def training_pairs(original: Sequence[tuple[str, str]], distilled: Sequence[tuple[str, str]], train_on: str,
-                   mix_ratio: float = 1.0, seed: int = 0) -> list[tuple[str, str]]:
+                   mix_ratio: float = 1.0, seed: int = 0) -> Sequence[tuple[str, str]]:
     """What student-seqkd learns from (``seqkd.train_on``).
 
     * ``original``: the reference pairs as they are;
@@ -289,9 +291,9 @@ def training_pairs(original: Sequence[tuple[str, str]], distilled: Sequence[tupl
       once with its reference and once with the teacher's translation).
     """
     if train_on == "original":
-        return list(original)
+        return original
     if train_on == "distilled":
-        return list(distilled)
+        return distilled
     if train_on != "mix":
         raise ValueError(f"train_on={train_on!r}: expected original, distilled or mix")
     count = round(mix_ratio * len(distilled))
