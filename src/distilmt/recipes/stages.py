@@ -166,7 +166,8 @@ def train_teacher_lora(cfg: RunConfig, run_dir: Path, resume: bool = False, out_
     train_lora(model, tokenizer, splits.train, dev_subset(cfg, splits), train_cfg, cfg.lora, out,
                out.parent / "tb" / out.name, cfg.data.max_tokens, base_path=run_dir / "teacher", resume=resume,
                name=TEACHER_LORA)
-    mark_complete(out, drop_checkpoints=not cfg.teacher_train.keep_checkpoints, seconds=round(time.time() - started, 1), **complete_info)
+    on_main(lambda: mark_complete(out, drop_checkpoints=not cfg.teacher_train.keep_checkpoints,
+                                  seconds=round(time.time() - started, 1), **complete_info), f"saving {TEACHER_LORA}")
     return out
 
 
