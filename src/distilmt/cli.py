@@ -9,6 +9,7 @@ end in one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from .config import PRESETS, load_config
 from .errors import ConfigError, ModelLoadError, RunDirError, UserError
+from .ranks import is_main, main_first
 from .rundir import is_complete, open_run
 
 DEFAULT_RUN_DIR = "runs/latest"
@@ -243,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
+        if not is_main():  # under torchrun the other ranks' tables and summaries would repeat rank 0's
+            with open(os.devnull, "w", encoding="utf-8") as quiet, contextlib.redirect_stdout(quiet):
+                return _dispatch(args)
         return _dispatch(args)
     except KeyboardInterrupt:
         again = "the same command" + ("" if args.command in ("generate-labels", "cache-teacher") else " and --resume")
@@ -280,7 +285,8 @@ def _dispatch(args) -> int:
         return 0
     if args.quiet:
         os.environ["DISTILMT_QUIET"] = "1"
-    cfg = _config_for_stage(args)
+    with main_first("opening the run directory"):  # under torchrun: rank 0 writes config.yaml, the others read it
+        cfg = _config_for_stage(args)
     _log_to_file(run_dir / "run.log")
     if args.command == "run":
         rows = pipeline.run(cfg, run_dir, resume=args.resume)

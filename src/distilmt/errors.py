@@ -50,3 +50,7 @@ class ExportError(UserError, RuntimeError):
 
 class SemanticUnavailable(UserError, RuntimeError):
     """Semantic similarity was asked for but its optional packages are missing (the message says what to install)."""
+
+
+class RankError(UserError, RuntimeError):
+    """Under torchrun: rank 0 failed in a step the other ranks were waiting for (rank 0's own error says why)."""

@@ -29,6 +29,8 @@ class DistillConfig:
     cache_top_k: int = _help("token ids (and probabilities) kept per target token in the teacher cache", 16)
     cache_dtype: str = _help("storage of the cached log-probabilities: float16 (compact) or float32 (exact)",
                              "float16")
+    cache_shard_size: int = _help("training examples per teacher-cache shard: the unit a build resumes from and that "
+                                  "torchrun's processes share out (rank r builds shards r, r + N, ...)", 1024)
     # -- schedules (method 2): progress = optimizer step / max_steps ---------------------------------------------
     temperature_schedule: str = _help("how T moves from distill.temperature to distill.temperature_final over "
                                       "training: constant, linear, exponential or cosine", "constant")
@@ -96,6 +98,8 @@ class DistillConfig:
                f"{self.cache_top_k!r} must be a whole number >= 1 (16 is a good start)")
         _check(self.cache_dtype in ("float16", "float32"), "distill.cache_dtype",
                f"'{self.cache_dtype}' is not float16 or float32")
+        _check(isinstance(self.cache_shard_size, int) and self.cache_shard_size >= 1, "distill.cache_shard_size",
+               f"{self.cache_shard_size!r} must be a whole number >= 1 (1024 is the default)")
         self._check_divergence()
         self._check_schedules()
         self._check_intermediate()

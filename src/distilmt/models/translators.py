@@ -112,13 +112,15 @@ class Ct2Translator:
     ``forced_bos_token_id`` does for the Hugging Face model.
 
     ``intra_threads`` is the threads per batch and ``inter_threads`` the batches run in parallel; on a
-    small CPU ``intra_threads=1`` with one batch per core gave the best batch throughput here.
+    small CPU ``intra_threads=1`` with one batch per core gave the best batch throughput here. ``device_index`` is
+    the GPU it runs on (under torchrun: the rank's ``LOCAL_RANK``).
     """
 
     engine = "ct2"
 
     def __init__(self, model_dir: str | Path, tokenizer_dir: str | Path | None = None, intra_threads: int = 1,
-                 inter_threads: int | None = None, compute_type: str = "default", device: str = "auto"):
+                 inter_threads: int | None = None, compute_type: str = "default", device: str = "auto",
+                 device_index: int = 0):
         ctranslate2 = require_ctranslate2()
         self.device = ct2_default_device() if device == "auto" else device  # auto: the GPU when there is one
 
@@ -134,8 +136,9 @@ class Ct2Translator:
         self.info = read_export_info(self.path)
         self.inter_threads = inter_threads or default_inter_threads()
         self.intra_threads = intra_threads
-        self.translator = ctranslate2.Translator(str(self.path), device=self.device, compute_type=compute_type,
-                                                 inter_threads=self.inter_threads, intra_threads=intra_threads)
+        self.translator = ctranslate2.Translator(str(self.path), device=self.device, device_index=device_index,
+                                                 compute_type=compute_type, inter_threads=self.inter_threads,
+                                                 intra_threads=intra_threads)
 
     def translate(self, sentences: Sequence[str], num_beams: int = 4, batch_size: int = 64,
                   max_new_tokens: int = 128) -> list[str]:

@@ -19,6 +19,11 @@ continues from its last checkpoint with ``resume=True``.
       export/                CTranslate2 export of the KD student
       tb/<model>/            TensorBoard event files
       metrics.json, metrics.csv, report.md, report.html
+
+Under ``torchrun --nproc_per_node N`` (see :mod:`distilmt.ranks`) every process runs :func:`run`: rank 0 opens the
+run directory and prepares the data while the others wait; the teacher cache and the distilled corpus are split
+by shard across the ranks; the teacher and the students train with DDP; evaluation, export and the report run once,
+on rank 0, and every process returns its rows.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from ..export import export_ctranslate2
 from ..models.loading import is_causal_dir
 from ..models.translators import save_prompt
 from ..monitor import DistillationMonitor
+from ..ranks import main_first, on_main, world_size
 from ..rundir import is_complete, mark_complete, open_run, require_teacher, teacher_fingerprint
 from .progressive import train_chain
 from .stages import (
@@ -153,9 +159,13 @@ def report(cfg: RunConfig, run_dir: Path) -> Path:
 def run(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> list[dict]:
     """The main job: everything above, in order, into one run directory."""
     run_dir = Path(run_dir)
-    cfg = open_run(run_dir, cfg)
+    with main_first("opening the run directory"):  # under torchrun: rank 0 writes config.yaml, the others read it
+        cfg = open_run(run_dir, cfg)
     precisions = check_precision(cfg)  # a precision this device cannot run stops the run before the first stage
     log.info("precision: %s", ", ".join(f"{section} {value}" for section, value in precisions.items()))
+    if world_size() > 1:
+        log.info("%d processes: data prepared once, teacher cache and labels split by shard, training with DDP, "
+                 "evaluation on rank 0", world_size())
     started = time.time()
     prepare_data(cfg, run_dir)
     train_teacher(cfg, run_dir, resume=resume)
@@ -166,9 +176,14 @@ def run(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> list[dict]
     distill(cfg, run_dir, resume=resume)
     if cfg.distill.progressive_factor:
         distill_progressive(cfg, run_dir, resume=resume)
+    rows = on_main(lambda: _evaluate_and_report(cfg, run_dir), "evaluating the models")
+    log.info("run finished in %.1f min", (time.time() - started) / 60)
+    return rows
+
+
+def _evaluate_and_report(cfg: RunConfig, run_dir: Path) -> list[dict]:
     rows = evaluate(cfg, run_dir)
     report(cfg, run_dir)
-    log.info("run finished in %.1f min", (time.time() - started) / 60)
     return rows
 
 

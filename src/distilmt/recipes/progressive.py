@@ -33,6 +33,7 @@ from ..errors import ConfigError
 from ..evaluation.compare import evaluate_models
 from ..models.build import copy_teacher_weights, derive_student, student_shape
 from ..models.loading import load_seq2seq
+from ..ranks import is_main, on_main
 from ..rundir import atomic_open, is_complete, load_tokenizer, mark_complete
 from .stages import dev_subset, test_subset
 from .student import train_student
@@ -140,7 +141,8 @@ def train_chain(cfg: RunConfig, run_dir: Path, stage_root: Path, final_dir: Path
             records.append(_train_stage(cfg, run_dir, k, stage_cfg, shape, teacher_model, previous, out, splits,
                                         tokenizer, resume, evaluate))
         previous = out
-        _write_chain(stage_root / "chain.json", records)
+        if is_main():
+            _write_chain(stage_root / "chain.json", records)
     return records
 
 
@@ -164,12 +166,16 @@ def _train_stage(cfg: RunConfig, run_dir: Path, k: int, stage_cfg: StudentConfig
               "teacher_params": previous_model.num_parameters(), "params": student.num_parameters(),
               "seconds": round(time.time() - started, 1)}
     del previous_model, student
-    if evaluate:
-        record.update(evaluate_stage(cfg, out, splits))
-        log.info("progressive stage %d: dev BLEU %.2f, test BLEU %.2f", k, record["dev_bleu"], record["test_bleu"])
-    mark_complete(out, drop_checkpoints=not cfg.student_train.keep_checkpoints, seconds=record["seconds"],
-                  record=record)
-    return record
+
+    def finish() -> dict:  # under torchrun: rank 0 evaluates and marks the stage; the others get its record
+        if evaluate:
+            record.update(evaluate_stage(cfg, out, splits))
+            log.info("progressive stage %d: dev BLEU %.2f, test BLEU %.2f", k, record["dev_bleu"], record["test_bleu"])
+        mark_complete(out, drop_checkpoints=not cfg.student_train.keep_checkpoints, seconds=record["seconds"],
+                      record=record)
+        return record
+
+    return on_main(finish, f"evaluating progressive stage {k}")
 
 
 def evaluate_stage(cfg: RunConfig, model_dir: Path, splits) -> dict:

@@ -1,6 +1,11 @@
 """The teacher-side stages and what every recipe shares: the corpus and tokenizer, the teacher (trained here or
 taken as it is), its LoRA fine-tune, its cache of top-k probabilities and its translations of the training sources
-(sequence-level KD labels), plus the run's dev and test subsets and the names of its model directories."""
+(sequence-level KD labels), plus the run's dev and test subsets and the names of its model directories.
+
+Under ``torchrun --nproc_per_node N`` every rank calls every stage (:mod:`distilmt.ranks`): the data, the tokenizer
+and a CTranslate2 conversion of the teacher are made once by rank 0 while the others wait; the teacher cache and
+the distilled corpus are split by shard (rank r builds shards r, r + N, ...) and assembled by rank 0; training is
+the Trainer's DDP; rank 0 writes every ``.complete`` marker."""
 
 from __future__ import annotations
 
@@ -27,9 +32,17 @@ from ..export import export_ctranslate2
 from ..models.build import build_model
 from ..models.loading import first_line, load_causal, load_seq2seq, require_ctranslate2
 from ..models.translators import Ct2Translator, default_inter_threads, save_prompt
+from ..ranks import barrier, gather, local_rank, main_first, my_shards, on_main, world_size
 from ..rundir import is_complete, load_tokenizer, mark_complete, require_teacher, teacher_fingerprint
-from ..teachers.cache import TeacherCache, build_teacher_cache, cache_fingerprint
-from ..teachers.labels import MANIFEST, build_distilled, labels_fingerprint, labels_teacher
+from ..teachers.cache import TeacherCache, build_teacher_cache, cache_fingerprint, finish_teacher_cache
+from ..teachers.labels import (
+    MANIFEST,
+    assemble_distilled,
+    complete_stats,
+    labels_fingerprint,
+    labels_teacher,
+    write_label_shards,
+)
 from ..training.loop import train_seq2seq
 from ..training.lora import lora_train_config, train_lora
 from ..training.precision import resolve_precision
@@ -59,25 +72,29 @@ def student_names(cfg: RunConfig) -> tuple[str, ...]:
 
 # -- stages -------------------------------------------------------------------------------------------
 def prepare_data(cfg: RunConfig, run_dir: Path):
-    """Corpus splits (built-in or the user's files) and the tokenizer (trained here or the teacher's)."""
+    """Corpus splits (built-in or the user's files) and the tokenizer (trained here or the teacher's).
 
-    splits = prepare_splits(cfg.data, run_dir / "data")
-    tok_dir = run_dir / "tokenizer"
-    if not is_complete(tok_dir):
-        if cfg.teacher.path and cfg.teacher.kind == "seq2seq":  # a causal teacher keeps its own tokenizer
+    Under torchrun rank 0 builds them while the others wait, then the others read what it wrote."""
 
-            _, tokenizer = load_seq2seq(cfg.teacher.path)
-        else:
-            tokenizer = train_tokenizer(tokenizer_texts(splits.train, cfg.data.tokenizer_pairs), cfg.data.vocab_size,
-                                        tok_dir)
-        # the run's language codes, source prefix and target token travel in the tokenizer (data.languages)
-        resolve_languages(cfg.data, tokenizer).apply(tokenizer).save_pretrained(str(tok_dir))
-        mark_complete(tok_dir)
-    if cfg.student.kind == "seq2seq" or cfg.teacher.kind == "seq2seq":  # what training reads: tokenised once, here
-        started = time.time()
-        tokens = token_store(splits.train, load_tokenizer(run_dir))
-        log.info("data: %d training pairs tokenised in %s (%.0fs)", len(tokens), store_dir(splits.train,
-                 load_tokenizer(run_dir)).name, time.time() - started)
+    with main_first("preparing the data"):
+        splits = prepare_splits(cfg.data, run_dir / "data")
+        tok_dir = run_dir / "tokenizer"
+        if not is_complete(tok_dir):
+            if cfg.teacher.path and cfg.teacher.kind == "seq2seq":  # a causal teacher keeps its own tokenizer
+
+                _, tokenizer = load_seq2seq(cfg.teacher.path)
+            else:
+                tokenizer = train_tokenizer(tokenizer_texts(splits.train, cfg.data.tokenizer_pairs),
+                                            cfg.data.vocab_size, tok_dir)
+            # the run's language codes, source prefix and target token travel in the tokenizer (data.languages)
+            resolve_languages(cfg.data, tokenizer).apply(tokenizer).save_pretrained(str(tok_dir))
+            mark_complete(tok_dir)
+        if cfg.student.kind == "seq2seq" or cfg.teacher.kind == "seq2seq":  # what training reads: tokenised once
+            started = time.time()
+            tokenizer = load_tokenizer(run_dir)
+            tokens = token_store(splits.train, tokenizer)
+            log.info("data: %d training pairs tokenised in %s (%.0fs)", len(tokens),
+                     store_dir(splits.train, tokenizer).name, time.time() - started)
     return splits
 
 
@@ -98,26 +115,15 @@ def check_precision(cfg: RunConfig) -> dict[str, str]:
 
 
 def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
-    """Train the teacher from scratch, or take the user's teacher directory as it is."""
+    """Train the teacher from scratch (under torchrun: with DDP, saved and marked by rank 0), or take the user's
+    teacher directory as it is (rank 0 saves it)."""
 
     out = run_dir / "teacher"
     if is_complete(out):
         log.info("teacher: complete, skipped")
         return
     if cfg.teacher.path:
-        if cfg.teacher.kind == "causal":
-
-            model, tokenizer = load_causal(cfg.teacher.path)
-        else:  # tokenizer and generation_config get the run's languages, and every model derived from it too
-            model, tokenizer = load_seq2seq(cfg.teacher.path)
-            languages = resolve_languages(cfg.data, tokenizer)
-            languages.apply(tokenizer)
-            languages.configure_generation(model, tokenizer)
-        model.save_pretrained(str(out))
-        tokenizer.save_pretrained(str(out))
-        if cfg.teacher.kind == "causal":  # how to prompt it, for evaluate/translate/compare (prompt.json)
-            save_prompt(out, cfg.prompt, cfg.data)
-        mark_complete(out, source=cfg.teacher.path)
+        on_main(lambda: _take_teacher(cfg, out), "saving the teacher")
         return
     precision = resolve_precision(cfg.teacher_train.precision, "teacher_train.precision")
     splits = load_splits(run_dir / "data")
@@ -127,7 +133,25 @@ def train_teacher(cfg: RunConfig, run_dir: Path, resume: bool = False):
     started = time.time()
     train_seq2seq(model, tokenizer, splits.train, dev_subset(cfg, splits), cfg.teacher_train, out,
                   run_dir / "tb" / "teacher", cfg.data.max_tokens, resume=resume)
-    mark_complete(out, drop_checkpoints=not cfg.teacher_train.keep_checkpoints, seconds=round(time.time() - started, 1))
+    on_main(lambda: mark_complete(out, drop_checkpoints=not cfg.teacher_train.keep_checkpoints,
+                                  seconds=round(time.time() - started, 1)), "saving the teacher")
+
+
+def _take_teacher(cfg: RunConfig, out: Path) -> None:
+    """The user's teacher (``teacher.path``) saved into ``out`` with the run's languages, marked complete."""
+    if cfg.teacher.kind == "causal":
+
+        model, tokenizer = load_causal(cfg.teacher.path)
+    else:  # tokenizer and generation_config get the run's languages, and every model derived from it too
+        model, tokenizer = load_seq2seq(cfg.teacher.path)
+        languages = resolve_languages(cfg.data, tokenizer)
+        languages.apply(tokenizer)
+        languages.configure_generation(model, tokenizer)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    if cfg.teacher.kind == "causal":  # how to prompt it, for evaluate/translate/compare (prompt.json)
+        save_prompt(out, cfg.prompt, cfg.data)
+    mark_complete(out, source=cfg.teacher.path)
 
 
 def teacher_placement(cfg: RunConfig) -> dict:
@@ -146,10 +170,10 @@ def teacher_placement(cfg: RunConfig) -> dict:
 
 def teacher_on_device(model_dir: Path, cfg: RunConfig | None = None):
     """A teacher model (seq2seq directory) for one pass over the training set: where ``teacher.device`` says
-    (default: the GPU when there is one), weights as ``teacher.inference_dtype`` says."""
+    (default: the GPU when there is one, this rank's under torchrun), weights as ``teacher.inference_dtype`` says."""
     place = teacher_placement(cfg) if cfg is not None else {}
     model, _ = load_seq2seq(model_dir, **place)
-    return model if "device" in place else model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return model if "device" in place else model.to(f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu")
 
 
 def train_teacher_lora(cfg: RunConfig, run_dir: Path, resume: bool = False, out_dir: Path | None = None,
@@ -171,15 +195,18 @@ def train_teacher_lora(cfg: RunConfig, run_dir: Path, resume: bool = False, out_
     train_lora(model, tokenizer, splits.train, dev_subset(cfg, splits), train_cfg, cfg.lora, out,
                out.parent / "tb" / out.name, cfg.data.max_tokens, base_path=run_dir / "teacher", resume=resume,
                name=TEACHER_LORA)
-    mark_complete(out, drop_checkpoints=not cfg.teacher_train.keep_checkpoints, seconds=round(time.time() - started, 1), **complete_info)
+    on_main(lambda: mark_complete(out, drop_checkpoints=not cfg.teacher_train.keep_checkpoints,
+                                  seconds=round(time.time() - started, 1), **complete_info), f"saving {TEACHER_LORA}")
     return out
 
 
-def cache_teacher(cfg: RunConfig, run_dir: Path, rebuild: bool = False) -> dict:
+def cache_teacher(cfg: RunConfig, run_dir: Path, rebuild: bool = False, on_shard=None) -> dict:
     """One pass of the frozen teacher over the training set, storing its top-k probabilities (``teacher-cache/``).
 
     Continues an interrupted build; a complete cache is checked against the run's data, tokenizer and teacher
-    and skipped (a stale one is refused: ``rebuild=True`` deletes and rebuilds it). Returns the cache's stats.
+    and skipped (a stale one is refused: ``rebuild=True`` deletes and rebuilds it). ``on_shard(done, total)`` is
+    called after each shard this process wrote. Under torchrun rank r builds shards r, r + N, ... and rank 0 writes
+    the stats and the marker once every rank is done. Returns the cache's stats.
     """
 
 
@@ -192,52 +219,75 @@ def cache_teacher(cfg: RunConfig, run_dir: Path, rebuild: bool = False) -> dict:
     splits = load_splits(run_dir / "data")
     tokenizer = load_tokenizer(run_dir)
     teacher_id = teacher_fingerprint(run_dir / "teacher")
-    if rebuild and out.exists():
-        shutil.rmtree(out)
+    if rebuild:
+        with main_first("deleting the old teacher cache"):
+            shutil.rmtree(out, ignore_errors=True)
     if is_complete(out):
         cache = TeacherCache(out, cache_fingerprint(splits.train, tokenizer, teacher_id, cfg.data.max_tokens))
         log.info("teacher-cache: complete, skipped")
         return cache.stats
     teacher_model = teacher_on_device(run_dir / "teacher", cfg)
-    log.info("teacher-cache: top-%d teacher probabilities for %d training pairs", cfg.distill.cache_top_k,
-             len(splits.train))
+    log.info("teacher-cache: top-%d teacher probabilities for %d training pairs%s", cfg.distill.cache_top_k,
+             len(splits.train), f", shards split over {world_size()} processes" if world_size() > 1 else "")
     started = time.time()
-    stats = build_teacher_cache(
+
+    def shard_done(done: int, total: int) -> None:
+        log.info("teacher-cache: shard %d/%d", done, total)
+        if on_shard is not None:
+            on_shard(done, total)
+
+    build_teacher_cache(  # this rank's shards (all of them alone); finished below once every rank is done
         out, splits.train, tokenizer, teacher_model, teacher_id=teacher_id, max_tokens=cfg.data.max_tokens,
-        top_k=cfg.distill.cache_top_k, dtype=cfg.distill.cache_dtype,
-        batch_tokens=4 * cfg.student_train.batch_tokens,
-        on_shard=lambda done, total: log.info("teacher-cache: shard %d/%d", done, total))
-    log.info("teacher-cache: %s target tokens, %.1f bytes per target token, %.1f MB in all, top-%d mass %.3f "
-             "(%.0fs)", f"{stats['n_tokens']:,}", stats["bytes_per_token"], stats["total_bytes"] / 1e6, stats["k"],
-             stats["mean_topk_mass"], time.time() - started)
-    mark_complete(out, seconds=round(time.time() - started, 1))
-    return stats
+        top_k=cfg.distill.cache_top_k, dtype=cfg.distill.cache_dtype, shard_size=cfg.distill.cache_shard_size,
+        batch_tokens=4 * cfg.student_train.batch_tokens, on_shard=shard_done, shards=my_shards())
+    del teacher_model
+    barrier()
+
+    def finish() -> dict:
+        stats = finish_teacher_cache(out)
+        log.info("teacher-cache: %s target tokens, %.1f bytes per target token, %.1f MB in all, top-%d mass %.3f "
+                 "(%.0fs)", f"{stats['n_tokens']:,}", stats["bytes_per_token"], stats["total_bytes"] / 1e6,
+                 stats["k"], stats["mean_topk_mass"], time.time() - started)
+        mark_complete(out, seconds=round(time.time() - started, 1))
+        return stats
+
+    return on_main(finish, "finishing the teacher cache")
 
 
 def generate_labels(cfg: RunConfig, run_dir: Path, rebuild: bool = False, on_shard=None) -> dict:
     """The teacher translates the training sources (``distilled/``): the labels of sequence-level KD.
 
     Resumable shard by shard; a complete corpus made from the same sources, tokenizer, teacher and generation
-    settings is skipped, a stale one refused (``rebuild=True`` deletes and rebuilds it). Returns its stats.
+    settings is skipped, a stale one refused (``rebuild=True`` deletes and rebuilds it). Under torchrun rank r
+    translates shards r, r + N, ... and rank 0 assembles ``train.tsv`` and the stats once every rank is done (its
+    throughput: all sentences over the slowest rank's time). Returns its stats.
     """
 
 
     require_teacher(run_dir)
     out = run_dir / "distilled"
-    if rebuild and out.exists():
-        shutil.rmtree(out)
+    if rebuild:
+        with main_first("deleting the old distilled corpus"):
+            shutil.rmtree(out, ignore_errors=True)
     sources = [s for s, _ in load_splits(run_dir / "data").train]
     tokenizer = load_tokenizer(run_dir)
     teacher_id = teacher_fingerprint(run_dir / "teacher")
-    seqkd, load, reference = labels_engine(cfg, run_dir / "teacher", teacher_id, out)
+    with main_first("choosing the labels' engine"):  # rank 0 converts the teacher to CTranslate2 (once) if it must
+        seqkd, load, reference = labels_engine(cfg, run_dir / "teacher", teacher_id, out)
     if cfg.teacher.kind == "causal":  # prompted with prompt.template, in its own tokenizer (distilmt.data.prompt)
 
         teacher_id, load = labels_teacher(cfg, run_dir / "teacher", teacher_id)
     fingerprint = labels_fingerprint(sources, tokenizer_fingerprint(tokenizer), teacher_id, seqkd)
 
     hint = f"rebuild it with `distilmt generate-labels --run-dir {run_dir} --rebuild`, or delete {out}"
-    stats = build_distilled(out, sources, tokenizer, load, seqkd, fingerprint, hint, on_shard, reference)
-    mark_complete(out, kept=stats["kept"], sources=stats["sources"])
+    stats = complete_stats(out, seqkd, fingerprint, hint)
+    if stats is None:  # this rank's shards (all of them alone), then rank 0 assembles once every rank is done
+        done = gather(write_label_shards(out, sources, tokenizer, load, seqkd, fingerprint, hint, on_shard,
+                                         shards=my_shards()))
+        generated, seconds = sum(n for n, _ in done), max(s for _, s in done)  # the ranks translate side by side
+        stats = on_main(lambda: assemble_distilled(out, sources, tokenizer, seqkd, generated, seconds, reference),
+                        "assembling the distilled corpus")
+    on_main(lambda: mark_complete(out, kept=stats["kept"], sources=stats["sources"]), "marking the labels complete")
     return stats
 
 
@@ -288,7 +338,8 @@ def labels_engine(cfg: RunConfig, teacher_dir: Path, teacher_id: str, out_dir: P
                               f"({first_line(exc)}); set seqkd.engine=hf") from None
         device = ct2_device()
         inter = 1 if device == "cuda" else default_inter_threads()
-        return Ct2Translator(ct2_dir, intra_threads=max(1, _cores() // inter), inter_threads=inter, device=device)
+        return Ct2Translator(ct2_dir, intra_threads=max(1, _cores() // inter), inter_threads=inter, device=device,
+                             device_index=local_rank() if device == "cuda" else 0)
 
     return dataclasses.replace(seqkd, engine="ct2", ct2_quantization=quantization), load_ct2, load_hf
 

@@ -28,6 +28,7 @@ from ..models.translators import save_prompt
 from ..models.trim import trim_student
 from ..models.vocab import check_same_vocabulary, check_shared_vocabulary
 from ..monitor import DistillationMonitor, select_samples
+from ..ranks import is_main, main_first, on_main
 from ..rundir import is_complete, load_tokenizer, mark_complete, require_teacher, teacher_fingerprint
 from ..teachers.cache import CachedTeacher
 from ..teachers.ensemble import EnsembleTeacher
@@ -87,7 +88,8 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
             raise ConfigError("student.trim_vocab: not supported for a student built by the caller (progressive "
                               "distillation) yet; set student.trim_vocab=false")
         extra = [] if pairs == splits.train else pairs  # e.g. the distilled corpus of student-seqkd
-        model, tokenizer, vocab_map = trim_student(model, tokenizer, splits.train, out, extra_pairs=extra)
+        with main_first(f"trimming {name}'s vocabulary"):  # it saves the trimmed tokenizer in out: rank 0 first
+            model, tokenizer, vocab_map = trim_student(model, tokenizer, splits.train, out, extra_pairs=extra)
         signal = VocabMappedTeacher(signal, vocab_map) if signal is not None else None
         if monitor and cfg.monitor.enabled:
             log.info("%s: the monitor is off for a trimmed-vocabulary student (it compares full vocabularies)", name)
@@ -104,7 +106,8 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
         prompt = TranslationPrompt.from_config(tokenizer, cfg.prompt, cfg.data)
         trainer = train_causal(model, prompt, pairs, cfg.student_train, dev_pairs=dev_subset(cfg, splits),
                                teacher=signal, distill=distill, callbacks=callbacks, **common)
-        save_prompt(out, cfg.prompt, cfg.data)  # how to prompt it: evaluate/translate open it with this
+        if is_main():  # how to prompt it: evaluate/translate open it with this
+            save_prompt(out, cfg.prompt, cfg.data)
     elif cfg.lora.students if lora is None else lora:  # out holds the merged model and adapter/
         trainer = train_lora(model, tokenizer, pairs, dev_subset(cfg, splits),
                              lora_train_config(cfg.student_train, cfg.lora), cfg.lora, teacher=signal,
@@ -112,12 +115,17 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
     else:
         trainer = train_seq2seq(model, tokenizer, pairs, dev_subset(cfg, splits), cfg.student_train, teacher=signal,
                                 distill=distill, callbacks=callbacks, **common)
-    for watcher in callbacks:  # what the monitor saw, for the report's panel history
-        (run_dir / "monitor").mkdir(exist_ok=True)
-        watcher.save(run_dir / "monitor" / f"{name}.json")
-    if complete:
-        mark_complete(out, drop_checkpoints=not cfg.student_train.keep_checkpoints,
-                      seconds=round(time.time() - started, 1), **complete_info)
+    seconds = round(time.time() - started, 1)
+
+    def finish() -> None:  # under torchrun: rank 0, once every rank has trained (DDP) and rank 0 has saved
+        for watcher in callbacks:  # what the monitor saw, for the report's panel history
+            (run_dir / "monitor").mkdir(exist_ok=True)
+            watcher.save(run_dir / "monitor" / f"{name}.json")
+        if complete:
+            mark_complete(out, drop_checkpoints=not cfg.student_train.keep_checkpoints, seconds=seconds,
+                          **complete_info)
+
+    on_main(finish, f"saving {name}")
     return trainer
 
 

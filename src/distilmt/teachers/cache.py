@@ -34,7 +34,10 @@ On disk (``RUN_DIR/teacher-cache/``)::
 Building is resumable: each shard is written to a temporary file and renamed into place (``os.replace``) once
 complete, so an interrupted build leaves only whole shards behind and a rerun continues from the first missing
 one. Each shard's content depends only on the examples in it (its batches are formed inside the shard), so a
-resumed build is byte-identical to an uninterrupted one. A cache whose fingerprint does not match the pairs,
+resumed build is byte-identical to an uninterrupted one. For the same reason the shards can be built by several
+processes at once (``shards=slice(rank, None, world_size)``: rank r builds shards r, r + N, ...; see
+:mod:`distilmt.ranks`), and :func:`finish_teacher_cache` then writes ``stats.json`` once: the result is
+byte-identical to a one-process build. A cache whose fingerprint does not match the pairs,
 tokenizer or teacher it is used with is refused with a :class:`CacheError`, never silently used.
 """
 
@@ -98,14 +101,19 @@ def is_complete(cache_dir: str | Path) -> bool:
 def build_teacher_cache(out_dir: str | Path, pairs: Sequence[tuple[str, str]], tokenizer, teacher, *,
                         teacher_id: str | None = None, max_tokens: int = 0, top_k: int = 16,
                         dtype: str = "float16", shard_size: int = 1024, batch_tokens: int = 4000,
-                        on_shard: Callable[[int, int], None] | None = None) -> dict:
+                        on_shard: Callable[[int, int], None] | None = None, shards: slice = slice(None)) -> dict | None:
     """One teacher-forced pass of ``teacher`` over ``pairs``; writes (or completes) the cache in ``out_dir``.
 
     ``pairs``, ``tokenizer`` and ``max_tokens`` must be what training uses: the cache is indexed like
     ``ParallelDataset(pairs, tokenizer, max_tokens)``. ``teacher_id`` is the teacher's fingerprint (default:
     :func:`teacher_fingerprint` of the model). An existing complete cache with the same fingerprint and settings
     is left as it is; a partial one is continued from its first missing shard; one made from anything else
-    is refused. ``on_shard(done, total)`` is called after each shard is in place. Returns the stats.
+    is refused. ``on_shard(done, total)`` is called after each shard is in place (``done``: the shard's index + 1).
+
+    ``shards`` selects the shard indices this call builds (``range(n_shards)[shards]``, default all): processes
+    building disjoint selections at the same time write the same header and offsets and never the same shard. When
+    the selection is every shard the cache is finished here (:func:`finish_teacher_cache`) and its stats returned;
+    otherwise None, and whoever waited for every builder finishes it.
     """
 
     if dtype not in DTYPES:
@@ -140,14 +148,15 @@ def build_teacher_cache(out_dir: str | Path, pairs: Sequence[tuple[str, str]], t
     if not (out_dir / OFFSETS).is_file():
         with atomic_open(out_dir / OFFSETS, binary=True) as f:
             np.save(f, offsets)
-    for stale in out_dir.glob("*.tmp"):  # the half-written shard of an interrupted build
-        stale.unlink()
+    selected = range(n_shards)[shards]
+    if selected == range(n_shards):  # no other process builds here: clear the half-written shard of a past build
+        _remove_stale(out_dir)
 
     device = next(teacher.parameters()).device
     was_training = teacher.training
     teacher.eval()
     collator = Seq2SeqCollator(tokenizer.pad_token_id, teacher.config.decoder_start_token_id)
-    for shard in range(n_shards):
+    for shard in selected:
         path = out_dir / _shard_name(shard)
         if path.is_file():
             continue
@@ -174,11 +183,29 @@ def build_teacher_cache(out_dir: str | Path, pairs: Sequence[tuple[str, str]], t
         if on_shard is not None:
             on_shard(shard + 1, n_shards)
     teacher.train(was_training)
-    if not is_complete(out_dir):
-        stats = _stats(out_dir, header)
-        with atomic_open(out_dir / STATS) as f:
-            f.write(json.dumps(stats, indent=1))
-    return json.loads((out_dir / STATS).read_text())
+    return finish_teacher_cache(out_dir) if selected == range(n_shards) else None
+
+
+def finish_teacher_cache(cache_dir: str | Path) -> dict:
+    """Complete a cache whose every shard is written: ``stats.json`` (last), stale temporary files removed; returns
+    the stats (those already there when it is complete). A missing shard is a CacheError naming it."""
+    cache_dir = Path(cache_dir)
+    if not is_complete(cache_dir):
+        header = _read_header(cache_dir)
+        missing = [s for s in range(header["n_shards"]) if not (cache_dir / _shard_name(s)).is_file()]
+        if missing:
+            raise CacheError(f"{cache_dir}: {len(missing)} of {header['n_shards']} teacher-cache shards are missing "
+                             f"(e.g. {_shard_name(missing[0])}); run `distilmt cache-teacher --run-dir "
+                             f"{cache_dir.parent}` again to build them")
+        _remove_stale(cache_dir)
+        with atomic_open(cache_dir / STATS) as f:
+            f.write(json.dumps(_stats(cache_dir, header), indent=1))
+    return json.loads((cache_dir / STATS).read_text())
+
+
+def _remove_stale(cache_dir: Path) -> None:
+    for stale in cache_dir.glob("*.tmp"):  # the half-written shard of an interrupted build
+        stale.unlink(missing_ok=True)
 
 
 def _stats(out_dir: Path, header: dict) -> dict:
@@ -256,7 +283,7 @@ class TeacherCache:
         return torch.from_numpy(ids), torch.from_numpy(logp)
 
 
-__all__ = ["CacheError", "TeacherCache", "build_teacher_cache", "cache_fingerprint",
+__all__ = ["CacheError", "TeacherCache", "build_teacher_cache", "cache_fingerprint", "finish_teacher_cache",
            "is_complete", "pairs_fingerprint", "teacher_fingerprint", "tokenizer_fingerprint"]
 
 

@@ -53,6 +53,7 @@ from ..data.store import TextSplit
 from ..errors import LabelsError
 from ..models.generation import translate_scored
 from ..models.translators import CausalTranslator, Ct2Translator
+from ..ranks import local_rank
 from ..rundir import atomic_open, check_fingerprint, sources_fingerprint
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,21 @@ def build_distilled(out_dir: str | Path, sources: Sequence[str], tokenizer, load
     the HF seq2seq teacher that :func:`label_agreement` compares the labels with (stats ``agreement``). A complete
     corpus made with the same fingerprint is not regenerated; only ``train.tsv`` is reassembled when the filters
     changed. A stale one is refused (:class:`LabelsError`).
+
+    One process: :func:`write_label_shards` of every shard, then :func:`assemble_distilled`. Several processes
+    call the first with their own ``shards`` and one of them the second once all are done.
     """
+    stats = complete_stats(out_dir, cfg, fingerprint, rebuild_hint)
+    if stats is not None:
+        return stats
+    generated, seconds = write_label_shards(out_dir, sources, tokenizer, load_teacher, cfg, fingerprint,
+                                            rebuild_hint, on_shard)
+    return assemble_distilled(out_dir, sources, tokenizer, cfg, generated, seconds, reference)
+
+
+def complete_stats(out_dir: str | Path, cfg: SeqKDConfig, fingerprint: dict, rebuild_hint: str) -> dict | None:
+    """The stats of a complete corpus in ``out_dir`` made as asked (filters included), else None; a stale corpus is
+    refused (:class:`LabelsError`)."""
     out_dir = Path(out_dir)
     check_manifest(out_dir, fingerprint, cfg, rebuild_hint)
     stats_path = out_dir / STATS
@@ -133,44 +148,74 @@ def build_distilled(out_dir: str | Path, sources: Sequence[str], tokenizer, load
         stats = json.loads(stats_path.read_text(encoding="utf-8"))
         if stats.get("filters") == _filters(cfg):
             return stats
+    return None
+
+
+def write_label_shards(out_dir: str | Path, sources: Sequence[str], tokenizer, load_teacher: Callable[[], object],
+                       cfg: SeqKDConfig, fingerprint: dict, rebuild_hint: str = "delete the directory and run again",
+                       on_shard: Callable[[int, int, dict], None] | None = None,
+                       shards: slice = slice(None)) -> tuple[int, float]:
+    """Write the missing shards among ``range(n_shards)[shards]`` (default all) and the manifest; returns (sentences
+    translated now, seconds spent translating). Each shard depends only on its sources and its index (the sampling
+    seed), so processes writing disjoint selections at once (``shards=slice(rank, None, world_size)``, see
+    :mod:`distilmt.ranks`) make the same files as one process. A stale corpus is refused (:class:`LabelsError`)."""
+    out_dir = Path(out_dir)
+    check_manifest(out_dir, fingerprint, cfg, rebuild_hint)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_shards = max(1, -(-len(sources) // cfg.shard_size))
-    if not (out_dir / MANIFEST).is_file():
+    if not (out_dir / MANIFEST).is_file():  # every process writes the same one, atomically
         with atomic_open(out_dir / MANIFEST) as f:
             json.dump({"format": FORMAT, "fingerprint": fingerprint, "settings": generation_settings(cfg),
                        "n_sources": len(sources), "n_shards": n_shards}, f, indent=1)
-    missing = [i for i in range(n_shards) if not (out_dir / shard_name(i)).is_file()]
+    missing = [i for i in range(n_shards)[shards] if not (out_dir / shard_name(i)).is_file()]
     generated, seconds = 0, 0.0
-    if missing:
-        teacher = load_teacher()
-        if isinstance(teacher, Ct2Translator) != (cfg.engine == "ct2"):
-            raise ValueError(f"seqkd.engine={cfg.engine!r} does not match the teacher loaded "
-                             f"({type(teacher).__name__})")
-        log.info("generate-labels: %d of %d shards to translate (%d sources, beam %d%s, %s)", len(missing), n_shards,
-                 len(sources), cfg.num_beams, ", sampling" if cfg.do_sample else "",
-                 f"CTranslate2 {cfg.ct2_quantization}" if cfg.engine == "ct2" else "HF generate")
-        for index in missing:
-            chunk = sources[index * cfg.shard_size:(index + 1) * cfg.shard_size]
-            started = time.perf_counter()
-            seed = cfg.seed * 1_000_003 + index
-            if isinstance(teacher, (CausalTranslator, Ct2Translator)):  # a causal LM prompts itself; CT2 decodes
-                hyps = teacher.translate_scored(chunk, cfg, seed=seed)
-            else:
-                hyps = translate_scored(teacher, tokenizer, chunk, cfg, seed=seed)
-            took = time.perf_counter() - started
-            if cfg.num_return_sequences > 1:
-                with atomic_open(out_dir / shard_name(index).replace(".tsv", ".nbest.jsonl")) as f:
-                    for offset, (source, nbest) in enumerate(zip(chunk, hyps)):
-                        f.write(json.dumps({"index": index * cfg.shard_size + offset, "source": source,
-                                            "hypotheses": [{"text": t, "score": round(s, 6)} for t, s in nbest]},
-                                           ensure_ascii=False) + "\n")
-            write_tsv(((s, h[0][0], f"{h[0][1]:.6f}") for s, h in zip(chunk, hyps)), out_dir / shard_name(index))
-            generated, seconds = generated + len(chunk), seconds + took
-            info = {"sentences": len(chunk), "seconds": took, "sentences_per_s": len(chunk) / max(took, 1e-9)}
-            log.info("generate-labels: shard %d/%d written (%d sentences, %.1f sentences/s)", index + 1, n_shards,
-                     len(chunk), info["sentences_per_s"])
-            if on_shard is not None:
-                on_shard(index + 1, n_shards, info)
+    if not missing:
+        return generated, seconds
+    teacher = load_teacher()
+    if isinstance(teacher, Ct2Translator) != (cfg.engine == "ct2"):
+        raise ValueError(f"seqkd.engine={cfg.engine!r} does not match the teacher loaded "
+                         f"({type(teacher).__name__})")
+    log.info("generate-labels: %d of %d shards to translate (%d sources, beam %d%s, %s)", len(missing), n_shards,
+             len(sources), cfg.num_beams, ", sampling" if cfg.do_sample else "",
+             f"CTranslate2 {cfg.ct2_quantization}" if cfg.engine == "ct2" else "HF generate")
+    for index in missing:
+        chunk = sources[index * cfg.shard_size:(index + 1) * cfg.shard_size]
+        started = time.perf_counter()
+        seed = cfg.seed * 1_000_003 + index
+        if isinstance(teacher, (CausalTranslator, Ct2Translator)):  # a causal LM prompts itself; CT2 decodes
+            hyps = teacher.translate_scored(chunk, cfg, seed=seed)
+        else:
+            hyps = translate_scored(teacher, tokenizer, chunk, cfg, seed=seed)
+        took = time.perf_counter() - started
+        if cfg.num_return_sequences > 1:
+            with atomic_open(out_dir / shard_name(index).replace(".tsv", ".nbest.jsonl")) as f:
+                for offset, (source, nbest) in enumerate(zip(chunk, hyps)):
+                    f.write(json.dumps({"index": index * cfg.shard_size + offset, "source": source,
+                                        "hypotheses": [{"text": t, "score": round(s, 6)} for t, s in nbest]},
+                                       ensure_ascii=False) + "\n")
+        write_tsv(((s, h[0][0], f"{h[0][1]:.6f}") for s, h in zip(chunk, hyps)), out_dir / shard_name(index))
+        generated, seconds = generated + len(chunk), seconds + took
+        info = {"sentences": len(chunk), "seconds": took, "sentences_per_s": len(chunk) / max(took, 1e-9)}
+        log.info("generate-labels: shard %d/%d written (%d sentences, %.1f sentences/s)", index + 1, n_shards,
+                 len(chunk), info["sentences_per_s"])
+        if on_shard is not None:
+            on_shard(index + 1, n_shards, info)
+    return generated, seconds
+
+
+def assemble_distilled(out_dir: str | Path, sources: Sequence[str], tokenizer, cfg: SeqKDConfig, generated: int = 0,
+                       seconds: float = 0.0, reference: Callable[[], object] | None = None) -> dict:
+    """``train.tsv`` (and ``nbest.jsonl``) from the written shards, the agreement check (with ``reference``) and
+    ``stats.json`` (last); returns the stats. ``generated`` sentences were translated now in ``seconds`` (with
+    several processes: their sum, and the longest one's time). A corpus already assembled with these filters is
+    returned as it is."""
+    out_dir = Path(out_dir)
+    stats_path = out_dir / STATS
+    if stats_path.is_file() and not generated:
+        old = json.loads(stats_path.read_text(encoding="utf-8"))
+        if old.get("filters") == _filters(cfg):
+            return old
+    n_shards = max(1, -(-len(sources) // cfg.shard_size))
     stats = _assemble(out_dir, sources, cfg, n_shards)
     old = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() and not generated else {}
     if generated:
@@ -308,8 +353,8 @@ def labels_teacher(cfg, teacher_dir: str | Path, teacher_id: str):
 
     prompt = TranslationPrompt.from_config(AutoTokenizer.from_pretrained(str(teacher_dir)), cfg.prompt, cfg.data)
 
-    def load() -> CausalTranslator:  # where teacher.device says (default: the GPU when there is one)
-        device = cfg.teacher.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    def load() -> CausalTranslator:  # where teacher.device says (default: this rank's GPU when there is one)
+        device = cfg.teacher.device or (f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu")
         return CausalTranslator.load(teacher_dir, cfg.prompt.template, cfg.data.source_lang, cfg.data.target_lang,
                                      device, cfg.teacher.inference_dtype)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import LoRAConfig, TrainConfig
 from ..models.lora import BASE_DIR, add_lora, save_merged
+from ..ranks import is_main
 from .loop import train_seq2seq
 
 
@@ -28,7 +29,7 @@ def train_lora(model, tokenizer, train_pairs, dev_pairs, train_cfg: TrainConfig,
     out_dir = Path(out_dir)
     if base_path is None:
         base_path = out_dir / BASE_DIR
-        if not (base_path / "config.json").is_file():
+        if not (base_path / "config.json").is_file() and is_main():  # under torchrun rank 0 writes it
             model.save_pretrained(str(base_path))
             tokenizer.save_pretrained(str(base_path))
     wrapped = add_lora(model, cfg, base_path)
