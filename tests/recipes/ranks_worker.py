@@ -36,7 +36,7 @@ def counted(events: Path, module, name: str, describe=lambda *a, **k: {}):
 if __name__ == "__main__":
     config_file, run_dir, events = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     torch.set_num_threads(1)
-    counted(events, corpus, "build_splits")
+    counted(events, corpus, "plan_splits")  # the streaming pass prepare-data makes over the corpus
     counted(events, stages, "train_tokenizer")
     counted(events, stages, "mark_complete", lambda stage_dir, *a, **k: {"dir": Path(stage_dir).name})
     with ranks.main_first("opening the run directory"):

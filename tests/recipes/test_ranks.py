@@ -81,7 +81,7 @@ def _by_rank(events: list[dict], event: str) -> dict[int, list[dict]]:
 @pytest.mark.slow
 def test_data_is_prepared_once_and_every_rank_reads_the_same_splits(two_ranks):
     run_dir, events = two_ranks
-    assert [e["rank"] for e in events if e["event"] == "build_splits"] == [0]
+    assert [e["rank"] for e in events if e["event"] == "plan_splits"] == [0]
     assert [e["rank"] for e in events if e["event"] == "train_tokenizer"] == [0]
     read = _by_rank(events, "splits")
     assert sorted(read) == [0, 1]
