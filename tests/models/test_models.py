@@ -35,7 +35,7 @@ def test_student_copies_spread_out_teacher_layers_when_width_matches(tokenizer, 
 
 
 def test_narrow_student_is_fresh_and_smaller(tokenizer, tiny_teacher):
-    cfg = StudentConfig(depth_ratio=0.5, width_ratio=0.5, heads_ratio=0.5)
+    cfg = StudentConfig(depth_ratio=0.5, width_ratio=0.5, heads_ratio=0.5, narrow_init="random")
     shape = student_shape(tiny_teacher.config, cfg)
     assert shape == {"d_model": 16, "ffn": 32, "heads": 2, "enc": 1, "dec": 1}
     student = derive_student(tiny_teacher, cfg)
@@ -74,7 +74,8 @@ def test_a_narrow_student_selects_the_same_teacher_dimensions_in_every_tensor(to
     if arch == "marian":  # the sinusoidal table is the student's own for its width, as it is when reloaded
         fresh = derive_student(teacher, StudentConfig(depth_ratio=0.67, decoder_depth_ratio=0.34, width_ratio=0.5))
         assert torch.equal(ss["model.encoder.embed_positions.weight"], fresh.state_dict()["model.encoder.embed_positions.weight"])
-    # the default stays random: nothing of the teacher in a narrow student
+    # select is the default; random keeps nothing of the teacher in a narrow student
+    assert StudentConfig().narrow_init == "select"
     random = derive_student(teacher, dataclasses.replace(cfg, narrow_init="random"), seed=1)
     assert not torch.equal(random.state_dict()["model.shared.weight"], ss["model.shared.weight"])
     student.save_pretrained(tmp_path)  # and it reloads as saved

@@ -102,8 +102,9 @@ def derive_student(teacher, cfg: StudentConfig, seed: int = 0):
     """A smaller model of the teacher's family, initialised from the teacher when ``cfg.init_from_teacher``.
 
     With equal width ("shrink and fine-tune"), the student copies the teacher's embeddings, final norms
-    and a spread-out subset of its layers (first and last included). A narrower student is freshly initialised, or
-    with ``cfg.narrow_init == "select"`` takes evenly spaced entries of those same tensors (:func:`select_weights`).
+    and a spread-out subset of its layers (first and last included). A narrower student takes evenly spaced entries
+    of those same tensors (``cfg.narrow_init == "select"``, the default: :func:`select_weights`) or is freshly
+    initialised (``"random"``); a wider one (a named shape wider than its teacher) is freshly initialised.
     """
 
     names = _names(teacher.config)
@@ -121,9 +122,10 @@ def derive_student(teacher, cfg: StudentConfig, seed: int = 0):
     torch.manual_seed(seed)
     student = AutoModelForSeq2SeqLM.from_config(config)
     student.generation_config = copy.deepcopy(teacher.generation_config)
-    if cfg.init_from_teacher and shape["d_model"] == getattr(teacher.config, names["d_model"]):
+    teacher_width = getattr(teacher.config, names["d_model"])
+    if cfg.init_from_teacher and shape["d_model"] == teacher_width:
         copy_teacher_weights(teacher, student, shape)
-    elif cfg.init_from_teacher and cfg.narrow_init == "select":
+    elif cfg.init_from_teacher and cfg.narrow_init == "select" and shape["d_model"] < teacher_width:
         copy_teacher_weights(teacher, student, shape, select=True)
     return student
 

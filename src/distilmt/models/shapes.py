@@ -10,8 +10,9 @@ language pair: here ``student.trim_vocab`` (:mod:`distilmt.models.trim`) plays t
 pieces that the training corpus uses.
 
 A shape replaces the ratios (``student.depth_ratio``, ``width_ratio``, ...): the student has exactly these
-dimensions whatever the teacher's. When its width differs from the teacher's, no teacher layer can be copied and
-the student starts from random weights (see :func:`distilmt.models.build.derive_student`).
+dimensions whatever the teacher's. When it is narrower than the teacher, ``student.narrow_init: select`` (the
+default) initialises it by weight selection from the teacher's spread-out layers; when it is wider, it starts from
+random weights (see :func:`distilmt.models.build.derive_student`).
 """
 
 from __future__ import annotations
