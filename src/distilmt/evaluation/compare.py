@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 ROW_KEYS = (
     "name", "path", "engine", "device", "bleu", "chrf", "ter", "semantic", "semantic_metric", "params", "params_non_embedding",
     "size_mb", "compression",
-    "sentences_per_s", "speedup", "speedup_min", "speedup_max", "speedup_rounds", "speed_rounds", "speed_noisy", "retention", "distinct_ratio", "top_output_share", "repetition_rate",
+    "sentences_per_s", "sentences_per_s_rounds", "speedup", "speedup_min", "speedup_max", "speedup_rounds",
+    "speed_rounds", "speed_noisy", "retention", "distinct_ratio", "top_output_share", "repetition_rate",
     "empty_outputs", "length_ratio", "copy_rate", "collapsed", "cut_sources", "latency_bs1_ms", "latency_bs1_ms_min",
     "latency_bs1_ms_max", "throughput_bs32", "throughput_bs32_min", "throughput_bs32_max", "throughput_bs128",
     "throughput_bs128_min", "throughput_bs128_max", "throughput_bs32_beam4", "throughput_bs32_beam4_min",
@@ -56,11 +57,15 @@ Models are timed in ``speed_rounds`` interleaved rounds (each round every model 
 speed figure is the model's best round (the highest throughput, the lowest latency; ``_min``/``_max`` the slowest
 and fastest round), as timeit reports the fastest repeat, because load from other processes only ever slows a round
 down; ``speedup`` is the ratio of the best rounds, ``speedup_rounds`` the ratio in each round and
-``speedup_min``/``_max`` their range; ``speed_noisy`` is true when that range is wider than :data:`NOISY_SPREAD` of
-the speed-up (the table then marks it with "?")."""
+``speedup_min``/``_max`` their range, ``sentences_per_s_rounds`` the model's own throughput in each round.
+``speed_noisy`` is true when the best round of the model or of its reference is not reproduced: its second-best
+round is more than :data:`NOISY_SPREAD` slower (the table then marks the speed-up with "?"). One disturbed round
+does not make a best-of figure doubtful; a best round that no other round comes near does."""
 
 NOISY_SPREAD = 0.15
-"""(fastest - slowest per-round speed-up) / median beyond which a speed-up is marked as not to be trusted."""
+"""How much slower than a model's best round its second-best may be before its speed-up is marked as not to be
+trusted (measured on 2 idle cores: the best-of speed-ups of two back-to-back runs agreed within 12 % while the
+per-round ratios of one run spread by up to 47 %)."""
 
 # (row key, header, format) of the columns shown in the terminal table and the Markdown table
 DISPLAY = (
@@ -303,10 +308,17 @@ def _ratio(a, b) -> float | None:
     return a / b if a is not None and b not in (None, 0) else None
 
 
+def unreproduced(runs: Sequence[dict]) -> bool:
+    """Whether a model's best round (``sentences_per_s``) stands alone: its second-best round is more than
+    :data:`NOISY_SPREAD` slower (False with fewer than two rounds)."""
+    speeds = sorted((r["sentences_per_s"] for r in runs if r.get("sentences_per_s")), reverse=True)
+    return len(speeds) > 1 and (speeds[0] - speeds[1]) / speeds[0] > NOISY_SPREAD
+
+
 def add_relative(rows: list[dict], reference_name: str, rounds: list[list[dict]] | None = None) -> None:
     """Compression, speed-up and retention against the row ``reference_name``: the speed-up is the ratio of the two
     rows' ``sentences_per_s`` (their best rounds). With ``rounds`` (each row's speed figures per interleaved round)
-    the per-round ratios give its range and the noisy flag."""
+    the per-round ratios give its range, and :func:`unreproduced` the noisy flag."""
     ref = next((r for r in rows if r["name"] == reference_name), None)
     if ref is None:
         log.warning("reference model '%s' is not among the models; relative columns are left empty", reference_name)
@@ -316,10 +328,13 @@ def add_relative(rows: list[dict], reference_name: str, rounds: list[list[dict]]
         row["speedup"] = _ratio(row["sentences_per_s"], ref["sentences_per_s"]) if ref else None
         ratios = [r for r in (_ratio(mine["sentences_per_s"], theirs["sentences_per_s"])
                               for mine, theirs in zip(rounds[i], ref_rounds)) if r is not None] if ref_rounds else []
+        if rounds and rounds[i]:
+            row["sentences_per_s_rounds"] = [round(r["sentences_per_s"], 2) for r in rounds[i]
+                                             if r["sentences_per_s"] is not None]
         if ratios and row["speedup"] is not None:
             row["speedup_rounds"] = [round(r, 4) for r in ratios]
             row["speedup_min"], row["speedup_max"] = min(ratios), max(ratios)
-            row["speed_noisy"] = len(ratios) > 1 and (max(ratios) - min(ratios)) / row["speedup"] > NOISY_SPREAD
+            row["speed_noisy"] = unreproduced(rounds[i]) or unreproduced(ref_rounds)
         row["retention"] = _ratio(row["bleu"], ref["bleu"]) if ref else None
         for set_name, scores in (row.get("test_sets") or {}).items():
             ref_scores = (ref.get("test_sets") or {}).get(set_name, {}) if ref else {}
@@ -386,8 +401,8 @@ def speed_note(rows: Sequence[dict]) -> str | None:
     text = f"speed-up: best of {rounds} interleaved timing rounds (per-round range: {spread})" if spread else \
         f"speed: best of {rounds} interleaved timing rounds"
     if noisy:
-        text += (f"; marked ?: {', '.join(noisy)} varied by more than {NOISY_SPREAD:.0%} between rounds (a loaded "
-                 "machine): not to be trusted")
+        text += (f"; marked ?: {', '.join(noisy)}: the best round of the model or of its reference was not "
+                 f"reproduced within {NOISY_SPREAD:.0%} by another round (a loaded machine): not to be trusted")
     return text
 
 
@@ -449,7 +464,7 @@ def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
 
     flat = []
     for row in rows:
-        out = {key: " ".join(map(str, value)) if isinstance(value, list) else value  # speedup_rounds
+        out = {key: " ".join(map(str, value)) if isinstance(value, list) else value  # the *_rounds lists
                for key, value in row.items() if key != "test_sets"}
         for name, scores in list((row.get("test_sets") or {}).items())[1:]:
             out.update({f"{name}/{key}": value for key, value in scores.items()})
