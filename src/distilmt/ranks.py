@@ -51,6 +51,12 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def local_device() -> str:
+    """Where this process runs its models by default: its GPU (``cuda:LOCAL_RANK``) when torch sees one, else the
+    CPU."""
+    return f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"
+
+
 def is_main() -> bool:
     """True on rank 0, the process that writes what is written once and logs what would repeat."""
     return rank() == 0

@@ -17,7 +17,8 @@ from distilmt.data.tokenizer import tokenizer_fingerprint
 from distilmt.errors import LabelsError
 from distilmt.models.generation import translate_scored
 from distilmt.models.loading import load_seq2seq
-from distilmt.recipes.stages import ct2_device, labels_engine
+from distilmt.models.translators import ct2_default_device
+from distilmt.recipes.stages import labels_engine
 from distilmt.rundir import teacher_fingerprint
 from distilmt.teachers.labels import agreement_sample, build_distilled, labels_fingerprint
 from helpers import make_tiny_model, needs_ct2, toy_sentences
@@ -156,7 +157,7 @@ def test_labels_of_one_engine_are_never_completed_by_the_other(run_dir, tmp_path
 
 def test_auto_picks_ct2_on_a_seq2seq_teacher_unless_sampling(run_dir, tmp_path):
     cfg, load, reference = _engine(run_dir, tmp_path / "new")
-    quantization = "float16" if ct2_device() == "cuda" else "int8"
+    quantization = "float16" if ct2_default_device() == "cuda" else "int8"
     assert (cfg.engine, cfg.ct2_quantization) == ("ct2", quantization)
     assert type(load()).__name__ == "Ct2Translator" and reference is not None
     assert (run_dir / f"teacher-ct2-{quantization}" / ".complete").is_file()

@@ -21,6 +21,7 @@ from ..config import template_problem
 from ..data.languages import setup_of, source_ids
 from ..data.prompt import TranslationPrompt
 from ..errors import ModelError, ModelLoadError
+from ..ranks import local_device
 from ..rundir import write_text_atomic
 from .generation import ct2_translate_scored, decode, generate_continuations, position_limit, translate
 from .loading import (
@@ -65,7 +66,7 @@ class HfTranslator:
     def load(cls, path: str | Path, device: str | None = None) -> HfTranslator:
         """The model in ``path`` on ``device`` (default: the GPU when there is one)."""
         model, tokenizer = load_seq2seq(path)
-        return cls(model.to(device or torch_device()), tokenizer, path)
+        return cls(model.to(device or local_device()), tokenizer, path)
 
     @property
     def device(self) -> str:
@@ -82,11 +83,6 @@ class HfTranslator:
     def size_mb(self) -> float | None:
 
         return dir_size_mb(self.path) if self.path is not None else None
-
-
-def torch_device() -> str:
-    """Where evaluation runs a Hugging Face model: the GPU when torch sees one, else the CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def ct2_default_device() -> str:
@@ -257,7 +253,7 @@ class CausalTranslator:
         """The causal LM in ``path`` prompted as its ``prompt.json`` says (see :func:`save_prompt`), on the GPU when
         there is one."""
         prompt = read_prompt(path)
-        return cls.load(path, prompt["template"], prompt["src_lang"], prompt["tgt_lang"], torch_device())
+        return cls.load(path, prompt["template"], prompt["src_lang"], prompt["tgt_lang"], local_device())
 
     @property
     def device(self) -> str:

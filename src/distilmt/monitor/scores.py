@@ -139,6 +139,15 @@ def trend_of(first: float | None, last: float | None, epsilon: float = TREND_EPS
     return "flat"
 
 
+def per_row_kl(s_logits: torch.Tensor, t_logits: torch.Tensor, mask: torch.Tensor) -> list[float]:
+    """Mean per-token ``KL(teacher || student)`` of each row over its ``mask``ed positions (0 for a row without any)."""
+    kls = []
+    for row in range(mask.shape[0]):
+        total, count = forward_kl(s_logits[row : row + 1], t_logits[row : row + 1], mask[row : row + 1])
+        kls.append(float(total / count.clamp(min=1)))
+    return kls
+
+
 def batch_kl(teacher, student, tokenizer, sources: list[str], targets: list[str]) -> tuple[list[float], int]:
     """Mean per-token ``KL(teacher || student)`` at T=1 for each pair, teacher-forced on ``targets``,
     and the vocabulary size the KL was taken over.
@@ -164,11 +173,7 @@ def batch_kl(teacher, student, tokenizer, sources: list[str], targets: list[str]
     vocab = min(logits[0].shape[-1], logits[1].shape[-1])
     t_logits, s_logits = logits[0][..., :vocab].to(device), logits[1][..., :vocab]
     mask = mask.to(device)
-    kls = []
-    for row in range(ids.shape[0]):
-        total, count = forward_kl(s_logits[row : row + 1], t_logits[row : row + 1], mask[row : row + 1])
-        kls.append(float(total / count.clamp(min=1)))
-    return kls, int(vocab)
+    return per_row_kl(s_logits, t_logits, mask), int(vocab)
 
 
 def causal_batch_kl(teacher, student, prompt: TranslationPrompt, sources: list[str], targets: list[str],
@@ -189,11 +194,7 @@ def causal_batch_kl(teacher, student, prompt: TranslationPrompt, sources: list[s
     device = logits[1].device
     mask = (batch["labels"][:, 1:] != IGNORE_INDEX).to(device)
     t_logits, s_logits = logits[0].to(device), logits[1]
-    kls = []
-    for row in range(mask.shape[0]):
-        total, count = forward_kl(s_logits[row : row + 1], t_logits[row : row + 1], mask[row : row + 1])
-        kls.append(float(total / count.clamp(min=1)))
-    return kls, int(vocab)
+    return per_row_kl(s_logits, t_logits, mask), int(vocab)
 
 
 def sample_kl(teacher, student, tokenizer, source: str, target_text: str) -> float:

@@ -30,9 +30,9 @@ from ..data.tokenizer import tokenizer_fingerprint, train_tokenizer
 from ..errors import CacheError, ConfigError, ExportError, LabelsError
 from ..export import export_ctranslate2
 from ..models.build import build_model
-from ..models.loading import first_line, load_causal, load_seq2seq, require_ctranslate2
-from ..models.translators import Ct2Translator, default_inter_threads, save_prompt
-from ..ranks import barrier, gather, local_rank, main_first, my_shards, on_main, world_size
+from ..models.loading import first_line, load_causal, load_seq2seq
+from ..models.translators import Ct2Translator, ct2_default_device, default_inter_threads, save_prompt
+from ..ranks import barrier, gather, local_device, local_rank, main_first, my_shards, on_main, world_size
 from ..rundir import is_complete, load_tokenizer, mark_complete, require_teacher, teacher_fingerprint
 from ..teachers.cache import TeacherCache, build_teacher_cache, cache_fingerprint, finish_teacher_cache
 from ..teachers.labels import (
@@ -173,7 +173,7 @@ def teacher_on_device(model_dir: Path, cfg: RunConfig | None = None):
     (default: the GPU when there is one, this rank's under torchrun), weights as ``teacher.inference_dtype`` says."""
     place = teacher_placement(cfg) if cfg is not None else {}
     model, _ = load_seq2seq(model_dir, **place)
-    return model if "device" in place else model.to(f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu")
+    return model if "device" in place else model.to(local_device())
 
 
 def train_teacher_lora(cfg: RunConfig, run_dir: Path, resume: bool = False, out_dir: Path | None = None,
@@ -313,7 +313,7 @@ def labels_engine(cfg: RunConfig, teacher_dir: Path, teacher_id: str, out_dir: P
     quantization = seqkd.ct2_quantization
     if quantization == "auto" and engine != "hf" and not obstacle:
         began_ct2 = begun is not None and begun.get("engine") == "ct2"
-        quantization = begun["ct2_quantization"] if began_ct2 else "float16" if ct2_device() == "cuda" else "int8"
+        quantization = begun["ct2_quantization"] if began_ct2 else "float16" if ct2_default_device() == "cuda" else "int8"
     if engine == "auto":  # nothing begun yet: every shard is missing, so the conversion is needed now anyway
         try:
             if obstacle:
@@ -336,7 +336,7 @@ def labels_engine(cfg: RunConfig, teacher_dir: Path, teacher_id: str, out_dir: P
         except CONVERSION_ERRORS as exc:
             raise LabelsError(f"seqkd.engine=ct2: the teacher in {teacher_dir} does not convert to CTranslate2 "
                               f"({first_line(exc)}); set seqkd.engine=hf") from None
-        device = ct2_device()
+        device = ct2_default_device()
         inter = 1 if device == "cuda" else default_inter_threads()
         return Ct2Translator(ct2_dir, intra_threads=max(1, _cores() // inter), inter_threads=inter, device=device,
                              device_index=local_rank() if device == "cuda" else 0)
@@ -388,11 +388,6 @@ def teacher_ct2(teacher_dir: Path, quantization: str, teacher_id: str) -> Path:
     export_ctranslate2(teacher_dir, out, quantization=quantization, force=True)
     mark_complete(out, teacher=teacher_id, quantization=quantization, seconds=round(time.time() - started, 1))
     return out
-
-
-def ct2_device() -> str:
-    """Where CTranslate2 runs: cuda when it sees a GPU, else cpu."""
-    return "cuda" if require_ctranslate2().get_cuda_device_count() > 0 else "cpu"
 
 
 def _cores() -> int:

@@ -158,7 +158,7 @@ def teacher_signal(cfg: RunConfig, run_dir: Path, teacher_dir: Path, tokenizer, 
                          "vocabulary; use sequence-level KD instead (seqkd.enabled=true, seqkd.with_token_kd=false), "
                          "which works across tokenizers")
     place = teacher_placement(cfg)  # teacher.device / teacher.inference_dtype
-    placed = bool(cfg.teacher.device)
+    placed = "device" in place  # stays on teacher.device instead of following the student
     if cfg.student.kind == "causal":
         teacher_model, teacher_tokenizer = load_causal(teacher_dir, **place)
         size = check_shared_vocabulary(teacher_tokenizer, tokenizer, teacher_model, student,

@@ -69,7 +69,7 @@ class EnsembleTeacher(TeacherBase):
             models.append(model)
         learned = weights == "learned"
         return cls(models, None if learned else weights, learned=learned, bf16=bf16, fp16=fp16,
-                   placed=bool((place or {}).get("device")))
+                   placed="device" in (place or {}))
 
     @property
     def learned(self) -> bool:

@@ -43,7 +43,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
 from transformers import AutoTokenizer
 
 from ..config.sections import SeqKDConfig
@@ -53,7 +52,7 @@ from ..data.store import TextSplit
 from ..errors import LabelsError
 from ..models.generation import translate_scored
 from ..models.translators import CausalTranslator, Ct2Translator
-from ..ranks import local_rank
+from ..ranks import local_device
 from ..rundir import atomic_open, check_fingerprint, sources_fingerprint
 
 log = logging.getLogger(__name__)
@@ -354,7 +353,7 @@ def labels_teacher(cfg, teacher_dir: str | Path, teacher_id: str):
     prompt = TranslationPrompt.from_config(AutoTokenizer.from_pretrained(str(teacher_dir)), cfg.prompt, cfg.data)
 
     def load() -> CausalTranslator:  # where teacher.device says (default: this rank's GPU when there is one)
-        device = cfg.teacher.device or (f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu")
+        device = cfg.teacher.device or local_device()
         return CausalTranslator.load(teacher_dir, cfg.prompt.template, cfg.data.source_lang, cfg.data.target_lang,
                                      device, cfg.teacher.inference_dtype)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
+from accelerate.utils import send_to_device
 
 from ..models.generation import model_device
 from ..models.trim import VocabMap
@@ -52,19 +53,6 @@ class TeacherBase(TeacherSignal):
     """The protocol's capability defaults (all False) for the teachers below to override."""
 
 
-def to_device(value, device: torch.device):
-    """``value`` with every tensor in it (a tensor, a tuple or list of them, a model output) on ``device``."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=True)
-    if isinstance(value, (tuple, list)):
-        return type(value)(to_device(v, device) for v in value)
-    if isinstance(value, dict):  # a transformers ModelOutput is an OrderedDict: keep its class
-        for key in list(value.keys()):
-            value[key] = to_device(value[key], device)
-        return value
-    return value
-
-
 class LiveTeacher(TeacherBase):
     """A frozen teacher model run in eval mode without gradients, teacher-forced on the batch's targets.
 
@@ -96,7 +84,7 @@ class LiveTeacher(TeacherBase):
         home, device = batch["input_ids"].device, model_device(self.model)  # sharded: where its inputs go
         with self._autocast(device):
             out = self.model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()})
-        return to_device(out, home) if device != home else out
+        return send_to_device(out, home) if device != home else out  # tensors, tuples of them, the ModelOutput
 
     @torch.no_grad()
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
