@@ -231,14 +231,19 @@ def _read_jsonl(path: Path, src_field: str, tgt_field: str, bad: _BadLines) -> I
             yield texts[0], texts[1]
 
 
+def tsv_line(row: Sequence[str], path: str | Path) -> str:
+    """One row of texts as a tab-separated line; a text holding a tab or line break cannot be (ValueError)."""
+    for text in row:
+        if any(char in text for char in "\t\r\n"):
+            raise ValueError(f"cannot write {text!r} to {path}: it contains a tab or line break")
+    return "\t".join(row) + "\n"
+
+
 def write_tsv(rows: Iterable[Sequence[str]], path: str | Path) -> None:
     """Write rows of texts as tab-separated lines, atomically: the file is whole or not there."""
     with atomic_open(path) as handle:
         for row in rows:
-            for text in row:
-                if any(char in text for char in "\t\r\n"):
-                    raise ValueError(f"cannot write {text!r} to {path}: it contains a tab or line break")
-            handle.write("\t".join(row) + "\n")
+            handle.write(tsv_line(row, path))
 
 
 def read_tsv(path: str | Path, columns: int = 2) -> list[tuple[str, ...]]:

@@ -40,6 +40,7 @@ import numpy as np
 from ..errors import CorpusError
 from ..rundir import atomic_open
 from .languages import source_ids
+from .readers import tsv_line
 from .tokenizer import tokenizer_fingerprint
 
 Pair = tuple[str, str]
@@ -59,11 +60,8 @@ def write_split(pairs: Iterable[Pair], path: str | Path) -> int:
     path = Path(path)
     offsets = array("q", [0])
     with atomic_open(path, binary=True) as handle:
-        for src, tgt in pairs:
-            for text in (src, tgt):
-                if any(char in text for char in "\t\r\n"):
-                    raise ValueError(f"cannot write {text!r} to {path}: it contains a tab or line break")
-            line = f"{src}\t{tgt}\n".encode("utf-8")
+        for pair in pairs:
+            line = tsv_line(pair, path).encode("utf-8")
             handle.write(line)
             offsets.append(offsets[-1] + len(line))
     _save_index(np.frombuffer(offsets, dtype=np.int64), index_path(path))
