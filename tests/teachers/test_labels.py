@@ -160,7 +160,7 @@ def test_filters_count_what_they_drop_and_only_reassemble(tmp_path, tokenizer, t
         raise AssertionError("new filters must not regenerate the translations")
 
     stats = _build(tmp_path / "d", sources, tokenizer, teacher, strict, load=no_teacher)
-    expected = {"empty": 0, "length_ratio": 0, "score": 0}
+    expected = {"empty": 0, "length_ratio": 0, "score": 0, "repetition": 0}
     for source, label, score in rows:
         reason = filter_reason(source, label, float(score), strict)
         if reason:
@@ -172,6 +172,13 @@ def test_filters_count_what_they_drop_and_only_reassemble(tmp_path, tokenizer, t
     assert filter_reason("a b", "", 0.0, cfg) == "empty"
     assert filter_reason("a b c d", "x", -0.1, dataclasses.replace(cfg, min_length_ratio=0.5)) == "length_ratio"
     assert filter_reason("a b", "x y", -2.0, dataclasses.replace(cfg, min_score=-1.0)) == "score"
+    loops = dataclasses.replace(cfg, max_repetition=0.2)
+    # 9 trigrams, 3 distinct ("the son of", "son of the", "of the son"): 1 - 3/9 = 0.67 repeated
+    assert filter_reason("a b", "the son of the son of the son of the son", -0.1, loops) == "repetition"
+    # 8 trigrams, 7 distinct: 0.125 is under 0.2, so the pair is kept, and every label is kept with the filter off
+    assert filter_reason("a b", "the son of the son of Judah and of Israel", -0.1, loops) is None
+    assert filter_reason("a b", "the son of the son of the son of the son", -0.1, cfg) is None
+    assert filter_reason("a b", "so so", -0.1, loops) is None  # under three words: no trigram to repeat
 
 
 def test_training_pairs_original_distilled_and_mix():

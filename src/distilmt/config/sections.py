@@ -290,6 +290,8 @@ class SeqKDConfig:
     max_length_ratio: float = _help("drop pairs whose target/source word ratio is above this (0 = off)", 0.0)
     min_score: float | None = _help("drop pairs whose teacher log-probability per target token is below this "
                                     "(e.g. -1.5; None = off)", None)
+    max_repetition: float = _help("drop pairs whose label loops: its share of repeated word trigrams (1 - distinct "
+                                  "/ all) is above this (e.g. 0.1; 0 = off)", 0.0)
     train_on: str = _help("what student-seqkd learns from: distilled (the teacher's translations), original "
                           "(the references) or mix (all references plus mix_ratio of the distilled pairs)",
                           "distilled")
@@ -326,6 +328,8 @@ class SeqKDConfig:
         if self.min_length_ratio and self.max_length_ratio:
             _check(self.min_length_ratio <= self.max_length_ratio, "seqkd.min_length_ratio",
                    f"{self.min_length_ratio} is above max_length_ratio {self.max_length_ratio}: nothing would be kept")
+        _check(0 <= self.max_repetition < 1, "seqkd.max_repetition",
+               f"{self.max_repetition} must be in [0, 1) (a share of repeated trigrams; 0 = off)")
         _check(self.min_score is None or self.min_score <= 0, "seqkd.min_score",
                f"{self.min_score} is a log-probability per token, which is <= 0: use e.g. -1.5, or leave it unset")
         _check(self.train_on in SEQKD_TRAIN_ON, "seqkd.train_on",

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF, TER
 
+from ..data.text import repeated_trigrams
+
 TOKENIZE = "13a"
 """sacrebleu tokenizer for BLEU and TER (the WMT default); Chinese targets use sacrebleu's 'zh'."""
 
@@ -83,12 +85,7 @@ def repetition_rate(hyps: Sequence[str]) -> float:
 
     0 for outputs that never repeat a trigram; near 1 for "the the the the ..." loops.
     """
-    rates = []
-    for hyp in hyps:
-        words = hyp.split()
-        trigrams = list(zip(words, words[1:], words[2:]))
-        if trigrams:
-            rates.append(1 - len(set(trigrams)) / len(trigrams))
+    rates = [rate for rate in map(repeated_trigrams, hyps) if rate is not None]
     return sum(rates) / len(rates) if rates else 0.0
 
 

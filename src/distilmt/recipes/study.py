@@ -123,7 +123,7 @@ class Study:
                                  if k in ("num_beams", "length_penalty", "max_new_tokens", "do_sample", "top_p",
                                           "temperature", "seed", "num_return_sequences")}}
         hard = {"labels": labels, "seqkd": {k: getattr(c.seqkd, k) for k in (
-            "min_length_ratio", "max_length_ratio", "min_score", "train_on", "mix_ratio")}}
+            "min_length_ratio", "max_length_ratio", "min_score", "max_repetition", "train_on", "mix_ratio")}}
         soft = {"teacher": kd_teacher, "distill": asdict(c.distill)}
         return {
             "teacher-lora": teacher_lora, LABELS: labels,

@@ -49,6 +49,7 @@ from ..config.sections import SeqKDConfig
 from ..data.prompt import TranslationPrompt
 from ..data.readers import read_tsv, write_tsv
 from ..data.store import TextSplit
+from ..data.text import repeated_trigrams
 from ..errors import LabelsError
 from ..models.generation import translate_scored
 from ..models.translators import CausalTranslator, Ct2Translator
@@ -61,7 +62,8 @@ FORMAT = "distilmt-distilled/1"
 MANIFEST, STATS, TRAIN, NBEST = "manifest.json", "stats.json", "train.tsv", "nbest.jsonl"
 GENERATION_KEYS = ("num_beams", "length_penalty", "max_new_tokens", "do_sample", "top_p", "temperature", "seed",
                    "num_return_sequences", "batch_tokens", "shard_size")
-FILTER_KEYS = ("min_length_ratio", "max_length_ratio", "min_score")
+FILTER_KEYS = ("min_length_ratio", "max_length_ratio", "min_score", "max_repetition")
+FILTER_REASONS = ("empty", "length_ratio", "score", "repetition")
 
 
 # -- fingerprint --------------------------------------------------------------------------------------
@@ -274,9 +276,10 @@ def _filters(cfg: SeqKDConfig) -> dict:
 
 
 def filter_reason(source: str, label: str, score: float, cfg: SeqKDConfig) -> str | None:
-    """Why a distilled pair is dropped (empty, length_ratio, score), or None when it is kept.
+    """Why a distilled pair is dropped (one of :data:`FILTER_REASONS`), or None when it is kept.
 
-    The length ratio is target words / source words; each pair counts under the first filter it fails.
+    The length ratio is target words / source words; repetition is the label's share of repeated word trigrams
+    (a teacher's "the son of the son of ..." loop); each pair counts under the first filter it fails.
     """
     if not label.strip():
         return "empty"
@@ -286,12 +289,14 @@ def filter_reason(source: str, label: str, score: float, cfg: SeqKDConfig) -> st
         return "length_ratio"
     if cfg.min_score is not None and score < cfg.min_score:
         return "score"
+    if cfg.max_repetition and (repeated_trigrams(label) or 0.0) > cfg.max_repetition:
+        return "repetition"
     return None
 
 
 def _assemble(out_dir: Path, sources: Sequence[str], cfg: SeqKDConfig, n_shards: int) -> dict:
     """train.tsv (and nbest.jsonl) from the shards in corpus order, with the filters applied; the counts."""
-    kept, filtered, scores = [], {"empty": 0, "length_ratio": 0, "score": 0}, []
+    kept, filtered, scores = [], dict.fromkeys(FILTER_REASONS, 0), []
     rows = [row for i in range(n_shards) for row in read_tsv(out_dir / shard_name(i), columns=3)]
     if [row[0] for row in rows] != list(sources):
         raise LabelsError(f"{out_dir}: the shards do not hold the run's training sources in order; "
@@ -308,8 +313,8 @@ def _assemble(out_dir: Path, sources: Sequence[str], cfg: SeqKDConfig, n_shards:
         with atomic_open(out_dir / NBEST) as f:
             for i in range(n_shards):
                 f.write((out_dir / shard_name(i).replace(".tsv", ".nbest.jsonl")).read_text(encoding="utf-8"))
-    log.info("generate-labels: %d of %d pairs kept (filtered: %d empty, %d by length ratio, %d by teacher score)",
-             len(kept), len(rows), filtered["empty"], filtered["length_ratio"], filtered["score"])
+    log.info("generate-labels: %d of %d pairs kept (filtered: %d empty, %d by length ratio, %d by teacher score, %d "
+             "repeating themselves)", len(kept), len(rows), *filtered.values())
     return {"format": FORMAT, "sources": len(rows), "kept": len(kept), "filtered": filtered,
             "filtered_total": sum(filtered.values()), "mean_score": round(sum(scores) / max(len(scores), 1), 4),
             "filters": _filters(cfg)}
