@@ -69,8 +69,11 @@ def test_every_method_family_is_selectable_from_a_preset():
     found = " | ".join(active_methods(load_config(name).distill) for name in PRESETS)
     for family in ("jsd", "T ", "alpha ", "hidden", "attention", "on-policy", "mutual", "progressive"):
         assert family in found, family
-    # quick: forward KL with teacher annealing (alpha 1 -> 0, beta 0 -> 1)
-    assert active_methods(load_config("quick").distill) == "alpha 1->0 linear"
+    # quick: pure forward KL (alpha 1, beta 0, no schedule); quick's teacher annealing of before issue 16 is named
+    assert active_methods(load_config("quick").distill) == "forward KL"
+    annealed = load_config("quick", overrides=["distill.weight_schedule=linear", "distill.alpha_final=0",
+                                               "distill.beta_final=1"])
+    assert active_methods(annealed.distill) == "alpha 1->0 linear"
 
 
 def test_methods_command_end_to_end_then_resumes_without_redoing_rows(tmp_path, capsys):
