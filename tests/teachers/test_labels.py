@@ -271,6 +271,8 @@ def test_defaults_keep_todays_students(tmp_path):
     ("seqkd.num_return_sequences=8", "raise seqkd.num_beams to 8"),
     ("seqkd.min_score=0.5", "seqkd.min_score"),
     ("seqkd.min_length_ratio=-1", "seqkd.min_length_ratio"),
+    ("seqkd.max_repetition=1", "seqkd.max_repetition: 1.0 must be in [0, 1)"),
+    ("seqkd.max_repetition=-0.1", "seqkd.max_repetition"),
     ("seqkd.max_new_tokens=abc", "seqkd.max_new_tokens"),
     ("seqkd.colour=red", "seqkd.colour: unknown setting"),
 ])
