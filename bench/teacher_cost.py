@@ -30,30 +30,27 @@ import tempfile
 import time
 
 import torch
+from transformers import Seq2SeqTrainingArguments
+
+from distilmt.config import DistillConfig, load_config
+from distilmt.data.batching import ParallelDataset, Seq2SeqCollator, pack_in_order, padding_fraction, token_batches
+from distilmt.data.corpus import build_splits
+from distilmt.data.tokenizer import train_tokenizer
+from distilmt.models.build import build_model, derive_student
+from distilmt.rundir import teacher_fingerprint
+from distilmt.teachers.cache import CachedTeacher, build_teacher_cache
+from distilmt.teachers.signal import LiveTeacher
+from distilmt.training.trainer import DistilTrainer
 
 
 def unbucketed_batches(lengths, max_tokens, seed):
     """The same token budget, examples in random order (no length bucketing): what a plain shuffle gives."""
-    from distilmt.data.batching import pack_in_order
-
     order = list(range(len(lengths)))
     random.Random(seed).shuffle(order)
     return pack_in_order(order, lengths, max_tokens)
 
 
 def main() -> None:
-    from transformers import Seq2SeqTrainingArguments
-
-    from distilmt.teachers.cache import build_teacher_cache
-    from distilmt.rundir import teacher_fingerprint
-    from distilmt.config import DistillConfig, load_config
-    from distilmt.data.batching import ParallelDataset, Seq2SeqCollator, padding_fraction, token_batches
-    from distilmt.data.corpus import build_splits
-    from distilmt.data.tokenizer import train_tokenizer
-    from distilmt.models.build import build_model, derive_student
-    from distilmt.teachers.cache import CachedTeacher
-    from distilmt.teachers.signal import LiveTeacher
-    from distilmt.training.trainer import DistilTrainer
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=3000, help="training pairs sampled from the built-in corpus")
