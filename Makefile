@@ -31,8 +31,8 @@ value: $(STAMP)
 # measured with.
 OLD_QUICK_STUDENT := --set teacher_train.max_steps=2200 --set student.width_ratio=1.0 \
 	--set student.init_from_teacher=true --set student_train.max_steps=700 --set student_train.warmup_steps=100 \
-	--set distill.teacher_cache=false --set distill.weight_schedule=linear --set distill.alpha_final=0.0 \
-	--set distill.beta_final=1.0
+	--set distill.teacher_cache=false --set distill.weight_schedule=linear --set distill.alpha=1.0 \
+	--set distill.beta=0.0 --set distill.alpha_final=0.0 --set distill.beta_final=1.0
 study: $(STAMP)
 	$(BIN)/distilmt study --preset quick --run-dir runs/study --set seqkd.num_beams=2 --set seqkd.train_on=mix \
 		--set study.label_sources=2000 $(OLD_QUICK_STUDENT)

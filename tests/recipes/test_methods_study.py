@@ -69,10 +69,11 @@ def test_every_method_family_is_selectable_from_a_preset():
     found = " | ".join(active_methods(load_config(name).distill) for name in PRESETS)
     for family in ("jsd", "T ", "alpha ", "hidden", "attention", "on-policy", "mutual", "progressive"):
         assert family in found, family
-    # quick: pure forward KL (alpha 1, beta 0, no schedule); quick's teacher annealing of before issue 16 is named
+    # quick: forward KL at fixed weights (alpha 0.5, beta 0.5, no schedule); quick's teacher annealing of before
+    # issue 16 (make study's and make methods' OLD_QUICK_STUDENT) is named
     assert active_methods(load_config("quick").distill) == "forward KL"
-    annealed = load_config("quick", overrides=["distill.weight_schedule=linear", "distill.alpha_final=0",
-                                               "distill.beta_final=1"])
+    annealed = load_config("quick", overrides=["distill.weight_schedule=linear", "distill.alpha=1", "distill.beta=0",
+                                               "distill.alpha_final=0", "distill.beta_final=1"])
     assert active_methods(annealed.distill) == "alpha 1->0 linear"
 
 

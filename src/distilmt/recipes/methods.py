@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # name -> config overrides on top of the run's config ("baseline": no teacher at all; "kd": the preset's KD as it is)
 METHODS: dict[str, dict] = {
     "baseline": {},
-    "kd": {},  # forward KL, the preset's alpha, beta and T (quick: pure KD, alpha 1, beta 0)
+    "kd": {},  # forward KL, the preset's alpha, beta and T (quick: KD and cross-entropy half and half)
     "kd_constant": {"distill.weight_schedule": "constant", "distill.alpha": 0.5, "distill.beta": 0.5,
                     "distill.alpha_final": None, "distill.beta_final": None, "distill.temperature": 2.0},  # the textbook mix, fixed over training
     "reverse_kl": {"distill.divergence": "reverse_kl"},
