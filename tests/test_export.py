@@ -63,7 +63,14 @@ def test_ct2_dir_is_self_contained_and_records_the_source(trained, tmp_path):
     assert {"model.bin", "config.json", "tokenizer.json", EXPORT_INFO} <= names
     assert not list(tmp_path.glob(".*partial*"))
     hf = HfTranslator.load(trained["prenorm"])
-    ct2 = Ct2Translator(out)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ct2 = Ct2Translator(out, intra_threads=1)
+        # CTranslate2 set the process's OpenMP threads to 1; PyTorch work after it must keep its own 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     assert ct2.num_parameters()["params"] == count_parameters(hf.model)["params"]
     assert ct2.num_parameters()["params_non_embedding"] == count_parameters(hf.model)["params_non_embedding"]
     assert 0 < ct2.size_mb()

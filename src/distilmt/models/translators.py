@@ -132,9 +132,14 @@ class Ct2Translator:
         self.info = read_export_info(self.path)
         self.inter_threads = inter_threads or default_inter_threads()
         self.intra_threads = intra_threads
+        # CTranslate2 sets the calling thread's OpenMP thread count to intra_threads, and PyTorch shares that
+        # runtime: without the restore, everything PyTorch does later in this process (the next seed's training
+        # after an export check, students trained after CT2 labels) runs on intra_threads threads (measured: 1)
+        torch_threads = torch.get_num_threads()
         self.translator = ctranslate2.Translator(str(self.path), device=self.device, device_index=device_index,
                                                  compute_type=compute_type, inter_threads=self.inter_threads,
                                                  intra_threads=intra_threads)
+        torch.set_num_threads(torch_threads)
 
     def translate(self, sentences: Sequence[str], num_beams: int = 4, batch_size: int = 64,
                   max_new_tokens: int = 128) -> list[str]:
