@@ -69,12 +69,13 @@ def test_ct2_dir_is_self_contained_and_records_the_source(trained, tmp_path):
         ct2 = Ct2Translator(out, intra_threads=1)
         # CTranslate2 set the process's OpenMP threads to 1; PyTorch work after it must keep its own 2
         assert torch.get_num_threads() == 2
+        beam = ct2.translate(toy_sentences(4, seed=1), num_beams=4, max_new_tokens=10)
+        assert torch.get_num_threads() == 2, "translating with CTranslate2 changed PyTorch's thread count"
     finally:
         torch.set_num_threads(threads)
     assert ct2.num_parameters()["params"] == count_parameters(hf.model)["params"]
     assert ct2.num_parameters()["params_non_embedding"] == count_parameters(hf.model)["params_non_embedding"]
     assert 0 < ct2.size_mb()
-    beam = ct2.translate(toy_sentences(4, seed=1), num_beams=4, max_new_tokens=10)
     assert len(beam) == 4 and all(isinstance(s, str) for s in beam)
 
 
