@@ -11,6 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import transformers.trainer as trainer_module
+from safetensors.torch import load_file
 from transformers import Seq2SeqTrainingArguments
 
 from distilmt.config import DistillConfig, TrainConfig
@@ -444,3 +446,20 @@ def test_a_full_disk_is_one_line_and_resume_finds_the_last_whole_checkpoint(tmp_
         assert kept is None or (kept / "trainer_state.json").is_file()
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_reloading_a_checkpoint_reports_only_keys_that_are_really_missing(tmp_path, tiny_teacher, monkeypatch):
+    model = copy.deepcopy(tiny_teacher)
+    model.save_pretrained(tmp_path / "checkpoint")
+    state = load_file(tmp_path / "checkpoint" / "model.safetensors")
+    tied = model.load_state_dict(state, False)
+    assert "lm_head.weight" in tied.missing_keys  # saved once, as model.shared: what the Trainer reloads
+    warnings = []
+    monkeypatch.setattr(trainer_module.logger, "warning", warnings.append)
+    trainer = _terms_trainer(tmp_path / "out", model, None, None)
+    trainer._issue_warnings_after_load(tied)
+    assert warnings == []
+    lost = "model.encoder.layers.0.fc1.weight"
+    del state[lost]
+    trainer._issue_warnings_after_load(model.load_state_dict(state, False))
+    assert warnings == [f"There were missing keys in the checkpoint model loaded: {[lost]}."]

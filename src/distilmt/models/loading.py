@@ -28,6 +28,16 @@ EXPORT_INFO = "distilmt_export.json"
 """Metadata written next to an exported model (source parameters, quantization, ...)."""
 
 
+def untied_missing_keys(model, missing_keys) -> list[str]:
+    """The keys of ``missing_keys`` (from ``model.load_state_dict(state, strict=False)``) that are really missing:
+    a tied weight (``embed_tokens`` / ``lm_head`` sharing ``model.shared``) is saved once, so it is reported
+    missing although loading the tensor it shares filled it too (transformers issue #27972)."""
+    state = model.state_dict(keep_vars=True)
+    missing = set(missing_keys)
+    loaded = {state[key].data_ptr() for key in state if key not in missing}
+    return [key for key in missing_keys if key not in state or state[key].data_ptr() not in loaded]
+
+
 def require_ctranslate2():
     """Import ctranslate2, or fail with an install hint."""
     try:

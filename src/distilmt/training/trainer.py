@@ -25,6 +25,7 @@ from ..data.batching import TokenBatchSampler
 from ..data.prompt import TranslationPrompt
 from ..errors import ConfigError
 from ..models.generation import evaluating, generate_continuations
+from ..models.loading import untied_missing_keys
 from ..models.mutual import MutualPair
 from ..teachers.signal import TeacherSignal
 from .intermediate import IntermediateKD
@@ -357,6 +358,10 @@ class DistilTrainer(Seq2SeqTrainer):
         if isinstance(self.accelerator.unwrap_model(self.model), MutualPair):
             return self._load_mutual(self.state.best_model_checkpoint)
         return super()._load_best_model()
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        missing = untied_missing_keys(self.accelerator.unwrap_model(self.model), load_result.missing_keys)
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
     def scheduled_values(self) -> dict[str, float]:
         """T, alpha and beta at this point of training (distill.*_schedule; constant by default).
