@@ -21,6 +21,7 @@ from distilmt.monitor.scores import (
     laziness,
     normalised_kl,
     output_problem,
+    repetition,
     sample_kl,
     text_similarity,
     trend_of,
@@ -154,7 +155,14 @@ def test_collapse_trend_and_advice():
                               ["one two three four", "five six seven eight"])
     assert collapse_suspected(["", ""], ["a b", "c d"])
     assert collapse_suspected(["eee ee eee", "eee eee eee"], ["A király ült.", "A pásztor jött."])  # near-same
-    assert collapse_suspected(["the king the king the king"], ["A király ül."])  # one sample looping
+    assert collapse_suspected(["the king the king the king the king"], ["A király ül."])  # one sample looping
+    # a genealogy repeats more than half its words (the old measure called it looping) but few of its trigrams
+    genealogy = ("the sons of Rob were Tom and Sam, and the sons of Tom were Ben and Max, and the sons of Sam were "
+                 "Jon and Lee, and the sons of Jon were Ned and Abe.")
+    words = genealogy.split()
+    assert 1 - len(set(words)) / len(words) > 0.5 and repetition(genealogy) == pytest.approx(1 - 28 / 33)
+    assert output_problem(genealogy) is None
+    assert not collapse_suspected([genealogy, "Tom sat down."], ["the sons of Rob were Tom.", "Tom sat."])
     assert not collapse_suspected(["A király ült.", "A pásztor."], ["A király ült.", "A pásztor jött."])
     assert not collapse_suspected(["A király ült.", "A király ült."], ["A király ül.", "A király ül."])
     assert trend_of(0.6, 0.4) == "improving" and trend_of(0.4, 0.42) == "flat" and trend_of(0.3, 0.5) == "worse"
@@ -175,7 +183,7 @@ def test_a_collapsed_student_is_never_praised():
     assert collapse_suspected(["", ""], ["", ""])
     assert degenerate(["A király ült.", "A király ült.", "A király ült."])  # one text for every input
     assert not degenerate(["A király ült.", "A pásztor jött."])
-    assert output_problem("") == "empty" and output_problem("and the and the and the") == "looping"
+    assert output_problem("") == "empty" and output_problem("and the and the and the and the") == "looping"
     assert output_problem("A király ült a trónján.") is None
     # laziness 0 (perfect imitation) but the output loops / is empty: collapsed, not "excellent"
     assert comment(0.0, 0.5, problem="looping") == "collapsed — the student repeats itself here"

@@ -9,6 +9,7 @@ import torch
 
 from distilmt.data.languages import source_ids
 from distilmt.data.prompt import CausalCollator, TranslationPrompt
+from distilmt.data.text import repeated_trigrams
 from distilmt.losses import IGNORE_INDEX, forward_kl
 from distilmt.models.generation import decoder_start, evaluating, max_positions, model_device
 
@@ -68,11 +69,11 @@ def laziness(similarity: float, kl_norm: float | None) -> float:
 
 
 def repetition(text: str) -> float:
-    """Share of repeated words: ``1 - distinct words / words`` (0 for fewer than 3 words)."""
-    words = text.split()
-    if len(words) < 3:
-        return 0.0
-    return 1.0 - len(set(words)) / len(words)
+    """Share of repeated word trigrams, ``1 - distinct trigrams / trigrams`` (0 for fewer than 3 words): the
+    measure evaluation's collapse check uses (:func:`~distilmt.data.text.repeated_trigrams`). Not repeated words:
+    a healthy genealogy ("the son of A, and the son of B, ...") repeats half its words but few of its trigrams."""
+    rate = repeated_trigrams(text)
+    return 0.0 if rate is None else rate
 
 
 def _mean_pairwise_similarity(texts: list[str]) -> float:
