@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,16 @@ def test_user_corpus_held_out_with_fixed_seed(tmp_path):
     assert len(set(splits.train + splits.dev + splits.test)) == 100
     assert splits == build_splits(cfg)
     assert splits.stats["duplicates_dropped"] == 1 and splits.stats["format"] == "tsv"
+
+
+def test_the_language_check_samples_the_whole_corpus_not_its_head(tmp_path, caplog):
+    # 1000 good pairs, then 3000 with the same text on both sides (a second file concatenated wrongly): the first
+    # 2000 lines are half good, the corpus is three quarters broken
+    path = make_tsv(tmp_path / "c.tsv", 1000, "".join(f"line {i}.\tline {i}.\n" for i in range(3000)))
+    with caplog.at_level(logging.WARNING, logger="distilmt.data.corpus"):
+        build_splits(DataConfig(corpus=str(path), dev_size=10, test_size=10))
+    warned = [r.getMessage() for r in caplog.records if "same text on both sides" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"{path}: 7")  # 75 % of a uniform sample, give or take
 
 
 def test_user_corpus_too_small_to_hold_out(tmp_path):

@@ -99,13 +99,19 @@ def _hash(text: str) -> int:
 
 def _hash_rows(rows: Iterable[Pair], warn_sample: list[Pair] | None = None, sample: int = 2000
                ) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hashes of each pair and of each source, in one pass (optionally keeping the first pairs)."""
+    """64-bit hashes of each pair and of each source, in one pass; optionally ``warn_sample`` gets ``sample`` pairs
+    drawn uniformly from the whole corpus (reservoir sampling, fixed seed), not its first lines: a corpus whose
+    columns are swapped after its first file of a concatenation is still seen."""
     pair_hashes, source_hashes = array("Q"), array("Q")
-    for src, tgt in rows:
+    rng = random.Random(0)
+    for row, (src, tgt) in enumerate(rows):
         pair_hashes.append(_hash(f"{src}\t{tgt}"))
         source_hashes.append(_hash(src))
-        if warn_sample is not None and len(warn_sample) < sample:
-            warn_sample.append((src, tgt))
+        if warn_sample is not None:
+            if row < sample:
+                warn_sample.append((src, tgt))
+            elif (slot := rng.randrange(row + 1)) < sample:
+                warn_sample[slot] = (src, tgt)
     return np.frombuffer(pair_hashes, dtype=np.uint64), np.frombuffer(source_hashes, dtype=np.uint64)
 
 
@@ -199,10 +205,10 @@ def _user_plan(cfg: DataConfig) -> tuple[_Plan, np.ndarray]:
                              bad or BadLines(True, quiet=True))  # a second pass: the first raised or counted
 
     bad = BadLines(cfg.skip_bad_lines)
-    head: list[Pair] = []
-    pair_hashes, source_hashes = _hash_rows(rows(bad), head)
+    drawn: list[Pair] = []
+    pair_hashes, source_hashes = _hash_rows(rows(bad), drawn)
     distinct = _first_occurrences(pair_hashes)
-    for warning in corpus_warnings(list(dict.fromkeys(head)), cfg.source_lang, cfg.target_lang, cfg.corpus):
+    for warning in corpus_warnings(list(dict.fromkeys(drawn)), cfg.source_lang, cfg.target_lang, cfg.corpus):
         logger.warning(warning)
     skipped = bad.count
 

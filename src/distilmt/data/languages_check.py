@@ -31,8 +31,9 @@ def function_word_share(texts: Sequence[str], language: str) -> float:
 
 def corpus_warnings(pairs: Sequence[tuple[str, str]], source_lang: str, target_lang: str, where: str,
                     sample: int = 2000) -> list[str]:
-    """One sentence per problem the first ``sample`` pairs show: most pairs have the same text on both sides, or
-    the source side reads like the target language and the target side like the source language."""
+    """One sentence per problem the first ``sample`` pairs show (the corpus reader passes a uniform sample of the
+    whole corpus): most pairs have the same text on both sides, or the source side reads like the target language
+    and the target side like the source language."""
     head = list(pairs[:sample])
     if not head:
         return []
