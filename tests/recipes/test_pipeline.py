@@ -209,3 +209,25 @@ def test_distill_trains_student_kd_from_the_listed_teacher_ensemble(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(other) in err[0] and "vocabulary" in err[0]
     assert not (run_dir / "student-baseline" / ".complete").exists()
+
+
+def test_the_monitor_watches_with_the_live_teachers_model_not_a_second_copy(tmp_path):
+    from conftest import TINY_TEACHER
+    from distilmt.config import TeacherConfig
+    from distilmt.models.build import build_model
+    from distilmt.monitor import DistillationMonitor
+    from distilmt.recipes import pipeline
+    from distilmt.rundir import load_tokenizer
+    from distilmt.teachers.signal import LiveTeacher
+
+    run_dir = tmp_path / "run"
+    assert main(["prepare-data", "--config", str(write_config(tmp_path)), "--set", "distill.teacher_cache=false",
+                 "--run-dir", str(run_dir)]) == 0
+    tokenizer = load_tokenizer(run_dir)
+    build_model(TeacherConfig(**TINY_TEACHER), tokenizer, seed=0).save_pretrained(run_dir / "teacher")
+    tokenizer.save_pretrained(run_dir / "teacher")
+    (run_dir / "teacher" / ".complete").write_text("{}")
+    trainer = pipeline.distill(pipeline.open_run(run_dir), run_dir, ("student-kd",))["student-kd"]
+    monitor = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, DistillationMonitor))
+    assert isinstance(trainer.teacher, LiveTeacher) and monitor.teacher is trainer.teacher.model
+    assert monitor.panels and monitor.history[0]["teacher"] == monitor.teacher_translations[0]

@@ -146,12 +146,21 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def causal_tokenizer(path: str | Path):
+    """The tokenizer of a causal LM directory; without a pad token it pads with its eos (the attention mask and -100
+    labels hide the padding), without an eos it is refused in one line."""
+    tokenizer = tokenizer_next_to(Path(path))
+    if tokenizer.eos_token_id is None:
+        raise ModelError(f"{path}: its tokenizer has no eos token, so a translation could never end; set "
+                         "eos_token in tokenizer_config.json")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_causal(path: str | Path, role: str = "teacher", device: str = "", dtype: str = ""):
     """``(model, tokenizer)`` of a causal LM saved in a local directory, with a one-line error otherwise (placed
-    by ``device`` and ``dtype`` as :func:`placement` says).
-
-    A tokenizer without a pad token pads with its eos (the attention mask and -100 labels hide the padding).
-    """
+    by ``device`` and ``dtype`` as :func:`placement` says), its tokenizer from :func:`causal_tokenizer`."""
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -161,12 +170,7 @@ def load_causal(path: str | Path, role: str = "teacher", device: str = "", dtype
     if getattr(config, "is_encoder_decoder", False):
         raise ModelError(f"{path}: '{config.model_type}' is an encoder-decoder (seq2seq) model; set {role}.kind "
                          "to seq2seq, or point it at a causal LM")
-    tokenizer = tokenizer_next_to(path)
-    if tokenizer.eos_token_id is None:
-        raise ModelError(f"{path}: its tokenizer has no eos token, so a translation could never end; set "
-                         "eos_token in tokenizer_config.json")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = causal_tokenizer(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **placement(device, dtype))
     except (OSError, RuntimeError, SafetensorError) as exc:  # a truncated or damaged weights file

@@ -23,7 +23,7 @@ from ..data.corpus import load_splits
 from ..data.prompt import TranslationPrompt
 from ..errors import ConfigError, ModelError, RunDirError
 from ..models.build import build_model, derive_student
-from ..models.loading import load_causal, load_seq2seq
+from ..models.loading import causal_tokenizer, load_causal, load_seq2seq
 from ..models.translators import save_prompt
 from ..models.trim import trim_student
 from ..models.vocab import check_same_vocabulary, check_shared_vocabulary
@@ -96,8 +96,9 @@ def train_student(cfg: RunConfig, run_dir: Path, name: str, out: Path, train_pai
         monitor = False
     distill = cfg.distill if signal is not None else None
     log_dir = Path(log_dir) if log_dir is not None else run_dir / "tb" / name
+    live = signal.model if isinstance(signal, LiveTeacher) else None  # the monitor shares it instead of a 2nd copy
     callbacks = monitor_callbacks(cfg, run_dir / "tb" / name, teacher_dir or run_dir / "teacher", tokenizer,
-                                  splits, model) if monitor else []
+                                  splits, model, teacher=live) if monitor else []
     log.info("%s: training %s parameters on %d pairs%s", name, f"{model.num_parameters():,}", len(pairs),
              f", taught by {teacher_dir}" if signal is not None else " (no teacher)")
     common = dict(out_dir=out, log_dir=log_dir, max_tokens=cfg.data.max_tokens, resume=resume, name=name)
@@ -220,10 +221,14 @@ def train_causal(model, prompt: TranslationPrompt, train_pairs, cfg, out_dir, lo
                          prompt=prompt)
 
 
-def monitor_callbacks(cfg: RunConfig, log_dir: Path, teacher_dir: Path, tokenizer, splits, student=None) -> list:
+def monitor_callbacks(cfg: RunConfig, log_dir: Path, teacher_dir: Path, tokenizer, splits, student=None,
+                      teacher=None) -> list:
     """The visual monitor (``monitor.enabled``) watching the student against the teacher in ``teacher_dir``, on
     ``monitor.num_samples`` dev sentences. A causal-LM teacher or student is prompted as ``prompt.*`` says; the KL
-    is taken when both models read one vocabulary (two seq2seq models, or two causal LMs of one tokenizer)."""
+    is taken when both models read one vocabulary (two seq2seq models, or two causal LMs of one tokenizer).
+    ``teacher``: that teacher's model when the KD signal already holds it (a live teacher), used as it is instead
+    of loading a second copy (a shipped NLLB or Qwen teacher is gigabytes); else it is loaded from ``teacher_dir``
+    (a teacher cache or an ensemble holds no such model)."""
     if not cfg.monitor.enabled:
         return []
     monitor_cfg = cfg.monitor
@@ -231,10 +236,11 @@ def monitor_callbacks(cfg: RunConfig, log_dir: Path, teacher_dir: Path, tokenize
         monitor_cfg = dataclasses.replace(monitor_cfg, quiet=True)
     prompts, shared_vocab = {}, 0
     if cfg.teacher.kind == "causal":
-        teacher_model, teacher_tokenizer = load_causal(teacher_dir)
+        teacher_model, teacher_tokenizer = ((teacher, causal_tokenizer(teacher_dir)) if teacher is not None
+                                            else load_causal(teacher_dir))
         prompts["teacher_prompt"] = TranslationPrompt.from_config(teacher_tokenizer, cfg.prompt, cfg.data)
     else:
-        teacher_model, teacher_tokenizer = load_seq2seq(teacher_dir)
+        teacher_model = teacher if teacher is not None else load_seq2seq(teacher_dir)[0]
     if cfg.student.kind == "causal":
         prompts["student_prompt"] = TranslationPrompt.from_config(tokenizer, cfg.prompt, cfg.data)
         if cfg.teacher.kind == "causal":
